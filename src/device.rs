@@ -1,0 +1,589 @@
+//! One opened device: its wgpu `Device` + `Queue`, its lock, its request channel and its
+//! executor thread, and how it handles loss and shutdown.
+//!
+//! # Locks, in the order they may be taken
+//! 1. The engine's enumeration lock (`engine.rs`): adapter enumeration only. Never held while
+//!    taking a device lock, never taken on the submit path.
+//! 2. One [`DeviceSlot::state`] lock per device: its pipeline cache and buffer pool. Taken by its
+//!    executor twice per batch (take buffers and pipelines; give buffers back) and by
+//!    [`Engine::kernel`](crate::Engine::kernel) to insert a pipeline. Never held with another
+//!    device's lock, nor across a channel operation, `queue.submit`, `device.poll` or pipeline
+//!    creation.
+//! 3. [`DeviceSlot::join`]: the executor's join handle, taken only by shutdown.
+//!
+//! Submitting takes no lock: it reads atomics ([`Shared`]) to choose a device and sends on that
+//! device's bounded channel.
+//!
+//! # A job's life
+//! queued (in the channel) -> batched (gathered by the executor) -> encoded (one command buffer
+//! per batch) -> submitted (one `queue.submit`) -> read back (the batch's readback buffer is
+//! mapped) -> replied (through the job's [`Responder`](crate::job::Responder)).
+//!
+//! Only the executor thread submits to and polls its device: wgpu serializes submits per device
+//! anyway, lavapipe's submit blocks until the previous one finishes, and a timed poll racing a
+//! submit can panic in wgpu 30.0.2. The executor keeps up to `max_in_flight` batches submitted,
+//! so batch N+1 is formed and encoded while batch N runs.
+//!
+//! # Loss
+//! A device-lost callback, an executor panic, or a fatal poll error records the reason in
+//! [`Shared::lost`]. Submit then skips the device. The executor fails what it holds and drains
+//! its channel; every dropped [`Responder`](crate::job::Responder) replies `Error::DeviceLost`.
+//!
+//! # Shutdown
+//! The engine refuses new jobs, drops every channel's owning sender and joins the executors.
+//! Producers hold only weak senders, upgraded for one send, so a send already under way still
+//! lands; the executor sees the channel disconnect once it is empty, finishes its batches in
+//! flight and returns. Every queued job therefore runs; none is dropped unanswered.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::batch::{self, Buffers, EncodeJob, Pipeline, Plan};
+use crate::buffer::{BufferPool, Role};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobOutput, Responder};
+use crate::kernel::{Kernel, KernelInner};
+use crate::stats::DeviceStats;
+
+/// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// The device's index: what [`Job::on_device`](crate::Job::on_device) and
+    /// [`JobOutput::device`](crate::JobOutput::device) refer to.
+    pub index: usize,
+    /// The adapter's name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub adapter: String,
+    /// The graphics API behind it.
+    pub backend: wgpu::Backend,
+    /// Discrete, integrated, CPU, ...
+    pub device_type: wgpu::DeviceType,
+    /// The driver's name and version.
+    pub driver: String,
+    /// Largest storage buffer binding, in bytes.
+    pub max_storage_binding: u64,
+    /// Largest workgroup count per dimension.
+    pub max_workgroups_per_dimension: u32,
+}
+
+/// Batch formation settings, shared by every executor of an engine.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchConfig {
+    pub(crate) max_jobs: usize,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_delay: Duration,
+    pub(crate) max_in_flight: usize,
+}
+
+/// What producers and the executor share with no lock: loss state and statistics.
+pub(crate) struct Shared {
+    /// The device's index.
+    pub(crate) index: usize,
+    /// Set once, when the device is lost; read on the submit path.
+    pub(crate) lost: OnceLock<String>,
+    /// Lock-free counters.
+    pub(crate) stats: DeviceStats,
+}
+
+impl Shared {
+    /// Why a job that was dropped unanswered did not run.
+    pub(crate) fn drop_error(&self) -> Error {
+        match self.lost.get() {
+            Some(reason) => Error::DeviceLost { device: self.index, reason: reason.clone() },
+            None => Error::Shutdown,
+        }
+    }
+
+    /// Records a loss; the first reason wins.
+    fn mark_lost(&self, reason: String) {
+        if self.lost.set(reason.clone()).is_ok() {
+            log::error!("device {} lost: {reason}", self.index);
+        }
+    }
+}
+
+/// A queued job and its reply side.
+pub(crate) struct Request {
+    pub(crate) job: Job,
+    pub(crate) responder: Responder,
+}
+
+/// A pipeline in the cache, with a weak link to its kernel so dead kernels can be evicted.
+struct CachedPipeline {
+    pipeline: Pipeline,
+    kernel: Weak<KernelInner>,
+}
+
+/// Everything of a device that needs its lock.
+#[derive(Default)]
+struct DeviceState {
+    pipelines: HashMap<u64, CachedPipeline>,
+    pool: BufferPool,
+}
+
+/// One device and everything that serves it.
+pub(crate) struct DeviceSlot {
+    pub(crate) info: DeviceInfo,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) shared: Arc<Shared>,
+    /// Producers' end of the request channel (bounded: a full queue blocks `submit`). Weak:
+    /// a producer upgrades it for the length of one send; once [`DeviceSlot::open`] is
+    /// emptied and those sends finish, the executor sees the channel disconnect.
+    pub(crate) tx: flume::WeakSender<Request>,
+    device: wgpu::Device,
+    /// Pipeline cache and buffer pool (lock order: see the module docs).
+    state: Arc<Mutex<DeviceState>>,
+    /// The channel's owning sender and the executor thread, while the device is open. Taken
+    /// only by [`DeviceSlot::stop`], which holds this lock while joining so a second stop
+    /// waits for the first.
+    open: Mutex<Option<(flume::Sender<Request>, JoinHandle<()>)>>,
+}
+
+impl DeviceSlot {
+    /// Wraps an opened device and starts its executor thread.
+    pub(crate) fn start(
+        info: DeviceInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        cfg: BatchConfig,
+        capacity: usize,
+    ) -> Result<DeviceSlot> {
+        let shared = Arc::new(Shared { index: info.index, lost: OnceLock::new(), stats: DeviceStats::new() });
+        install_handlers(&device, &shared);
+        let (tx, rx) = flume::bounded(capacity.max(1));
+        let state = Arc::new(Mutex::new(DeviceState::default()));
+        let executor = Executor {
+            shared: shared.clone(),
+            device: device.clone(),
+            queue,
+            state: state.clone(),
+            rx,
+            cfg,
+            in_flight: VecDeque::new(),
+            carry: None,
+            stopping: false,
+        };
+        let weak = tx.downgrade();
+        let join = std::thread::Builder::new()
+            .name(format!("wgpu-batch-dev{}", info.index))
+            .spawn(move || executor.run())
+            .map_err(|e| Error::RequestDevice { adapter: info.adapter.clone(), message: e.to_string() })?;
+        let limits = device.limits();
+        Ok(DeviceSlot { info, limits, shared, tx: weak, device, state, open: Mutex::new(Some((tx, join))) })
+    }
+
+    /// Jobs waiting in the request queue.
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.tx.upgrade().map_or(0, |tx| tx.len())
+    }
+
+    /// Whether submit may send here.
+    pub(crate) fn usable(&self) -> bool {
+        self.shared.lost.get().is_none()
+    }
+
+    /// Creates `kernel`'s pipeline on this device (on the calling thread) and caches it.
+    pub(crate) fn prepare(&self, kernel: &Kernel) -> Result<Pipeline> {
+        if let Some(p) = self.state.lock().pipelines.get(&kernel.id()) {
+            return Ok(p.pipeline.clone());
+        }
+        let pipeline = create_pipeline(&self.device, kernel)?;
+        let mut state = self.state.lock();
+        state.pipelines.retain(|_, c| c.kernel.strong_count() > 0);
+        let cached = CachedPipeline { pipeline: pipeline.clone(), kernel: Arc::downgrade(kernel.inner()) };
+        state.pipelines.insert(kernel.id(), cached);
+        Ok(pipeline)
+    }
+
+    /// Closes the channel, lets the executor finish what is queued, and joins it. Idempotent.
+    pub(crate) fn stop(&self) {
+        let mut open = self.open.lock();
+        let Some((tx, handle)) = open.take() else { return };
+        drop(tx);
+        if handle.join().is_err() {
+            log::error!("device {} executor thread panicked outside its guard", self.info.index);
+        }
+    }
+
+    /// Destroys the wgpu device, as a driver reset would.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn destroy(&self) {
+        self.device.destroy();
+    }
+}
+
+/// Routes wgpu's uncaptured errors to the log (its default handler panics) and device loss to
+/// [`Shared::lost`].
+fn install_handlers(device: &wgpu::Device, shared: &Arc<Shared>) {
+    let index = shared.index;
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        log::error!("device {index}: uncaptured wgpu error: {e}");
+    }));
+    let weak = Arc::downgrade(shared);
+    device.set_device_lost_callback(move |reason, message| {
+        if let Some(shared) = weak.upgrade() {
+            shared.mark_lost(format!("{reason:?}: {message}"));
+        }
+    });
+}
+
+/// Runs `f` inside validation, out-of-memory and internal error scopes on this thread and
+/// returns the first error they caught.
+pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (T, Option<wgpu::Error>) {
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let errors = [validation.pop(), oom.pop(), internal.pop()].map(pollster::block_on);
+    (value, errors.into_iter().flatten().next())
+}
+
+fn create_pipeline(device: &wgpu::Device, kernel: &Kernel) -> Result<Pipeline> {
+    let inner = kernel.inner();
+    let (pipeline, err) = scoped(device, || {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&inner.label),
+            source: wgpu::ShaderSource::Wgsl(inner.source.clone()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&inner.label),
+            layout: None,
+            module: &module,
+            entry_point: Some(&inner.entry_point),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let layout = (!inner.bindings.is_empty()).then(|| pipeline.get_bind_group_layout(0));
+        Pipeline { pipeline, layout }
+    });
+    match err {
+        Some(e) => Err(Error::Shader { kernel: inner.label.clone(), message: e.to_string() }),
+        None => Ok(pipeline),
+    }
+}
+
+/// A submitted batch waiting for its results.
+struct InFlight {
+    index: wgpu::SubmissionIndex,
+    jobs: Vec<(Responder, Vec<batch::Placement>)>,
+    buffers: Buffers,
+    /// Fires when the readback is mapped (or the work is done, for a batch with no readback).
+    done: flume::Receiver<std::result::Result<(), String>>,
+}
+
+/// The one thread that encodes, submits and polls for one device.
+struct Executor {
+    shared: Arc<Shared>,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    state: Arc<Mutex<DeviceState>>,
+    rx: flume::Receiver<Request>,
+    cfg: BatchConfig,
+    in_flight: VecDeque<InFlight>,
+    /// A job taken from the channel that did not fit the previous batch.
+    carry: Option<Request>,
+    /// `Stop` was received: drain, then return.
+    stopping: bool,
+}
+
+/// What the executor should do next.
+enum Next {
+    Batch(Vec<Request>),
+    Complete,
+    Exit,
+}
+
+impl Executor {
+    /// The thread's body: serve until stopped, and turn a panic into a device loss.
+    fn run(mut self) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.serve())) {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            self.shared.mark_lost(format!("executor panicked: {msg}"));
+        }
+        self.fail_everything();
+    }
+
+    fn serve(&mut self) {
+        loop {
+            if self.shared.lost.get().is_some() {
+                return;
+            }
+            match self.next() {
+                Next::Batch(requests) => {
+                    self.submit(requests);
+                    if self.in_flight.len() >= self.cfg.max_in_flight {
+                        self.complete_oldest();
+                    }
+                }
+                Next::Complete => self.complete_oldest(),
+                Next::Exit => return,
+            }
+        }
+    }
+
+    /// Blocks for work only when nothing is in flight; otherwise prefers finishing a batch.
+    fn next(&mut self) -> Next {
+        let first = match self.carry.take() {
+            Some(r) => Some(r),
+            None if self.in_flight.is_empty() && !self.stopping => self.recv_blocking(),
+            None => self.recv_now(),
+        };
+        match first {
+            Some(r) => Next::Batch(self.gather(r)),
+            None if !self.in_flight.is_empty() => Next::Complete,
+            None => Next::Exit,
+        }
+    }
+
+    fn recv_blocking(&mut self) -> Option<Request> {
+        let r = self.rx.recv().ok();
+        self.stopping = r.is_none();
+        r
+    }
+
+    fn recv_now(&mut self) -> Option<Request> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(flume::TryRecvError::Disconnected) => {
+                self.stopping = true;
+                None
+            }
+            Err(flume::TryRecvError::Empty) => None,
+        }
+    }
+
+    /// Takes more queued jobs after `first` up to the batch limits, waiting up to `max_delay`.
+    fn gather(&mut self, first: Request) -> Vec<Request> {
+        let deadline = Instant::now() + self.cfg.max_delay;
+        let mut bytes = first.job.bytes();
+        let mut batch = vec![first];
+        while batch.len() < self.cfg.max_jobs {
+            let next = match self.recv_now() {
+                Some(r) => r,
+                None if self.stopping || self.cfg.max_delay.is_zero() => break,
+                None => match self.rx.recv_deadline(deadline) {
+                    Ok(r) => r,
+                    Err(flume::RecvTimeoutError::Timeout) => break,
+                    Err(flume::RecvTimeoutError::Disconnected) => {
+                        self.stopping = true;
+                        break;
+                    }
+                },
+            };
+            if bytes + next.job.bytes() > self.cfg.max_bytes {
+                self.carry = Some(next);
+                break;
+            }
+            bytes += next.job.bytes();
+            batch.push(next);
+        }
+        batch
+    }
+
+    /// Encodes and submits `requests` as one batch. Jobs whose pipeline cannot be built fail
+    /// alone; a batch that wgpu rejects is retried one job at a time so only the culprit fails.
+    fn submit(&mut self, requests: Vec<Request>) {
+        let mut ready = Vec::with_capacity(requests.len());
+        for r in requests {
+            r.responder.note_encoding();
+            match self.pipeline(&r.job.kernel) {
+                Ok(p) => ready.push((r, p)),
+                Err(e) => r.responder.send(Err(e)),
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        if let Err((e, ready)) = self.try_submit(ready) {
+            if ready.len() == 1 || self.shared.lost.get().is_some() {
+                for (r, _) in ready {
+                    r.responder.send(Err(self.failure(&e)));
+                }
+            } else {
+                log::warn!("device {}: batch of {} rejected ({e}); retrying its jobs one by one", self.shared.index, ready.len());
+                for one in ready {
+                    self.submit_ready(vec![one]);
+                }
+            }
+        }
+    }
+
+    fn submit_ready(&mut self, ready: Vec<(Request, Pipeline)>) {
+        if let Err((e, ready)) = self.try_submit(ready) {
+            for (r, _) in ready {
+                r.responder.send(Err(self.failure(&e)));
+            }
+        }
+    }
+
+    /// The error to give a job that failed with `e`: device loss trumps what wgpu said.
+    fn failure(&self, e: &Error) -> Error {
+        match self.shared.lost.get() {
+            Some(reason) => Error::DeviceLost { device: self.shared.index, reason: reason.clone() },
+            None => e.clone(),
+        }
+    }
+
+    /// Plans, encodes and submits one batch; on a wgpu error gives the jobs back.
+    #[allow(clippy::type_complexity)] // (error, the jobs handed back) is clearest spelled out
+    fn try_submit(
+        &mut self,
+        ready: Vec<(Request, Pipeline)>,
+    ) -> std::result::Result<(), (Error, Vec<(Request, Pipeline)>)> {
+        let limits = self.device.limits();
+        let align = limits.min_storage_buffer_offset_alignment.max(limits.min_uniform_buffer_offset_alignment);
+        let plan = Plan::new(ready.iter().map(|(r, _)| r.job.args.as_slice()), align as u64);
+        let buffers = self.take_buffers(&plan);
+        let jobs: Vec<EncodeJob<'_>> = ready
+            .iter()
+            .zip(&plan.jobs)
+            .map(|((r, p), placements)| EncodeJob {
+                args: &r.job.args,
+                placements,
+                pipeline: p,
+                workgroups: r.job.workgroups,
+            })
+            .collect();
+        let (submitted, caught) = scoped(&self.device, || {
+            let cmd = batch::encode(&self.device, &self.queue, &plan, &jobs, &buffers)?;
+            Ok::<_, Error>(self.queue.submit([cmd]))
+        });
+        drop(jobs);
+        let index = match (submitted, caught) {
+            (Ok(index), None) => index,
+            (Err(e), _) => return Err((e, ready)),
+            (Ok(_), Some(e)) => return Err((e.into(), ready)),
+        };
+        self.shared.stats.record_batch(ready.len());
+        let done = self.watch_completion(&buffers);
+        let jobs = ready.into_iter().zip(plan.jobs).map(|((r, _), p)| (r.responder, p)).collect();
+        self.in_flight.push_back(InFlight { index, jobs, buffers, done });
+        Ok(())
+    }
+
+    /// The cached pipeline for `kernel`, created on this thread if this device has none yet.
+    fn pipeline(&self, kernel: &Kernel) -> Result<Pipeline> {
+        if let Some(p) = self.state.lock().pipelines.get(&kernel.id()) {
+            return Ok(p.pipeline.clone());
+        }
+        let pipeline = create_pipeline(&self.device, kernel)?;
+        let cached = CachedPipeline { pipeline: pipeline.clone(), kernel: Arc::downgrade(kernel.inner()) };
+        self.state.lock().pipelines.insert(kernel.id(), cached);
+        Ok(pipeline)
+    }
+
+    /// The batch's buffers from the pool, under one hold of the device lock.
+    fn take_buffers(&self, plan: &Plan) -> Buffers {
+        let mut state = self.state.lock();
+        let mut take = |role, size: u64| (size > 0).then(|| state.pool.take(&self.device, role, size));
+        Buffers {
+            read: take(Role::Read, plan.read_size),
+            rw: take(Role::ReadWrite, plan.rw_size),
+            readback: take(Role::Readback, plan.rw_size),
+        }
+    }
+
+    /// A channel that fires when the batch just submitted has its results on the host.
+    fn watch_completion(&self, buffers: &Buffers) -> flume::Receiver<std::result::Result<(), String>> {
+        let (tx, rx) = flume::bounded(1);
+        match &buffers.readback {
+            Some(readback) => readback.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+            }),
+            None => self.queue.on_submitted_work_done(move || {
+                let _ = tx.send(Ok(()));
+            }),
+        }
+        rx
+    }
+
+    /// Waits for the oldest batch in flight and replies to its jobs.
+    fn complete_oldest(&mut self) {
+        let Some(batch) = self.in_flight.pop_front() else { return };
+        match self.wait_for(&batch) {
+            Ok(()) => self.reply(batch),
+            Err(reason) => {
+                let err = self.failure(&Error::Wgpu(reason));
+                for (responder, _) in batch.jobs {
+                    responder.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Polls the device until the batch's completion callback has run.
+    fn wait_for(&self, batch: &InFlight) -> std::result::Result<(), String> {
+        for _ in 0..2 {
+            if let Ok(result) = batch.done.try_recv() {
+                return result;
+            }
+            let wait = wgpu::PollType::Wait { submission_index: Some(batch.index.clone()), timeout: None };
+            if let Err(e) = self.device.poll(wait) {
+                return Err(format!("poll failed: {e}"));
+            }
+        }
+        batch.done.try_recv().unwrap_or_else(|_| Err("the batch's completion callback never ran".into()))
+    }
+
+    /// Copies each job's results out of the mapped readback, replies, and pools the buffers.
+    fn reply(&mut self, batch: InFlight) {
+        let InFlight { jobs, buffers, .. } = batch;
+        let index = self.shared.index;
+        match &buffers.readback {
+            Some(readback) => {
+                {
+                    let mapped = readback.get_mapped_range(..);
+                    let mapped = mapped.as_ref().map(|v| &v[..]);
+                    for (responder, placements) in jobs {
+                        let reply = match mapped {
+                            Ok(bytes) => Ok(JobOutput { device: index, buffers: batch::outputs(bytes, &placements) }),
+                            Err(e) => Err(Error::Wgpu(e.to_string())),
+                        };
+                        responder.send(reply);
+                    }
+                }
+                readback.unmap();
+            }
+            None => {
+                for (responder, _) in jobs {
+                    responder.send(Ok(JobOutput { device: index, buffers: Vec::new() }));
+                }
+            }
+        }
+        self.give_buffers(buffers);
+    }
+
+    fn give_buffers(&self, buffers: Buffers) {
+        let mut state = self.state.lock();
+        let all = [(Role::Read, buffers.read), (Role::ReadWrite, buffers.rw), (Role::Readback, buffers.readback)];
+        for (role, buffer) in all {
+            if let Some(b) = buffer {
+                state.pool.give(role, b);
+            }
+        }
+    }
+
+    /// After the executor stops for good: every job it holds or that is still queued replies
+    /// through its responder's drop (`DeviceLost` if the device was lost, else `Shutdown`).
+    fn fail_everything(&mut self) {
+        if self.shared.lost.get().is_none() {
+            // A clean stop: batches in flight still finish normally.
+            while !self.in_flight.is_empty() {
+                self.complete_oldest();
+            }
+        }
+        self.in_flight.clear();
+        self.carry = None;
+        while let Ok(request) = self.rx.try_recv() {
+            drop(request);
+        }
+    }
+}

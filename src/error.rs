@@ -1,0 +1,112 @@
+//! The crate's one error type. Every failure a user, a driver or a device can cause arrives as
+//! an [`Error`]; nothing on these paths panics.
+
+use std::fmt;
+
+/// Shorthand for `std::result::Result<T, wgpu_batch::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, named for what the user should check.
+///
+/// Messages are lowercase without a trailing period, so they compose into larger messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No usable adapter matched the engine's filters. Install a driver (on Debian/Ubuntu with no
+    /// GPU: `apt-get install mesa-vulkan-drivers` for the lavapipe software adapter) or relax
+    /// `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`. Retrying does not help.
+    #[error("no usable GPU adapter: {0}")]
+    NoAdapter(String),
+    /// The driver refused to open a device on an adapter it listed.
+    #[error("could not open a device on adapter {adapter}: {message}")]
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// The driver's reason.
+        message: String,
+    },
+    /// The kernel's WGSL did not parse or validate, or has no usable compute entry point. The
+    /// message is naga's report, with line and column. Fix the shader; retrying does not help.
+    #[error("kernel `{kernel}`: {message}")]
+    Shader {
+        /// The kernel's label.
+        kernel: String,
+        /// What is wrong, with the source location where known.
+        message: String,
+    },
+    /// A job's arguments do not match the kernel's bindings (missing, unknown, wrong kind or
+    /// access, a bad size). Fix the job; retrying does not help.
+    #[error("kernel `{kernel}`, binding {binding}: {problem}")]
+    Binding {
+        /// The kernel's label.
+        kernel: String,
+        /// The `@binding(n)` number in `@group(0)`.
+        binding: u32,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A request exceeds a limit of the device (buffer size, workgroup count). Split the work.
+    #[error("{what}: requested {requested}, the device allows at most {limit}")]
+    Limit {
+        /// Which limit.
+        what: &'static str,
+        /// What was asked for.
+        requested: u64,
+        /// The device's limit.
+        limit: u64,
+    },
+    /// A job asked for zero workgroups in some dimension; it would do nothing.
+    #[error("job for kernel `{kernel}` has zero workgroups ({x}, {y}, {z})")]
+    Workgroups {
+        /// The kernel's label.
+        kernel: String,
+        /// Workgroups in x.
+        x: u32,
+        /// Workgroups in y.
+        y: u32,
+        /// Workgroups in z.
+        z: u32,
+    },
+    /// `try_submit` found every eligible device queue full. The job is handed back in
+    /// [`Rejected`](crate::Rejected); retry later or use the blocking `submit`.
+    #[error("the request queue of every eligible device is full")]
+    QueueFull,
+    /// `wait_timeout` gave up. The job keeps running and the handle can be waited on again.
+    #[error("timed out waiting for the job")]
+    Timeout,
+    /// The job was cancelled before it ran.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// The result was already returned by an earlier call on this handle.
+    #[error("the job's result was already taken from this handle")]
+    ResultTaken,
+    /// The device was lost (driver reset, destroyed, or its executor failed). Jobs submitted
+    /// afterwards go to the remaining devices; retrying on another device can help.
+    #[error("device {device} was lost: {reason}")]
+    DeviceLost {
+        /// The engine's index of the device.
+        device: usize,
+        /// What the driver or the runtime reported.
+        reason: String,
+    },
+    /// The engine is shutting down or has shut down; it accepts no new work.
+    #[error("the engine is shut down")]
+    Shutdown,
+    /// wgpu reported a validation or out-of-memory error that the runtime's own checks did not
+    /// anticipate. The message is wgpu's.
+    #[error("wgpu: {0}")]
+    Wgpu(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Binding`].
+    pub(crate) fn binding(kernel: &str, binding: u32, problem: impl fmt::Display) -> Error {
+        Error::Binding { kernel: kernel.to_owned(), binding, problem: problem.to_string() }
+    }
+}
+
+impl From<wgpu::Error> for Error {
+    fn from(e: wgpu::Error) -> Self {
+        Error::Wgpu(e.to_string())
+    }
+}

@@ -1,0 +1,290 @@
+//! Kernels: WGSL source validated and reflected with naga on the caller's thread.
+//!
+//! A [`Kernel`] knows its compute entry point, its workgroup size and every `@group(0)` buffer
+//! binding the entry point uses (uniform or storage, read-only or read-write, and the sizes a
+//! buffer bound there may have). Jobs are checked against this reflection before they are queued,
+//! so a wrong argument is an [`Error::Binding`] at submit time, never a wgpu validation panic.
+//! Pipelines are created per device and cached there, keyed by [`Kernel::id`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wgpu::naga;
+
+use crate::error::{Error, Result};
+
+/// WGSL source for a kernel, before validation. Build one with [`KernelSource::wgsl`].
+#[derive(Debug, Clone)]
+pub struct KernelSource {
+    label: String,
+    source: Cow<'static, str>,
+    entry_point: Option<String>,
+}
+
+impl KernelSource {
+    /// WGSL source with a label used in errors and logs.
+    pub fn wgsl(label: impl Into<String>, source: impl Into<Cow<'static, str>>) -> Self {
+        KernelSource { label: label.into(), source: source.into(), entry_point: None }
+    }
+
+    /// Chooses the `@compute` entry point. Needed only when the module has several.
+    pub fn entry_point(mut self, name: impl Into<String>) -> Self {
+        self.entry_point = Some(name.into());
+        self
+    }
+}
+
+/// How a binding is declared in WGSL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingKind {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`.
+    StorageRead,
+    /// `var<storage, read_write>`.
+    StorageReadWrite,
+}
+
+/// One reflected `@group(0) @binding(n)` buffer of a kernel's entry point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingInfo {
+    /// The binding number.
+    pub binding: u32,
+    /// Uniform, read-only storage or read-write storage.
+    pub kind: BindingKind,
+    /// Bytes before the runtime-sized array, or the whole size of a fixed-size type.
+    pub fixed_size: u64,
+    /// Element stride of a trailing runtime-sized array, if the type ends in one.
+    pub stride: Option<u64>,
+}
+
+impl BindingInfo {
+    /// Checks that a buffer of `bytes` bytes fits this binding's type, or says why not.
+    pub fn check_size(&self, bytes: u64) -> std::result::Result<(), String> {
+        if bytes == 0 {
+            return Err("buffer is empty; bindings need at least one element".into());
+        }
+        if !bytes.is_multiple_of(4) {
+            return Err(format!("size {bytes} bytes is not a multiple of 4"));
+        }
+        match self.stride {
+            Some(stride) if bytes < self.fixed_size + stride => Err(format!(
+                "size {bytes} bytes is smaller than the {} bytes of one element",
+                self.fixed_size + stride
+            )),
+            Some(stride) if !(bytes - self.fixed_size).is_multiple_of(stride) => Err(format!(
+                "size {bytes} bytes is not a whole number of {stride}-byte elements"
+            )),
+            None if bytes < self.fixed_size => {
+                Err(format!("size {bytes} bytes is smaller than the type's {} bytes", self.fixed_size))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A validated, reflected compute kernel. Cheap to clone; shared by every job that runs it.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    inner: Arc<KernelInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct KernelInner {
+    pub(crate) id: u64,
+    pub(crate) label: String,
+    pub(crate) source: Cow<'static, str>,
+    pub(crate) entry_point: String,
+    pub(crate) workgroup_size: [u32; 3],
+    pub(crate) bindings: Vec<BindingInfo>,
+}
+
+/// Source of [`Kernel::id`]: unique per process so per-device pipeline caches never confuse
+/// two kernels, even across engines.
+static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Kernel {
+    /// Parses, validates and reflects `src` with naga. Needs no device.
+    pub fn compile(src: KernelSource) -> Result<Kernel> {
+        let shader_err = |message: String| Error::Shader { kernel: src.label.clone(), message };
+        let module = naga::front::wgsl::parse_str(&src.source)
+            .map_err(|e| shader_err(e.emit_to_string(&src.source)))?;
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| shader_err(e.emit_to_string(&src.source)))?;
+        let index = find_entry_point(&module, src.entry_point.as_deref()).map_err(shader_err)?;
+        let ep = &module.entry_points[index];
+        let bindings = reflect_bindings(&module, info.get_entry_point(index)).map_err(shader_err)?;
+        Ok(Kernel {
+            inner: Arc::new(KernelInner {
+                id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
+                entry_point: ep.name.clone(),
+                workgroup_size: ep.workgroup_size,
+                bindings,
+                label: src.label,
+                source: src.source,
+            }),
+        })
+    }
+
+    /// The label given in [`KernelSource::wgsl`].
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// The compute entry point's name.
+    pub fn entry_point(&self) -> &str {
+        &self.inner.entry_point
+    }
+
+    /// `@workgroup_size(x, y, z)` of the entry point.
+    pub fn workgroup_size(&self) -> [u32; 3] {
+        self.inner.workgroup_size
+    }
+
+    /// The entry point's `@group(0)` buffer bindings, sorted by binding number.
+    pub fn bindings(&self) -> &[BindingInfo] {
+        &self.inner.bindings
+    }
+
+    /// Process-unique id; the key of every device's pipeline cache.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The reflected binding `n`, if the entry point uses it.
+    pub(crate) fn binding(&self, n: u32) -> Option<&BindingInfo> {
+        self.inner.bindings.iter().find(|b| b.binding == n)
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<KernelInner> {
+        &self.inner
+    }
+}
+
+/// The index of the requested compute entry point, or the only one when none was named.
+fn find_entry_point(module: &naga::Module, name: Option<&str>) -> std::result::Result<usize, String> {
+    let compute: Vec<(usize, &str)> = module
+        .entry_points
+        .iter()
+        .enumerate()
+        .filter(|(_, ep)| ep.stage == naga::ShaderStage::Compute)
+        .map(|(i, ep)| (i, ep.name.as_str()))
+        .collect();
+    let names = || compute.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
+    match (name, compute.as_slice()) {
+        (_, []) => Err("the module has no @compute entry point".into()),
+        (None, [(i, _)]) => Ok(*i),
+        (None, _) => Err(format!("several @compute entry points ({}); name one", names())),
+        (Some(want), _) => compute
+            .iter()
+            .find(|(_, n)| *n == want)
+            .map(|(i, _)| *i)
+            .ok_or_else(|| format!("no @compute entry point named `{want}` (found: {})", names())),
+    }
+}
+
+/// Every buffer global the entry point uses, with its kind and size rule.
+fn reflect_bindings(
+    module: &naga::Module,
+    uses: &naga::valid::FunctionInfo,
+) -> std::result::Result<Vec<BindingInfo>, String> {
+    let mut out = Vec::new();
+    for (handle, var) in module.global_variables.iter() {
+        let Some(rb) = &var.binding else { continue };
+        if uses[handle].is_empty() {
+            continue;
+        }
+        let kind = match var.space {
+            naga::AddressSpace::Uniform => BindingKind::Uniform,
+            naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+                BindingKind::StorageReadWrite
+            }
+            naga::AddressSpace::Storage { .. } => BindingKind::StorageRead,
+            _ => return Err(format!("binding {}: only buffer bindings are supported", rb.binding)),
+        };
+        if rb.group != 0 {
+            return Err(format!("binding {} is in @group({}); only @group(0) is supported", rb.binding, rb.group));
+        }
+        let (fixed_size, stride) = size_rule(module, var.ty);
+        out.push(BindingInfo { binding: rb.binding, kind, fixed_size, stride });
+    }
+    out.sort_by_key(|b| b.binding);
+    Ok(out)
+}
+
+/// (bytes before a trailing runtime-sized array, its stride) for a buffer's type.
+fn size_rule(module: &naga::Module, ty: naga::Handle<naga::Type>) -> (u64, Option<u64>) {
+    let dynamic_stride = |ty: naga::Handle<naga::Type>| match module.types[ty].inner {
+        naga::TypeInner::Array { size: naga::ArraySize::Dynamic, stride, .. } => Some(stride as u64),
+        _ => None,
+    };
+    match &module.types[ty].inner {
+        naga::TypeInner::Array { size: naga::ArraySize::Dynamic, stride, .. } => (0, Some(*stride as u64)),
+        naga::TypeInner::Struct { members, span } => match members.last() {
+            Some(last) => match dynamic_stride(last.ty) {
+                Some(stride) => (last.offset as u64, Some(stride)),
+                None => (*span as u64, None),
+            },
+            None => (*span as u64, None),
+        },
+        inner => (inner.size(module.to_ctx()) as u64, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAXPY: &str = "
+        struct P { a: f32, n: u32 }
+        @group(0) @binding(0) var<uniform> p: P;
+        @group(0) @binding(1) var<storage, read> x: array<f32>;
+        @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+        @group(0) @binding(3) var<storage, read_write> unused: array<f32>;
+        @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+            if id.x < arrayLength(&y) { y[id.x] = p.a * x[id.x] + y[id.x]; }
+        }";
+
+    #[test]
+    fn reflects_bindings_and_workgroup_size() {
+        let k = Kernel::compile(KernelSource::wgsl("saxpy", SAXPY)).unwrap();
+        assert_eq!(k.workgroup_size(), [64, 1, 1]);
+        let kinds: Vec<_> = k.bindings().iter().map(|b| (b.binding, b.kind)).collect();
+        assert_eq!(
+            kinds,
+            [(0, BindingKind::Uniform), (1, BindingKind::StorageRead), (2, BindingKind::StorageReadWrite)]
+        );
+        assert_eq!(k.bindings()[0].fixed_size, 8);
+        assert_eq!(k.bindings()[1].stride, Some(4));
+    }
+
+    #[test]
+    fn invalid_wgsl_reports_line_and_column() {
+        let err = Kernel::compile(KernelSource::wgsl("bad", "fn main( {")).unwrap_err();
+        let Error::Shader { message, .. } = err else { panic!("{err:?}") };
+        assert!(message.contains("1:"), "{message}");
+    }
+
+    #[test]
+    fn missing_entry_point_is_a_shader_error() {
+        let err = Kernel::compile(KernelSource::wgsl("s", SAXPY).entry_point("nope")).unwrap_err();
+        assert!(matches!(&err, Error::Shader { message, .. } if message.contains("nope")), "{err}");
+    }
+
+    #[test]
+    fn size_rules() {
+        let k = Kernel::compile(KernelSource::wgsl("saxpy", SAXPY)).unwrap();
+        let x = k.binding(1).unwrap();
+        assert!(x.check_size(0).is_err());
+        assert!(x.check_size(6).is_err());
+        assert!(x.check_size(8).is_ok());
+        let p = k.binding(0).unwrap();
+        assert!(p.check_size(4).is_err());
+        assert!(p.check_size(8).is_ok());
+    }
+}

@@ -1,0 +1,64 @@
+//! The built-in kernel library: WGSL from `shaders/`, each tested against a CPU reference.
+//!
+//! Each function returns a [`KernelSource`] for [`Engine::kernel`](crate::Engine::kernel); the
+//! `*_job` helpers build a correctly bound [`Job`] for it. All kernels use 256 invocations per
+//! workgroup and bound every access by `arrayLength`, so any length works.
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::job::Job;
+use crate::kernel::{Kernel, KernelSource};
+
+/// Elements one workgroup of [`sum`] reduces to one partial sum.
+pub const SUM_ELEMENTS_PER_WORKGROUP: usize = 1024;
+
+/// `y = a * x + y` over `f32`. Bindings: 0 `a` (uniform `f32`), 1 `x` (input), 2 `y` (inout).
+pub fn saxpy() -> KernelSource {
+    KernelSource::wgsl("saxpy", include_str!("../shaders/saxpy.wgsl"))
+}
+
+/// `out = a + b` over `f32`. Bindings: 0 `a` (input), 1 `b` (input), 2 `out` (output).
+pub fn add() -> KernelSource {
+    KernelSource::wgsl("add", include_str!("../shaders/add.wgsl"))
+}
+
+/// `x = s * x` over `f32`. Bindings: 0 `s` (uniform `f32`), 1 `x` (inout).
+pub fn scale() -> KernelSource {
+    KernelSource::wgsl("scale", include_str!("../shaders/scale.wgsl"))
+}
+
+/// Partial sums of `f32`: one per [`SUM_ELEMENTS_PER_WORKGROUP`] inputs. Bindings: 0 `input`
+/// (input), 1 `partial` (output). [`reduce_sum`] runs it until one value is left.
+pub fn sum() -> KernelSource {
+    KernelSource::wgsl("sum", include_str!("../shaders/sum.wgsl"))
+}
+
+/// A [`saxpy`] job: `y = a * x + y`, result in binding 2.
+pub fn saxpy_job(kernel: &Kernel, a: f32, x: &[f32], y: &[f32]) -> Job {
+    Job::new(kernel).uniform(0, &a).input(1, x).inout(2, y).workgroups_for(y.len())
+}
+
+/// An [`add`] job: `a + b`, result in binding 2.
+pub fn add_job(kernel: &Kernel, a: &[f32], b: &[f32]) -> Job {
+    Job::new(kernel).input(0, a).input(1, b).output::<f32>(2, a.len()).workgroups_for(a.len())
+}
+
+/// A [`scale`] job: `s * x`, result in binding 1.
+pub fn scale_job(kernel: &Kernel, s: f32, x: &[f32]) -> Job {
+    Job::new(kernel).uniform(0, &s).inout(1, x).workgroups_for(x.len())
+}
+
+/// A [`sum`] job: partial sums of `data`, in binding 1.
+pub fn sum_job(kernel: &Kernel, data: &[f32]) -> Job {
+    let groups = data.len().div_ceil(SUM_ELEMENTS_PER_WORKGROUP);
+    Job::new(kernel).input(0, data).output::<f32>(1, groups).workgroups(groups as u32, 1, 1)
+}
+
+/// The sum of `data`, reduced on the device by repeated [`sum`] jobs.
+pub fn reduce_sum(engine: &Engine, kernel: &Kernel, data: &[f32]) -> Result<f32> {
+    let mut values = engine.run(sum_job(kernel, data))?.read::<f32>(1)?;
+    while values.len() > 1 {
+        values = engine.run(sum_job(kernel, &values))?.read::<f32>(1)?;
+    }
+    Ok(values.first().copied().unwrap_or(0.0))
+}

@@ -1,0 +1,50 @@
+//! # wgpu-batch
+//!
+//! A vendor-neutral GPU compute runtime on [wgpu]: many threads submit WGSL compute jobs, and
+//! every device batches them independently — many dispatches in one command buffer, one
+//! `queue.submit` — behind its own lock, channel and executor thread.
+//!
+//! ```no_run
+//! use wgpu_batch::{Engine, kernels};
+//!
+//! let engine = Engine::new()?;                           // every usable adapter
+//! let saxpy = engine.kernel(kernels::saxpy())?;          // validated with naga, pipelines built
+//! let x: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+//! let y = vec![1.0f32; 1000];
+//! let out = engine.run(kernels::saxpy_job(&saxpy, 2.0, &x, &y))?;  // submit + wait
+//! assert_eq!(out.read::<f32>(2)?[10], 21.0);
+//! # Ok::<(), wgpu_batch::Error>(())
+//! ```
+//!
+//! ## Design
+//! - [`Engine`] enumerates adapters once, under the only global lock; nothing on the submit
+//!   path takes it.
+//! - Each device has its own queue of requests (a bounded channel), its own executor thread
+//!   that alone submits to and polls it, and its own lock over its pipeline cache and buffer
+//!   pool. The lock order and a job's life are written down in the `device` module.
+//! - A batch is planned as plain data, then encoded into one command buffer (see the `batch`
+//!   module for its memory layout and why jobs cannot see each other's data).
+//! - Every submitted job resolves exactly once, with its output or a typed [`Error`], also on
+//!   shutdown, device loss and executor panics.
+//!
+//! [wgpu]: https://wgpu.rs
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod batch;
+mod buffer;
+mod device;
+mod engine;
+mod error;
+mod job;
+mod kernel;
+pub mod kernels;
+mod stats;
+
+pub use device::DeviceInfo;
+pub use engine::{Engine, EngineBuilder, Rejected};
+pub use error::{Error, Result};
+pub use job::{Job, JobHandle, JobOutput};
+pub use kernel::{BindingInfo, BindingKind, Kernel, KernelSource};
+pub use stats::{DeviceStatsSnapshot, EngineStats};
+pub use wgpu;

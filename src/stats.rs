@@ -1,0 +1,216 @@
+//! Lock-free statistics: plain atomics bumped with `Relaxed` on the hot paths, read into `Copy`
+//! snapshots. A snapshot's fields are read one by one, so under load they can disagree by the
+//! few jobs that moved between two reads.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Log-linear latency histogram: 4 buckets per power of two of nanoseconds (about 19% wide),
+/// so percentiles are exact to within one bucket.
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; 256],
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+
+    fn bucket(ns: u64) -> usize {
+        let v = ns.max(1);
+        let e = 63 - v.leading_zeros() as usize;
+        let sub = if e >= 2 { ((v >> (e - 2)) & 3) as usize } else { 0 };
+        e * 4 + sub
+    }
+
+    /// The upper edge of bucket `i`, in nanoseconds.
+    fn upper(i: usize) -> u64 {
+        let (e, sub) = (i / 4, (i % 4) as u64);
+        if e < 2 { 1 << (e + 1) } else { (5 + sub) << (e - 2) }
+    }
+
+    pub(crate) fn record(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[Self::bucket(ns)].fetch_add(1, Relaxed);
+    }
+
+    /// The `q`-quantile (0..=1), as the upper edge of its bucket; zero when empty.
+    pub(crate) fn quantile(&self, q: f64) -> Duration {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Duration::from_nanos(Self::upper(i));
+            }
+        }
+        Duration::from_nanos(Self::upper(counts.len() - 1))
+    }
+}
+
+/// One device's counters. Every field is only ever incremented (or maxed) with `Relaxed`.
+pub(crate) struct DeviceStats {
+    /// Jobs accepted onto this device's queue.
+    submitted: AtomicU64,
+    /// Jobs resolved with an output.
+    completed: AtomicU64,
+    /// Jobs resolved with an error.
+    failed: AtomicU64,
+    /// Batches submitted.
+    batches: AtomicU64,
+    /// Jobs in all submitted batches (for the mean batch size).
+    batched_jobs: AtomicU64,
+    /// Largest batch so far.
+    max_batch: AtomicU64,
+    /// Time from submit to the start of encoding.
+    queue_wait: Histogram,
+    /// Time from submit to the reply.
+    latency: Histogram,
+}
+
+impl DeviceStats {
+    pub(crate) fn new() -> Self {
+        let z = || AtomicU64::new(0);
+        DeviceStats {
+            submitted: z(),
+            completed: z(),
+            failed: z(),
+            batches: z(),
+            batched_jobs: z(),
+            max_batch: z(),
+            queue_wait: Histogram::new(),
+            latency: Histogram::new(),
+        }
+    }
+
+    pub(crate) fn record_submit(&self) {
+        self.submitted.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_done(&self, ok: bool, latency: Duration) {
+        if ok { &self.completed } else { &self.failed }.fetch_add(1, Relaxed);
+        self.latency.record(latency);
+    }
+
+    pub(crate) fn record_batch(&self, jobs: usize) {
+        self.batches.fetch_add(1, Relaxed);
+        self.batched_jobs.fetch_add(jobs as u64, Relaxed);
+        self.max_batch.fetch_max(jobs as u64, Relaxed);
+    }
+
+    pub(crate) fn record_queue_wait(&self, d: Duration) {
+        self.queue_wait.record(d);
+    }
+
+    /// Jobs submitted and not yet resolved: the load figure that device choice balances.
+    pub(crate) fn outstanding(&self) -> u64 {
+        let done = self.completed.load(Relaxed) + self.failed.load(Relaxed);
+        self.submitted.load(Relaxed).saturating_sub(done)
+    }
+
+    pub(crate) fn snapshot(&self, device: usize, queue_depth: usize) -> DeviceStatsSnapshot {
+        let batches = self.batches.load(Relaxed);
+        let batched = self.batched_jobs.load(Relaxed);
+        DeviceStatsSnapshot {
+            device,
+            submitted: self.submitted.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            batches,
+            mean_batch: if batches == 0 { 0.0 } else { batched as f64 / batches as f64 },
+            max_batch: self.max_batch.load(Relaxed),
+            queue_depth,
+            outstanding: self.outstanding(),
+            queue_wait_p50: self.queue_wait.quantile(0.5),
+            queue_wait_p99: self.queue_wait.quantile(0.99),
+            latency_p50: self.latency.quantile(0.5),
+            latency_p99: self.latency.quantile(0.99),
+        }
+    }
+}
+
+/// One device's statistics at one moment. Fields are read one by one (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceStatsSnapshot {
+    /// The device's index in [`Engine::devices`](crate::Engine::devices).
+    pub device: usize,
+    /// Jobs accepted onto the device's queue.
+    pub submitted: u64,
+    /// Jobs resolved with an output.
+    pub completed: u64,
+    /// Jobs resolved with an error.
+    pub failed: u64,
+    /// Batches (command buffers) submitted.
+    pub batches: u64,
+    /// Mean jobs per batch.
+    pub mean_batch: f64,
+    /// Largest batch.
+    pub max_batch: u64,
+    /// Jobs waiting in the request queue.
+    pub queue_depth: usize,
+    /// Jobs submitted and not yet resolved (queued, encoding or running).
+    pub outstanding: u64,
+    /// Median time from submit to encoding (histogram bucket edge, within about 19%).
+    pub queue_wait_p50: Duration,
+    /// 99th percentile of the time from submit to encoding.
+    pub queue_wait_p99: Duration,
+    /// Median time from submit to the result.
+    pub latency_p50: Duration,
+    /// 99th percentile of the time from submit to the result.
+    pub latency_p99: Duration,
+}
+
+/// Statistics of every device of an engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineStats {
+    /// One entry per device, in device order.
+    pub devices: Vec<DeviceStatsSnapshot>,
+}
+
+impl EngineStats {
+    /// Jobs resolved with an output, over all devices.
+    pub fn completed(&self) -> u64 {
+        self.devices.iter().map(|d| d.completed).sum()
+    }
+
+    /// Jobs resolved with an error, over all devices.
+    pub fn failed(&self) -> u64 {
+        self.devices.iter().map(|d| d.failed).sum()
+    }
+
+    /// Batches submitted, over all devices.
+    pub fn batches(&self) -> u64 {
+        self.devices.iter().map(|d| d.batches).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_bound_their_values() {
+        for ns in [1u64, 2, 3, 7, 100, 1_000, 12_345, 1_000_000, 987_654_321] {
+            let i = Histogram::bucket(ns);
+            assert!(Histogram::upper(i) >= ns, "{ns} above bucket {i}");
+            assert!(i == 0 || Histogram::upper(i - 1) <= ns, "{ns} below bucket {i}");
+        }
+    }
+
+    #[test]
+    fn quantiles_are_within_a_bucket() {
+        let h = Histogram::new();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile(0.5).as_micros() as f64;
+        let p99 = h.quantile(0.99).as_micros() as f64;
+        assert!((50.0..=50.0 * 1.25).contains(&p50), "{p50}");
+        assert!((99.0..=99.0 * 1.25).contains(&p99), "{p99}");
+    }
+}
