@@ -209,10 +209,12 @@ impl DeviceSlot {
         }
     }
 
-    /// Destroys the wgpu device, as a driver reset would.
+    /// Destroys the wgpu device and reports the loss at once, as a driver reset would. (wgpu
+    /// itself runs the lost callback only at the next poll.)
     #[cfg(feature = "test-hooks")]
     pub(crate) fn destroy(&self) {
         self.device.destroy();
+        self.shared.mark_lost("destroyed by Engine::lose_device".into());
     }
 }
 
@@ -426,6 +428,8 @@ impl Executor {
 
     /// The error to give a job that failed with `e`: device loss trumps what wgpu said.
     fn failure(&self, e: &Error) -> Error {
+        // A lost device reports it through its callback, which runs inside poll.
+        let _ = self.device.poll(wgpu::PollType::Poll);
         match self.shared.lost.get() {
             Some(reason) => Error::DeviceLost { device: self.shared.index, reason: reason.clone() },
             None => e.clone(),
