@@ -19,7 +19,10 @@ fn hello(engine: &Engine) -> Result<String, Box<dyn std::error::Error>> {
         return Err(format!("element {i}: got {}, expected {}", result[i], expected(i)).into());
     }
     let device = &engine.devices()[out.device()];
-    Ok(format!("device {} ({}, {:?})", device.index, device.adapter, device.backend))
+    Ok(format!(
+        "device {} ({}, {:?})",
+        device.index, device.adapter, device.backend
+    ))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use wgpu_batch::{Engine, kernels};
 
 /// Runs `threads x jobs` SAXPY jobs of `n` elements, verifies each, and returns jobs per second.
-fn many_threads(engine: &Engine, threads: usize, jobs: usize, n: usize) -> Result<f64, wgpu_batch::Error> {
+fn many_threads(
+    engine: &Engine,
+    threads: usize,
+    jobs: usize,
+    n: usize,
+) -> Result<f64, wgpu_batch::Error> {
     let saxpy = engine.kernel(kernels::saxpy())?;
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -23,8 +28,12 @@ fn many_threads(engine: &Engine, threads: usize, jobs: usize, n: usize) -> Resul
                         window.push_back(engine.submit(kernels::saxpy_job(saxpy, 2.0, &x, &y))?);
                         if window.len() == 32 || i == jobs - 1 {
                             while let Some(h) = window.pop_front() {
-                                let out: Vec<f32> = h.wait_timeout(Duration::from_secs(60))?.read(2)?;
-                                assert!(out.iter().zip(&x).all(|(o, x)| *o == 2.0 * x + t as f32), "wrong result");
+                                let out: Vec<f32> =
+                                    h.wait_timeout(Duration::from_secs(60))?.read(2)?;
+                                assert!(
+                                    out.iter().zip(&x).all(|(o, x)| *o == 2.0 * x + t as f32),
+                                    "wrong result"
+                                );
                             }
                         }
                     }
@@ -32,14 +41,21 @@ fn many_threads(engine: &Engine, threads: usize, jobs: usize, n: usize) -> Resul
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|w| w.join().expect("worker panicked"))
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("worker panicked"))
     })?;
     Ok((threads * jobs) as f64 / start.elapsed().as_secs_f64())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
-    let arg = |i: usize, default: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let arg = |i: usize, default: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
     let (threads, jobs, n) = (arg(1, 8), arg(2, 2000), arg(3, 4096));
     let engine = Engine::new()?;
     let rate = many_threads(&engine, threads, jobs, n)?;
@@ -49,7 +65,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let name = &engine.devices()[d.device].adapter;
         println!(
             "  device {} ({name}): {} jobs in {} batches (mean {:.1}, max {}), latency p50 {:?} p99 {:?}",
-            d.device, d.completed, d.batches, d.mean_batch, d.max_batch, d.latency_p50, d.latency_p99
+            d.device,
+            d.completed,
+            d.batches,
+            d.mean_batch,
+            d.max_batch,
+            d.latency_p50,
+            d.latency_p99
         );
     }
     Ok(())

@@ -18,7 +18,10 @@ fn spread(engine: &Engine, jobs: usize) -> Result<Vec<usize>, wgpu_batch::Error>
     for (i, h) in handles.into_iter().enumerate() {
         let out = h.wait_timeout(Duration::from_secs(60))?;
         let sum: Vec<f32> = out.read(2)?;
-        assert!(sum.iter().zip(&a).all(|(s, a)| *s == a + i as f32), "job {i} wrong");
+        assert!(
+            sum.iter().zip(&a).all(|(s, a)| *s == a + i as f32),
+            "job {i} wrong"
+        );
         per_device[out.device()] += 1;
     }
     Ok(per_device)
@@ -29,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::new()?;
     let per_device = spread(&engine, 2000)?;
     for (d, n) in engine.devices().iter().zip(per_device) {
-        println!("device {}: {} ({:?}, {:?}): {n} jobs, all verified", d.index, d.adapter, d.backend, d.device_type);
+        println!(
+            "device {}: {} ({:?}, {:?}): {n} jobs, all verified",
+            d.index, d.adapter, d.backend, d.device_type
+        );
     }
     Ok(())
 }

@@ -23,14 +23,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
     let engine = Engine::new()?;
     let stats = burst(&engine, 5000)?;
-    println!("| device | adapter | completed | failed | batches | mean batch | max batch | queue p50 | p50 | p99 |");
+    println!(
+        "| device | adapter | completed | failed | batches | mean batch | max batch | queue p50 | p50 | p99 |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for d in &stats.devices {
         let info = &engine.devices()[d.device];
         println!(
             "| {} | {} ({:?}) | {} | {} | {} | {:.1} | {} | {:?} | {:?} | {:?} |",
-            d.device, info.adapter, info.backend, d.completed, d.failed, d.batches, d.mean_batch, d.max_batch,
-            d.queue_wait_p50, d.latency_p50, d.latency_p99
+            d.device,
+            info.adapter,
+            info.backend,
+            d.completed,
+            d.failed,
+            d.batches,
+            d.mean_batch,
+            d.max_batch,
+            d.queue_wait_p50,
+            d.latency_p50,
+            d.latency_p99
         );
     }
     Ok(())

@@ -20,6 +20,7 @@
 //! Because the uploads are queue writes, a pooled buffer is never reused by two batches in
 //! flight: buffers go back to the pool only after the batch's readback is mapped.
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use crate::buffer::Role;
@@ -90,8 +91,16 @@ impl Plan {
                 }
             }
         }
-        let jobs = placed.into_iter().map(|row| row.into_iter().flatten().collect()).collect();
-        Plan { jobs, read_size: align_up(read, 4), rw_upload_end: align_up(rw_upload_end, 4), rw_size: align_up(rw, 4) }
+        let jobs = placed
+            .into_iter()
+            .map(|row| row.into_iter().flatten().collect())
+            .collect();
+        Plan {
+            jobs,
+            read_size: align_up(read, 4),
+            rw_upload_end: align_up(rw_upload_end, 4),
+            rw_size: align_up(rw, 4),
+        }
     }
 }
 
@@ -99,7 +108,12 @@ impl Plan {
 fn place(arg: &Arg, role: Role, cursor: &mut u64, align: u64) -> Placement {
     let offset = align_up(*cursor, align);
     *cursor = offset + arg.data.size();
-    Placement { binding: arg.binding, role, offset, size: arg.data.size() }
+    Placement {
+        binding: arg.binding,
+        role,
+        offset,
+        size: arg.data.size(),
+    }
 }
 
 /// The pooled buffers of one batch; a role with nothing in it has no buffer.
@@ -126,6 +140,11 @@ pub(crate) struct Pipeline {
     pub(crate) pipeline: wgpu::ComputePipeline,
     /// `None` for a kernel without bindings.
     pub(crate) layout: Option<wgpu::BindGroupLayout>,
+    /// Every binding takes a dynamic offset: jobs whose bindings have the same sizes share one
+    /// bind group per batch instead of creating one each (a few microseconds per job in wgpu).
+    pub(crate) dynamic: bool,
+    /// The kernel's id: with the binding sizes, the key of a shared bind group.
+    pub(crate) kernel: u64,
 }
 
 /// One job as the encoder sees it.
@@ -146,20 +165,50 @@ pub(crate) fn encode(
     bufs: &Buffers,
 ) -> Result<wgpu::CommandBuffer, Error> {
     upload(queue, bufs.read.as_ref(), plan.read_size, jobs, Role::Read)?;
-    upload(queue, bufs.rw.as_ref(), plan.rw_upload_end, jobs, Role::ReadWrite)?;
-    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-batch") });
+    upload(
+        queue,
+        bufs.rw.as_ref(),
+        plan.rw_upload_end,
+        jobs,
+        Role::ReadWrite,
+    )?;
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("wgpu-batch"),
+    });
     if let Some(rw) = &bufs.rw
         && plan.rw_size > plan.rw_upload_end
     {
-        enc.clear_buffer(rw, plan.rw_upload_end, Some(plan.rw_size - plan.rw_upload_end));
+        enc.clear_buffer(
+            rw,
+            plan.rw_upload_end,
+            Some(plan.rw_size - plan.rw_upload_end),
+        );
     }
     {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
+        let mut shared: HashMap<(u64, Vec<u64>), wgpu::BindGroup> = HashMap::new();
         for job in jobs {
             pass.set_pipeline(&job.pipeline.pipeline);
-            if let Some(layout) = &job.pipeline.layout {
-                let group = bind_group(device, layout, job.placements, bufs);
-                pass.set_bind_group(0, &group, &[]);
+            match &job.pipeline.layout {
+                Some(layout) if job.pipeline.dynamic => {
+                    let mut sorted = job.placements.to_vec();
+                    sorted.sort_by_key(|p| p.binding);
+                    let key = (job.pipeline.kernel, sorted.iter().map(|p| p.size).collect());
+                    let group = shared
+                        .entry(key)
+                        .or_insert_with(|| bind_group(device, layout, &sorted, bufs, false));
+                    let offsets: Vec<u32> = sorted.iter().map(|p| p.offset as u32).collect();
+                    pass.set_bind_group(0, &*group, &offsets);
+                }
+                Some(layout) => pass.set_bind_group(
+                    0,
+                    &bind_group(device, layout, job.placements, bufs, true),
+                    &[],
+                ),
+                None => {}
             }
             let [x, y, z] = job.workgroups;
             pass.dispatch_workgroups(x, y, z);
@@ -172,8 +221,16 @@ pub(crate) fn encode(
 }
 
 /// Writes every uploaded argument of `role` into `buffer` through one staging view.
-fn upload(queue: &wgpu::Queue, buffer: Option<&wgpu::Buffer>, len: u64, jobs: &[EncodeJob<'_>], role: Role) -> Result<(), Error> {
-    let (Some(buffer), Some(len)) = (buffer, NonZeroU64::new(len)) else { return Ok(()) };
+fn upload(
+    queue: &wgpu::Queue,
+    buffer: Option<&wgpu::Buffer>,
+    len: u64,
+    jobs: &[EncodeJob<'_>],
+    role: Role,
+) -> Result<(), Error> {
+    let (Some(buffer), Some(len)) = (buffer, NonZeroU64::new(len)) else {
+        return Ok(());
+    };
     let mut view = queue
         .write_buffer_with(buffer, 0, len)
         .ok_or_else(|| Error::Wgpu(format!("could not stage {len} bytes of uploads")))?;
@@ -184,22 +241,43 @@ fn upload(queue: &wgpu::Queue, buffer: Option<&wgpu::Buffer>, len: u64, jobs: &[
                 _ => continue,
             };
             let start = p.offset as usize;
-            view.slice(start..start + bytes.len()).copy_from_slice(bytes);
+            view.slice(start..start + bytes.len())
+                .copy_from_slice(bytes);
         }
     }
     Ok(())
 }
 
-fn bind_group(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, placements: &[Placement], bufs: &Buffers) -> wgpu::BindGroup {
+/// A bind group for `placements`, at their offsets (`at_offsets`) or at offset zero, for a
+/// layout whose offsets are dynamic.
+fn bind_group(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    placements: &[Placement],
+    bufs: &Buffers,
+    at_offsets: bool,
+) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry<'_>> = placements
         .iter()
         .filter_map(|p| {
             let buffer = bufs.get(p.role)?;
-            let binding = wgpu::BufferBinding { buffer, offset: p.offset, size: NonZeroU64::new(p.size) };
-            Some(wgpu::BindGroupEntry { binding: p.binding, resource: wgpu::BindingResource::Buffer(binding) })
+            let offset = if at_offsets { p.offset } else { 0 };
+            let binding = wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: NonZeroU64::new(p.size),
+            };
+            Some(wgpu::BindGroupEntry {
+                binding: p.binding,
+                resource: wgpu::BindingResource::Buffer(binding),
+            })
         })
         .collect();
-    device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout,
+        entries: &entries,
+    })
 }
 
 /// Copies each job's read-back bindings out of the mapped readback bytes.
@@ -207,7 +285,12 @@ pub(crate) fn outputs(mapped: &[u8], placements: &[Placement]) -> Vec<(u32, Vec<
     placements
         .iter()
         .filter(|p| p.read_back())
-        .map(|p| (p.binding, mapped[p.offset as usize..(p.offset + p.size) as usize].to_vec()))
+        .map(|p| {
+            (
+                p.binding,
+                mapped[p.offset as usize..(p.offset + p.size) as usize].to_vec(),
+            )
+        })
         .collect()
 }
 
@@ -222,23 +305,74 @@ mod tests {
     #[test]
     fn plan_separates_roles_and_aligns_offsets() {
         let a = vec![
-            arg(0, ArgData::Uniform(vec![0; 8])),
-            arg(1, ArgData::Input(vec![0; 12])),
+            arg(0, ArgData::Uniform(vec![0; 8].into())),
+            arg(1, ArgData::Input(vec![0; 12].into())),
             arg(2, ArgData::Output(40)),
-            arg(3, ArgData::InOut(vec![0; 4])),
+            arg(3, ArgData::InOut(vec![0; 4].into())),
         ];
-        let b = vec![arg(0, ArgData::InOut(vec![0; 300])), arg(1, ArgData::Output(4))];
+        let b = vec![
+            arg(0, ArgData::InOut(vec![0; 300].into())),
+            arg(1, ArgData::Output(4)),
+        ];
         let jobs = [a.as_slice(), b.as_slice()];
         let plan = Plan::new(jobs.iter().copied(), 256);
         let p = &plan.jobs;
-        assert_eq!(p[0][0], Placement { binding: 0, role: Role::Read, offset: 0, size: 8 });
-        assert_eq!(p[0][1], Placement { binding: 1, role: Role::Read, offset: 256, size: 12 });
+        assert_eq!(
+            p[0][0],
+            Placement {
+                binding: 0,
+                role: Role::Read,
+                offset: 0,
+                size: 8
+            }
+        );
+        assert_eq!(
+            p[0][1],
+            Placement {
+                binding: 1,
+                role: Role::Read,
+                offset: 256,
+                size: 12
+            }
+        );
         // inouts come first in the read-write buffer, outputs after all of them
-        assert_eq!(p[0][3], Placement { binding: 3, role: Role::ReadWrite, offset: 0, size: 4 });
-        assert_eq!(p[1][0], Placement { binding: 0, role: Role::ReadWrite, offset: 256, size: 300 });
+        assert_eq!(
+            p[0][3],
+            Placement {
+                binding: 3,
+                role: Role::ReadWrite,
+                offset: 0,
+                size: 4
+            }
+        );
+        assert_eq!(
+            p[1][0],
+            Placement {
+                binding: 0,
+                role: Role::ReadWrite,
+                offset: 256,
+                size: 300
+            }
+        );
         assert_eq!(plan.rw_upload_end, 556);
-        assert_eq!(p[0][2], Placement { binding: 2, role: Role::ReadWrite, offset: 768, size: 40 });
-        assert_eq!(p[1][1], Placement { binding: 1, role: Role::ReadWrite, offset: 1024, size: 4 });
+        assert_eq!(
+            p[0][2],
+            Placement {
+                binding: 2,
+                role: Role::ReadWrite,
+                offset: 768,
+                size: 40
+            }
+        );
+        assert_eq!(
+            p[1][1],
+            Placement {
+                binding: 1,
+                role: Role::ReadWrite,
+                offset: 1024,
+                size: 4
+            }
+        );
         assert_eq!(plan.read_size, 268);
         assert_eq!(plan.rw_size, 1028);
     }
@@ -246,11 +380,20 @@ mod tests {
     #[test]
     fn plan_never_overlaps_bindings() {
         let jobs: Vec<Vec<Arg>> = (0..50u64)
-            .map(|i| vec![arg(0, ArgData::Input(vec![0; 4 * (i as usize + 1)])), arg(1, ArgData::Output(4 * i + 4))])
+            .map(|i| {
+                vec![
+                    arg(0, ArgData::Input(vec![0; 4 * (i as usize + 1)].into())),
+                    arg(1, ArgData::Output(4 * i + 4)),
+                ]
+            })
             .collect();
         let plan = Plan::new(jobs.iter().map(Vec::as_slice), 64);
-        let mut ranges: Vec<(Role, u64, u64)> =
-            plan.jobs.iter().flatten().map(|p| (p.role, p.offset, p.offset + p.size)).collect();
+        let mut ranges: Vec<(Role, u64, u64)> = plan
+            .jobs
+            .iter()
+            .flatten()
+            .map(|p| (p.role, p.offset, p.offset + p.size))
+            .collect();
         ranges.sort_by_key(|r| (r.0 == Role::Read, r.1));
         for w in ranges.windows(2) {
             assert!(w[0].0 != w[1].0 || w[0].2 <= w[1].1, "{w:?} overlap");
@@ -262,8 +405,18 @@ mod tests {
     fn outputs_slice_only_read_back_bindings() {
         let mapped: Vec<u8> = (0..=255).collect();
         let placements = [
-            Placement { binding: 0, role: Role::Read, offset: 0, size: 4 },
-            Placement { binding: 1, role: Role::ReadWrite, offset: 8, size: 4 },
+            Placement {
+                binding: 0,
+                role: Role::Read,
+                offset: 0,
+                size: 4,
+            },
+            Placement {
+                binding: 1,
+                role: Role::ReadWrite,
+                offset: 8,
+                size: 4,
+            },
         ];
         assert_eq!(outputs(&mapped, &placements), vec![(1, vec![8, 9, 10, 11])]);
     }

@@ -47,7 +47,7 @@ use crate::batch::{self, Buffers, EncodeJob, Pipeline, Plan};
 use crate::buffer::{BufferPool, Role};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobOutput, Responder};
-use crate::kernel::{Kernel, KernelInner};
+use crate::kernel::{BindingInfo, BindingKind, Kernel, KernelInner};
 use crate::stats::DeviceStats;
 
 /// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
@@ -93,7 +93,10 @@ impl Shared {
     /// Why a job that was dropped unanswered did not run.
     pub(crate) fn drop_error(&self) -> Error {
         match self.lost.get() {
-            Some(reason) => Error::DeviceLost { device: self.index, reason: reason.clone() },
+            Some(reason) => Error::DeviceLost {
+                device: self.index,
+                reason: reason.clone(),
+            },
             None => Error::Shutdown,
         }
     }
@@ -152,7 +155,11 @@ impl DeviceSlot {
         cfg: BatchConfig,
         capacity: usize,
     ) -> Result<DeviceSlot> {
-        let shared = Arc::new(Shared { index: info.index, lost: OnceLock::new(), stats: DeviceStats::new() });
+        let shared = Arc::new(Shared {
+            index: info.index,
+            lost: OnceLock::new(),
+            stats: DeviceStats::new(),
+        });
         install_handlers(&device, &shared);
         let (tx, rx) = flume::bounded(capacity.max(1));
         let state = Arc::new(Mutex::new(DeviceState::default()));
@@ -171,9 +178,20 @@ impl DeviceSlot {
         let join = std::thread::Builder::new()
             .name(format!("wgpu-batch-dev{}", info.index))
             .spawn(move || executor.run())
-            .map_err(|e| Error::RequestDevice { adapter: info.adapter.clone(), message: e.to_string() })?;
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.adapter.clone(),
+                message: e.to_string(),
+            })?;
         let limits = device.limits();
-        Ok(DeviceSlot { info, limits, shared, tx: weak, device, state, open: Mutex::new(Some((tx, join))) })
+        Ok(DeviceSlot {
+            info,
+            limits,
+            shared,
+            tx: weak,
+            device,
+            state,
+            open: Mutex::new(Some((tx, join))),
+        })
     }
 
     /// Jobs waiting in the request queue.
@@ -194,7 +212,10 @@ impl DeviceSlot {
         let pipeline = create_pipeline(&self.device, kernel)?;
         let mut state = self.state.lock();
         state.pipelines.retain(|_, c| c.kernel.strong_count() > 0);
-        let cached = CachedPipeline { pipeline: pipeline.clone(), kernel: Arc::downgrade(kernel.inner()) };
+        let cached = CachedPipeline {
+            pipeline: pipeline.clone(),
+            kernel: Arc::downgrade(kernel.inner()),
+        };
         state.pipelines.insert(kernel.id(), cached);
         Ok(pipeline)
     }
@@ -202,10 +223,15 @@ impl DeviceSlot {
     /// Closes the channel, lets the executor finish what is queued, and joins it. Idempotent.
     pub(crate) fn stop(&self) {
         let mut open = self.open.lock();
-        let Some((tx, handle)) = open.take() else { return };
+        let Some((tx, handle)) = open.take() else {
+            return;
+        };
         drop(tx);
         if handle.join().is_err() {
-            log::error!("device {} executor thread panicked outside its guard", self.info.index);
+            log::error!(
+                "device {} executor thread panicked outside its guard",
+                self.info.index
+            );
         }
     }
 
@@ -214,7 +240,8 @@ impl DeviceSlot {
     #[cfg(feature = "test-hooks")]
     pub(crate) fn destroy(&self) {
         self.device.destroy();
-        self.shared.mark_lost("destroyed by Engine::lose_device".into());
+        self.shared
+            .mark_lost("destroyed by Engine::lose_device".into());
     }
 }
 
@@ -246,27 +273,93 @@ pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (T, Opt
 
 fn create_pipeline(device: &wgpu::Device, kernel: &Kernel) -> Result<Pipeline> {
     let inner = kernel.inner();
+    let dynamic = fits_dynamic_offsets(&inner.bindings, &device.limits());
     let (pipeline, err) = scoped(device, || {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&inner.label),
             source: wgpu::ShaderSource::Wgsl(inner.source.clone()),
         });
+        let explicit = dynamic.then(|| dynamic_layout(device, &inner.bindings));
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&inner.label),
-            layout: None,
+            layout: explicit.as_ref().map(|(_, layout)| layout),
             module: &module,
             entry_point: Some(&inner.entry_point),
             compilation_options: Default::default(),
             cache: None,
         });
-        let layout = (!inner.bindings.is_empty()).then(|| pipeline.get_bind_group_layout(0));
-        Pipeline { pipeline, layout }
+        let layout = match explicit {
+            Some((group, _)) => Some(group),
+            None => (!inner.bindings.is_empty()).then(|| pipeline.get_bind_group_layout(0)),
+        };
+        Pipeline {
+            pipeline,
+            layout,
+            dynamic,
+            kernel: inner.id,
+        }
     });
     match err {
-        Some(e) => Err(Error::Shader { kernel: inner.label.clone(), message: e.to_string() }),
+        Some(e) => Err(Error::Shader {
+            kernel: inner.label.clone(),
+            message: e.to_string(),
+        }),
         None => Ok(pipeline),
     }
 }
+
+/// Whether every binding of a kernel can take a dynamic offset on this device.
+fn fits_dynamic_offsets(bindings: &[BindingInfo], limits: &wgpu::Limits) -> bool {
+    let uniforms = bindings
+        .iter()
+        .filter(|b| b.kind == BindingKind::Uniform)
+        .count() as u32;
+    let storage = bindings.len() as u32 - uniforms;
+    !bindings.is_empty()
+        && uniforms <= limits.max_dynamic_uniform_buffers_per_pipeline_layout
+        && storage <= limits.max_dynamic_storage_buffers_per_pipeline_layout
+}
+
+/// A bind group layout with a dynamic offset on every binding, and its pipeline layout.
+fn dynamic_layout(
+    device: &wgpu::Device,
+    bindings: &[BindingInfo],
+) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .map(|b| wgpu::BindGroupLayoutEntry {
+            binding: b.binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match b.kind {
+                    BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                    BindingKind::StorageRead => {
+                        wgpu::BufferBindingType::Storage { read_only: true }
+                    }
+                    BindingKind::StorageReadWrite => {
+                        wgpu::BufferBindingType::Storage { read_only: false }
+                    }
+                },
+                has_dynamic_offset: true,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: None,
+        entries: &entries,
+    });
+    let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: None,
+        bind_group_layouts: &[Some(&group)],
+        immediate_size: 0,
+    });
+    (group, layout)
+}
+
+/// How long an idle executor polls its channel before parking.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 /// A submitted batch waiting for its results.
 struct InFlight {
@@ -345,7 +438,18 @@ impl Executor {
         }
     }
 
+    /// Waits for the next job. Spins briefly first: a caller that waits on its job's result
+    /// often submits the next one right after, and catching it without parking saves a
+    /// thread wake-up (tens of microseconds) on the idle path.
     fn recv_blocking(&mut self) -> Option<Request> {
+        let spin_until = Instant::now() + IDLE_SPIN;
+        while Instant::now() < spin_until {
+            match self.rx.try_recv() {
+                Ok(r) => return Some(r),
+                Err(flume::TryRecvError::Disconnected) => break,
+                Err(flume::TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
         let r = self.rx.recv().ok();
         self.stopping = r.is_none();
         r
@@ -410,7 +514,11 @@ impl Executor {
                     r.responder.send(Err(self.failure(&e)));
                 }
             } else {
-                log::warn!("device {}: batch of {} rejected ({e}); retrying its jobs one by one", self.shared.index, ready.len());
+                log::warn!(
+                    "device {}: batch of {} rejected ({e}); retrying its jobs one by one",
+                    self.shared.index,
+                    ready.len()
+                );
                 for one in ready {
                     self.submit_ready(vec![one]);
                 }
@@ -431,7 +539,10 @@ impl Executor {
         // A lost device reports it through its callback, which runs inside poll.
         let _ = self.device.poll(wgpu::PollType::Poll);
         match self.shared.lost.get() {
-            Some(reason) => Error::DeviceLost { device: self.shared.index, reason: reason.clone() },
+            Some(reason) => Error::DeviceLost {
+                device: self.shared.index,
+                reason: reason.clone(),
+            },
             None => e.clone(),
         }
     }
@@ -443,8 +554,13 @@ impl Executor {
         ready: Vec<(Request, Pipeline)>,
     ) -> std::result::Result<(), (Error, Vec<(Request, Pipeline)>)> {
         let limits = self.device.limits();
-        let align = limits.min_storage_buffer_offset_alignment.max(limits.min_uniform_buffer_offset_alignment);
-        let plan = Plan::new(ready.iter().map(|(r, _)| r.job.args.as_slice()), align as u64);
+        let align = limits
+            .min_storage_buffer_offset_alignment
+            .max(limits.min_uniform_buffer_offset_alignment);
+        let plan = Plan::new(
+            ready.iter().map(|(r, _)| r.job.args.as_slice()),
+            align as u64,
+        );
         let buffers = self.take_buffers(&plan);
         let jobs: Vec<EncodeJob<'_>> = ready
             .iter()
@@ -468,8 +584,17 @@ impl Executor {
         };
         self.shared.stats.record_batch(ready.len());
         let done = self.watch_completion(&buffers);
-        let jobs = ready.into_iter().zip(plan.jobs).map(|((r, _), p)| (r.responder, p)).collect();
-        self.in_flight.push_back(InFlight { index, jobs, buffers, done });
+        let jobs = ready
+            .into_iter()
+            .zip(plan.jobs)
+            .map(|((r, _), p)| (r.responder, p))
+            .collect();
+        self.in_flight.push_back(InFlight {
+            index,
+            jobs,
+            buffers,
+            done,
+        });
         Ok(())
     }
 
@@ -479,7 +604,10 @@ impl Executor {
             return Ok(p.pipeline.clone());
         }
         let pipeline = create_pipeline(&self.device, kernel)?;
-        let cached = CachedPipeline { pipeline: pipeline.clone(), kernel: Arc::downgrade(kernel.inner()) };
+        let cached = CachedPipeline {
+            pipeline: pipeline.clone(),
+            kernel: Arc::downgrade(kernel.inner()),
+        };
         self.state.lock().pipelines.insert(kernel.id(), cached);
         Ok(pipeline)
     }
@@ -487,7 +615,8 @@ impl Executor {
     /// The batch's buffers from the pool, under one hold of the device lock.
     fn take_buffers(&self, plan: &Plan) -> Buffers {
         let mut state = self.state.lock();
-        let mut take = |role, size: u64| (size > 0).then(|| state.pool.take(&self.device, role, size));
+        let mut take =
+            |role, size: u64| (size > 0).then(|| state.pool.take(&self.device, role, size));
         Buffers {
             read: take(Role::Read, plan.read_size),
             rw: take(Role::ReadWrite, plan.rw_size),
@@ -496,7 +625,10 @@ impl Executor {
     }
 
     /// A channel that fires when the batch just submitted has its results on the host.
-    fn watch_completion(&self, buffers: &Buffers) -> flume::Receiver<std::result::Result<(), String>> {
+    fn watch_completion(
+        &self,
+        buffers: &Buffers,
+    ) -> flume::Receiver<std::result::Result<(), String>> {
         let (tx, rx) = flume::bounded(1);
         match &buffers.readback {
             Some(readback) => readback.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -511,7 +643,9 @@ impl Executor {
 
     /// Waits for the oldest batch in flight and replies to its jobs.
     fn complete_oldest(&mut self) {
-        let Some(batch) = self.in_flight.pop_front() else { return };
+        let Some(batch) = self.in_flight.pop_front() else {
+            return;
+        };
         match self.wait_for(&batch) {
             Ok(()) => self.reply(batch),
             Err(reason) => {
@@ -529,12 +663,18 @@ impl Executor {
             if let Ok(result) = batch.done.try_recv() {
                 return result;
             }
-            let wait = wgpu::PollType::Wait { submission_index: Some(batch.index.clone()), timeout: None };
+            let wait = wgpu::PollType::Wait {
+                submission_index: Some(batch.index.clone()),
+                timeout: None,
+            };
             if let Err(e) = self.device.poll(wait) {
                 return Err(format!("poll failed: {e}"));
             }
         }
-        batch.done.try_recv().unwrap_or_else(|_| Err("the batch's completion callback never ran".into()))
+        batch
+            .done
+            .try_recv()
+            .unwrap_or_else(|_| Err("the batch's completion callback never ran".into()))
     }
 
     /// Copies each job's results out of the mapped readback, replies, and pools the buffers.
@@ -548,7 +688,10 @@ impl Executor {
                     let mapped = mapped.as_ref().map(|v| &v[..]);
                     for (responder, placements) in jobs {
                         let reply = match mapped {
-                            Ok(bytes) => Ok(JobOutput { device: index, buffers: batch::outputs(bytes, &placements) }),
+                            Ok(bytes) => Ok(JobOutput {
+                                device: index,
+                                buffers: batch::outputs(bytes, &placements),
+                            }),
                             Err(e) => Err(Error::Wgpu(e.to_string())),
                         };
                         responder.send(reply);
@@ -558,7 +701,10 @@ impl Executor {
             }
             None => {
                 for (responder, _) in jobs {
-                    responder.send(Ok(JobOutput { device: index, buffers: Vec::new() }));
+                    responder.send(Ok(JobOutput {
+                        device: index,
+                        buffers: Vec::new(),
+                    }));
                 }
             }
         }
@@ -567,7 +713,11 @@ impl Executor {
 
     fn give_buffers(&self, buffers: Buffers) {
         let mut state = self.state.lock();
-        let all = [(Role::Read, buffers.read), (Role::ReadWrite, buffers.rw), (Role::Readback, buffers.readback)];
+        let all = [
+            (Role::Read, buffers.read),
+            (Role::ReadWrite, buffers.rw),
+            (Role::Readback, buffers.readback),
+        ];
         for (role, buffer) in all {
             if let Some(b) = buffer {
                 state.pool.give(role, b);

@@ -104,7 +104,10 @@ impl EngineBuilder {
             Some(b) => (b, true),
             None => (wgpu::Backends::all() - wgpu::Backends::NOOP, false),
         };
-        let filter = self.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let filter = self
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         desc.flags = wgpu::InstanceFlags::empty().with_env();
@@ -118,7 +121,10 @@ impl EngineBuilder {
         let infos = adapters.iter().map(|a| a.get_info()).collect();
         Ok(Engine {
             inner: Arc::new(EngineInner {
-                enumeration: Mutex::new(Enumeration { _instance: instance, adapters: infos }),
+                enumeration: Mutex::new(Enumeration {
+                    _instance: instance,
+                    adapters: infos,
+                }),
                 slots,
                 rotate: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
@@ -149,15 +155,26 @@ impl EngineBuilder {
 }
 
 /// Lists adapters for `backends` and keeps those that match `filter` and can run compute.
-fn pick_adapters(instance: &wgpu::Instance, backends: wgpu::Backends, filter: Option<&str>) -> Result<Vec<wgpu::Adapter>> {
+fn pick_adapters(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+    filter: Option<&str>,
+) -> Result<Vec<wgpu::Adapter>> {
     let all = pollster::block_on(instance.enumerate_adapters(backends));
     let names: Vec<String> = all.iter().map(|a| describe(&a.get_info())).collect();
     let needle = filter.map(str::to_lowercase);
     let picked: Vec<wgpu::Adapter> = all
         .into_iter()
-        .filter(|a| needle.as_ref().is_none_or(|n| a.get_info().name.to_lowercase().contains(n)))
         .filter(|a| {
-            let ok = a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
+            needle
+                .as_ref()
+                .is_none_or(|n| a.get_info().name.to_lowercase().contains(n))
+        })
+        .filter(|a| {
+            let ok = a
+                .get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
             if !ok {
                 log::warn!("skipping {}: no compute shaders", describe(&a.get_info()));
             }
@@ -165,8 +182,14 @@ fn pick_adapters(instance: &wgpu::Instance, backends: wgpu::Backends, filter: Op
         })
         .collect();
     if picked.is_empty() {
-        let found = if names.is_empty() { "none".to_owned() } else { names.join("; ") };
-        let wanted = filter.map(|f| format!(" matching name `{f}`")).unwrap_or_default();
+        let found = if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join("; ")
+        };
+        let wanted = filter
+            .map(|f| format!(" matching name `{f}`"))
+            .unwrap_or_default();
         return Err(Error::NoAdapter(format!(
             "no compute-capable adapter{wanted} for backends {backends:?} (adapters found: {found}); {INSTALL_HINT}"
         )));
@@ -178,27 +201,50 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
 }
 
-fn open_device(adapter: &wgpu::Adapter, index: usize, cfg: BatchConfig, capacity: usize) -> Result<DeviceSlot> {
+fn open_device(
+    adapter: &wgpu::Adapter,
+    index: usize,
+    cfg: BatchConfig,
+    capacity: usize,
+) -> Result<DeviceSlot> {
     let info = adapter.get_info();
     let desc = wgpu::DeviceDescriptor {
         label: Some("wgpu-batch"),
-        required_limits: adapter.limits(),
+        required_limits: limits_for(adapter),
         ..Default::default()
     };
-    let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
     let limits = device.limits();
     let info = DeviceInfo {
         index,
         adapter: info.name.clone(),
         backend: info.backend,
         device_type: info.device_type,
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_owned(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_owned(),
         max_storage_binding: limits.max_storage_buffer_binding_size,
         max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
     };
-    log::info!("device {index}: {} ({:?}, {:?})", info.adapter, info.backend, info.device_type);
+    log::info!(
+        "device {index}: {} ({:?}, {:?})",
+        info.adapter,
+        info.backend,
+        info.device_type
+    );
     DeviceSlot::start(info, device, queue, cfg, capacity)
+}
+
+/// Everything the adapter offers, so large jobs fit; except bind groups, which wgpu-core can
+/// only track up to 8 of (the noop adapter reports more, and pipeline creation would panic).
+fn limits_for(adapter: &wgpu::Adapter) -> wgpu::Limits {
+    let mut limits = adapter.limits();
+    limits.max_bind_groups = limits.max_bind_groups.min(8);
+    limits
 }
 
 /// What the global enumeration lock protects.
@@ -253,7 +299,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("devices", &self.devices()).finish()
+        f.debug_struct("Engine")
+            .field("devices", &self.devices())
+            .finish()
     }
 }
 
@@ -293,7 +341,9 @@ impl Engine {
     pub fn submit(&self, job: Job) -> Result<JobHandle> {
         let slot = self.choose(&job)?;
         job.validate(&slot.limits)?;
-        let Some(tx) = slot.tx.upgrade() else { return Err(Error::Shutdown) };
+        let Some(tx) = slot.tx.upgrade() else {
+            return Err(Error::Shutdown);
+        };
         let (handle, responder) = JobHandle::pair(slot.info.index, slot.shared.clone());
         match tx.send(Request { job, responder }) {
             Ok(()) => {
@@ -307,11 +357,19 @@ impl Engine {
     /// Like [`submit`](Engine::submit) but never blocks: when every eligible queue is full the
     /// job comes back in [`Rejected`] with [`Error::QueueFull`].
     pub fn try_submit(&self, job: Job) -> std::result::Result<JobHandle, Rejected> {
-        let slot = match self.choose(&job).and_then(|s| job.validate(&s.limits).map(|_| s)) {
+        let slot = match self
+            .choose(&job)
+            .and_then(|s| job.validate(&s.limits).map(|_| s))
+        {
             Ok(slot) => slot,
             Err(error) => return Err(Rejected { error, job }),
         };
-        let Some(tx) = slot.tx.upgrade() else { return Err(Rejected { error: Error::Shutdown, job }) };
+        let Some(tx) = slot.tx.upgrade() else {
+            return Err(Rejected {
+                error: Error::Shutdown,
+                job,
+            });
+        };
         let (handle, responder) = JobHandle::pair(slot.info.index, slot.shared.clone());
         match tx.try_send(Request { job, responder }) {
             Ok(()) => {
@@ -320,7 +378,10 @@ impl Engine {
             }
             Err(flume::TrySendError::Full(request)) => {
                 let (_, job) = refuse(&slot, request);
-                Err(Rejected { error: Error::QueueFull, job })
+                Err(Rejected {
+                    error: Error::QueueFull,
+                    job,
+                })
             }
             Err(flume::TrySendError::Disconnected(request)) => {
                 let (error, job) = refuse(&slot, request);
@@ -336,7 +397,12 @@ impl Engine {
 
     /// Per-device counters and latency percentiles; lock-free.
     pub fn stats(&self) -> EngineStats {
-        let devices = self.inner.slots.iter().map(|s| s.shared.stats.snapshot(s.info.index, s.queue_depth())).collect();
+        let devices = self
+            .inner
+            .slots
+            .iter()
+            .map(|s| s.shared.stats.snapshot(s.info.index, s.queue_depth()))
+            .collect();
         EngineStats { devices }
     }
 
@@ -368,7 +434,11 @@ impl Engine {
                 requested: i as u64,
                 limit: inner.slots.len().saturating_sub(1) as u64,
             })?;
-            return if slot.usable() { Ok(slot.clone()) } else { Err(slot.shared.drop_error()) };
+            return if slot.usable() {
+                Ok(slot.clone())
+            } else {
+                Err(slot.shared.drop_error())
+            };
         }
         let n = inner.slots.len();
         let start = inner.rotate.fetch_add(1, Ordering::Relaxed);

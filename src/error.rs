@@ -101,7 +101,11 @@ pub enum Error {
 impl Error {
     /// Builds an [`Error::Binding`].
     pub(crate) fn binding(kernel: &str, binding: u32, problem: impl fmt::Display) -> Error {
-        Error::Binding { kernel: kernel.to_owned(), binding, problem: problem.to_string() }
+        Error::Binding {
+            kernel: kernel.to_owned(),
+            binding,
+            problem: problem.to_string(),
+        }
     }
 }
 

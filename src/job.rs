@@ -37,15 +37,68 @@ pub(crate) struct Arg {
     pub(crate) data: ArgData,
 }
 
+/// Bytes an argument uploads: copied into the job, or shared with the caller without a copy.
+#[derive(Clone)]
+pub(crate) struct Bytes(Arc<dyn AsBytes>);
+
+/// Anything that can lend its contents as bytes.
+trait AsBytes: Send + Sync {
+    fn as_bytes(&self) -> &[u8];
+}
+
+impl AsBytes for Vec<u8> {
+    fn as_bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Data shared through an `Arc`, viewed as bytes.
+struct SharedSlice<T>(Arc<[T]>);
+
+impl<T: bytemuck::Pod + Send + Sync> AsBytes for SharedSlice<T> {
+    fn as_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.len())
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Bytes {
+        Bytes(Arc::new(v))
+    }
+}
+
+impl Bytes {
+    fn copy_of<T: bytemuck::Pod>(data: &[T]) -> Bytes {
+        Bytes::from(bytemuck::cast_slice(data).to_vec())
+    }
+
+    fn shared<T: bytemuck::Pod + Send + Sync>(data: Arc<[T]>) -> Bytes {
+        Bytes(Arc::new(SharedSlice(data)))
+    }
+}
+
 /// What an argument carries and where it goes.
 #[derive(Debug, Clone)]
 pub(crate) enum ArgData {
     /// Uploaded to a `var<uniform>`.
-    Uniform(Vec<u8>),
+    Uniform(Bytes),
     /// Uploaded to a `var<storage, read>`.
-    Input(Vec<u8>),
+    Input(Bytes),
     /// Uploaded to a `var<storage, read_write>` and read back.
-    InOut(Vec<u8>),
+    InOut(Bytes),
     /// A zeroed `var<storage, read_write>` of this many bytes, read back.
     Output(u64),
 }
@@ -81,22 +134,52 @@ impl ArgData {
 impl Job {
     /// A job for `kernel` with no arguments and no workgroups yet.
     pub fn new(kernel: &Kernel) -> Job {
-        Job { kernel: kernel.clone(), args: Vec::new(), workgroups: [0, 0, 0], device: None }
+        Job {
+            kernel: kernel.clone(),
+            args: Vec::new(),
+            workgroups: [0, 0, 0],
+            device: None,
+        }
     }
 
     /// Binds `value` to a `var<uniform>`.
     pub fn uniform<T: bytemuck::Pod>(self, binding: u32, value: &T) -> Job {
-        self.arg(binding, ArgData::Uniform(bytemuck::bytes_of(value).to_vec()))
+        self.arg(
+            binding,
+            ArgData::Uniform(Bytes::copy_of(std::slice::from_ref(value))),
+        )
     }
 
-    /// Uploads `data` to a `var<storage, read>`.
+    /// Uploads `data` to a `var<storage, read>`. Copies `data` into the job; see
+    /// [`input_shared`](Job::input_shared) to avoid the copy.
     pub fn input<T: bytemuck::Pod>(self, binding: u32, data: &[T]) -> Job {
-        self.arg(binding, ArgData::Input(bytemuck::cast_slice(data).to_vec()))
+        self.arg(binding, ArgData::Input(Bytes::copy_of(data)))
+    }
+
+    /// Like [`input`](Job::input), but shares `data` instead of copying it: many jobs can
+    /// upload the same `Arc` and the only copy is the upload itself.
+    pub fn input_shared<T: bytemuck::Pod + Send + Sync>(
+        self,
+        binding: u32,
+        data: impl Into<Arc<[T]>>,
+    ) -> Job {
+        self.arg(binding, ArgData::Input(Bytes::shared(data.into())))
     }
 
     /// Uploads `data` to a `var<storage, read_write>` and reads it back after the dispatch.
+    /// Copies `data` into the job; see [`inout_shared`](Job::inout_shared).
     pub fn inout<T: bytemuck::Pod>(self, binding: u32, data: &[T]) -> Job {
-        self.arg(binding, ArgData::InOut(bytemuck::cast_slice(data).to_vec()))
+        self.arg(binding, ArgData::InOut(Bytes::copy_of(data)))
+    }
+
+    /// Like [`inout`](Job::inout), but shares `data` instead of copying it. The device works on
+    /// its own copy; `data` itself is never written.
+    pub fn inout_shared<T: bytemuck::Pod + Send + Sync>(
+        self,
+        binding: u32,
+        data: impl Into<Arc<[T]>>,
+    ) -> Job {
+        self.arg(binding, ArgData::InOut(Bytes::shared(data.into())))
     }
 
     /// Binds a zeroed `var<storage, read_write>` of `len` elements of `T` and reads it back.
@@ -144,11 +227,19 @@ impl Job {
         let k = &self.kernel;
         for (i, arg) in self.args.iter().enumerate() {
             if self.args[..i].iter().any(|a| a.binding == arg.binding) {
-                return Err(Error::binding(k.label(), arg.binding, "given more than once"));
+                return Err(Error::binding(
+                    k.label(),
+                    arg.binding,
+                    "given more than once",
+                ));
             }
             self.validate_arg(arg, limits)?;
         }
-        if let Some(missing) = k.bindings().iter().find(|b| !self.args.iter().any(|a| a.binding == b.binding)) {
+        if let Some(missing) = k
+            .bindings()
+            .iter()
+            .find(|b| !self.args.iter().any(|a| a.binding == b.binding))
+        {
             let problem = format!("missing: the kernel declares it as {:?}", missing.kind);
             return Err(Error::binding(k.label(), missing.binding, problem));
         }
@@ -158,33 +249,59 @@ impl Job {
     fn validate_arg(&self, arg: &Arg, limits: &wgpu::Limits) -> Result<()> {
         let k = &self.kernel;
         let Some(info) = k.binding(arg.binding) else {
-            return Err(Error::binding(k.label(), arg.binding, "unknown: the entry point does not use this binding"));
+            return Err(Error::binding(
+                k.label(),
+                arg.binding,
+                "unknown: the entry point does not use this binding",
+            ));
         };
         if arg.data.wants() != info.kind {
-            let problem = format!("{} given, but the kernel declares {:?}", arg.data.name(), info.kind);
+            let problem = format!(
+                "{} given, but the kernel declares {:?}",
+                arg.data.name(),
+                info.kind
+            );
             return Err(Error::binding(k.label(), arg.binding, problem));
         }
         let size = arg.data.size();
         let (what, limit) = match info.kind {
-            BindingKind::Uniform => ("uniform binding size", limits.max_uniform_buffer_binding_size),
-            _ => ("storage binding size", limits.max_storage_buffer_binding_size),
+            BindingKind::Uniform => (
+                "uniform binding size",
+                limits.max_uniform_buffer_binding_size,
+            ),
+            _ => (
+                "storage binding size",
+                limits.max_storage_buffer_binding_size,
+            ),
         };
         if size > limit.min(limits.max_buffer_size) {
-            return Err(Error::Limit { what, requested: size, limit: limit.min(limits.max_buffer_size) });
+            return Err(Error::Limit {
+                what,
+                requested: size,
+                limit: limit.min(limits.max_buffer_size),
+            });
         }
-        info.check_size(size).map_err(|p| Error::binding(k.label(), arg.binding, p))
+        info.check_size(size)
+            .map_err(|p| Error::binding(k.label(), arg.binding, p))
     }
 
     fn validate_workgroups(&self, limits: &wgpu::Limits) -> Result<()> {
         let [x, y, z] = self.workgroups;
         if x == 0 || y == 0 || z == 0 {
-            return Err(Error::Workgroups { kernel: self.kernel.label().to_owned(), x, y, z });
+            return Err(Error::Workgroups {
+                kernel: self.kernel.label().to_owned(),
+                x,
+                y,
+                z,
+            });
         }
         let limit = limits.max_compute_workgroups_per_dimension;
         match self.workgroups.into_iter().max() {
-            Some(m) if m > limit => {
-                Err(Error::Limit { what: "workgroups per dimension", requested: m as u64, limit: limit as u64 })
-            }
+            Some(m) if m > limit => Err(Error::Limit {
+                what: "workgroups per dimension",
+                requested: m as u64,
+                limit: limit as u64,
+            }),
             _ => Ok(()),
         }
     }
@@ -205,17 +322,30 @@ impl JobOutput {
 
     /// The raw bytes read back from `binding`, if the job read it back.
     pub fn bytes(&self, binding: u32) -> Option<&[u8]> {
-        self.buffers.iter().find(|(b, _)| *b == binding).map(|(_, v)| v.as_slice())
+        self.buffers
+            .iter()
+            .find(|(b, _)| *b == binding)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The contents of `binding` as elements of `T`.
     pub fn read<T: bytemuck::Pod>(&self, binding: u32) -> Result<Vec<T>> {
-        let bytes = self.bytes(binding).ok_or_else(|| {
-            Error::Binding { kernel: String::new(), binding, problem: "not an inout or output binding of this job".into() }
+        let bytes = self.bytes(binding).ok_or_else(|| Error::Binding {
+            kernel: String::new(),
+            binding,
+            problem: "not an inout or output binding of this job".into(),
         })?;
         if bytes.len() % std::mem::size_of::<T>().max(1) != 0 {
-            let problem = format!("{} bytes are not a whole number of {}-byte elements", bytes.len(), std::mem::size_of::<T>());
-            return Err(Error::Binding { kernel: String::new(), binding, problem });
+            let problem = format!(
+                "{} bytes are not a whole number of {}-byte elements",
+                bytes.len(),
+                std::mem::size_of::<T>()
+            );
+            return Err(Error::Binding {
+                kernel: String::new(),
+                binding,
+                problem,
+            });
         }
         Ok(bytemuck::pod_collect_to_vec(bytes))
     }
@@ -239,7 +369,9 @@ impl Responder {
 
     /// Records how long the job waited in the queue; called when its batch is encoded.
     pub(crate) fn note_encoding(&self) {
-        self.shared.stats.record_queue_wait(self.submitted.elapsed());
+        self.shared
+            .stats
+            .record_queue_wait(self.submitted.elapsed());
     }
 
     /// Drops the responder without replying or counting: the job never entered a queue.
@@ -249,7 +381,9 @@ impl Responder {
 
     fn deliver(&mut self, reply: Reply) {
         if let Some(tx) = self.tx.take() {
-            self.shared.stats.record_done(reply.is_ok(), self.submitted.elapsed());
+            self.shared
+                .stats
+                .record_done(reply.is_ok(), self.submitted.elapsed());
             let _ = tx.send(reply);
         }
     }
@@ -280,8 +414,19 @@ impl JobHandle {
     /// A handle and its responder, for a job queued on device `device`.
     pub(crate) fn pair(device: usize, shared: Arc<Shared>) -> (JobHandle, Responder) {
         let (tx, rx) = flume::bounded(1);
-        let responder = Responder { tx: Some(tx), shared, submitted: Instant::now() };
-        (JobHandle { rx, fut: None, device }, responder)
+        let responder = Responder {
+            tx: Some(tx),
+            shared,
+            submitted: Instant::now(),
+        };
+        (
+            JobHandle {
+                rx,
+                fut: None,
+                device,
+            },
+            responder,
+        )
     }
 
     /// The index of the device the job was queued on.
@@ -319,7 +464,11 @@ impl Future for JobHandle {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let fut = this.fut.get_or_insert_with(|| this.rx.clone().into_recv_async());
-        Pin::new(fut).poll(cx).map(|r| r.unwrap_or(Err(Error::ResultTaken)))
+        let fut = this
+            .fut
+            .get_or_insert_with(|| this.rx.clone().into_recv_async());
+        Pin::new(fut)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::ResultTaken)))
     }
 }

@@ -25,7 +25,11 @@ pub struct KernelSource {
 impl KernelSource {
     /// WGSL source with a label used in errors and logs.
     pub fn wgsl(label: impl Into<String>, source: impl Into<Cow<'static, str>>) -> Self {
-        KernelSource { label: label.into(), source: source.into(), entry_point: None }
+        KernelSource {
+            label: label.into(),
+            source: source.into(),
+            entry_point: None,
+        }
     }
 
     /// Chooses the `@compute` entry point. Needed only when the module has several.
@@ -76,9 +80,10 @@ impl BindingInfo {
             Some(stride) if !(bytes - self.fixed_size).is_multiple_of(stride) => Err(format!(
                 "size {bytes} bytes is not a whole number of {stride}-byte elements"
             )),
-            None if bytes < self.fixed_size => {
-                Err(format!("size {bytes} bytes is smaller than the type's {} bytes", self.fixed_size))
-            }
+            None if bytes < self.fixed_size => Err(format!(
+                "size {bytes} bytes is smaller than the type's {} bytes",
+                self.fixed_size
+            )),
             _ => Ok(()),
         }
     }
@@ -107,7 +112,10 @@ static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
 impl Kernel {
     /// Parses, validates and reflects `src` with naga. Needs no device.
     pub fn compile(src: KernelSource) -> Result<Kernel> {
-        let shader_err = |message: String| Error::Shader { kernel: src.label.clone(), message };
+        let shader_err = |message: String| Error::Shader {
+            kernel: src.label.clone(),
+            message,
+        };
         let module = naga::front::wgsl::parse_str(&src.source)
             .map_err(|e| shader_err(e.emit_to_string(&src.source)))?;
         let info = naga::valid::Validator::new(
@@ -118,7 +126,8 @@ impl Kernel {
         .map_err(|e| shader_err(e.emit_to_string(&src.source)))?;
         let index = find_entry_point(&module, src.entry_point.as_deref()).map_err(shader_err)?;
         let ep = &module.entry_points[index];
-        let bindings = reflect_bindings(&module, info.get_entry_point(index)).map_err(shader_err)?;
+        let bindings =
+            reflect_bindings(&module, info.get_entry_point(index)).map_err(shader_err)?;
         Ok(Kernel {
             inner: Arc::new(KernelInner {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
@@ -167,7 +176,10 @@ impl Kernel {
 }
 
 /// The index of the requested compute entry point, or the only one when none was named.
-fn find_entry_point(module: &naga::Module, name: Option<&str>) -> std::result::Result<usize, String> {
+fn find_entry_point(
+    module: &naga::Module,
+    name: Option<&str>,
+) -> std::result::Result<usize, String> {
     let compute: Vec<(usize, &str)> = module
         .entry_points
         .iter()
@@ -175,16 +187,30 @@ fn find_entry_point(module: &naga::Module, name: Option<&str>) -> std::result::R
         .filter(|(_, ep)| ep.stage == naga::ShaderStage::Compute)
         .map(|(i, ep)| (i, ep.name.as_str()))
         .collect();
-    let names = || compute.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
+    let names = || {
+        compute
+            .iter()
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match (name, compute.as_slice()) {
         (_, []) => Err("the module has no @compute entry point".into()),
         (None, [(i, _)]) => Ok(*i),
-        (None, _) => Err(format!("several @compute entry points ({}); name one", names())),
+        (None, _) => Err(format!(
+            "several @compute entry points ({}); name one",
+            names()
+        )),
         (Some(want), _) => compute
             .iter()
             .find(|(_, n)| *n == want)
             .map(|(i, _)| *i)
-            .ok_or_else(|| format!("no @compute entry point named `{want}` (found: {})", names())),
+            .ok_or_else(|| {
+                format!(
+                    "no @compute entry point named `{want}` (found: {})",
+                    names()
+                )
+            }),
     }
 }
 
@@ -201,17 +227,32 @@ fn reflect_bindings(
         }
         let kind = match var.space {
             naga::AddressSpace::Uniform => BindingKind::Uniform,
-            naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+            naga::AddressSpace::Storage { access }
+                if access.contains(naga::StorageAccess::STORE) =>
+            {
                 BindingKind::StorageReadWrite
             }
             naga::AddressSpace::Storage { .. } => BindingKind::StorageRead,
-            _ => return Err(format!("binding {}: only buffer bindings are supported", rb.binding)),
+            _ => {
+                return Err(format!(
+                    "binding {}: only buffer bindings are supported",
+                    rb.binding
+                ));
+            }
         };
         if rb.group != 0 {
-            return Err(format!("binding {} is in @group({}); only @group(0) is supported", rb.binding, rb.group));
+            return Err(format!(
+                "binding {} is in @group({}); only @group(0) is supported",
+                rb.binding, rb.group
+            ));
         }
         let (fixed_size, stride) = size_rule(module, var.ty);
-        out.push(BindingInfo { binding: rb.binding, kind, fixed_size, stride });
+        out.push(BindingInfo {
+            binding: rb.binding,
+            kind,
+            fixed_size,
+            stride,
+        });
     }
     out.sort_by_key(|b| b.binding);
     Ok(out)
@@ -220,11 +261,19 @@ fn reflect_bindings(
 /// (bytes before a trailing runtime-sized array, its stride) for a buffer's type.
 fn size_rule(module: &naga::Module, ty: naga::Handle<naga::Type>) -> (u64, Option<u64>) {
     let dynamic_stride = |ty: naga::Handle<naga::Type>| match module.types[ty].inner {
-        naga::TypeInner::Array { size: naga::ArraySize::Dynamic, stride, .. } => Some(stride as u64),
+        naga::TypeInner::Array {
+            size: naga::ArraySize::Dynamic,
+            stride,
+            ..
+        } => Some(stride as u64),
         _ => None,
     };
     match &module.types[ty].inner {
-        naga::TypeInner::Array { size: naga::ArraySize::Dynamic, stride, .. } => (0, Some(*stride as u64)),
+        naga::TypeInner::Array {
+            size: naga::ArraySize::Dynamic,
+            stride,
+            ..
+        } => (0, Some(*stride as u64)),
         naga::TypeInner::Struct { members, span } => match members.last() {
             Some(last) => match dynamic_stride(last.ty) {
                 Some(stride) => (last.offset as u64, Some(stride)),
@@ -257,7 +306,11 @@ mod tests {
         let kinds: Vec<_> = k.bindings().iter().map(|b| (b.binding, b.kind)).collect();
         assert_eq!(
             kinds,
-            [(0, BindingKind::Uniform), (1, BindingKind::StorageRead), (2, BindingKind::StorageReadWrite)]
+            [
+                (0, BindingKind::Uniform),
+                (1, BindingKind::StorageRead),
+                (2, BindingKind::StorageReadWrite)
+            ]
         );
         assert_eq!(k.bindings()[0].fixed_size, 8);
         assert_eq!(k.bindings()[1].stride, Some(4));
@@ -266,14 +319,19 @@ mod tests {
     #[test]
     fn invalid_wgsl_reports_line_and_column() {
         let err = Kernel::compile(KernelSource::wgsl("bad", "fn main( {")).unwrap_err();
-        let Error::Shader { message, .. } = err else { panic!("{err:?}") };
+        let Error::Shader { message, .. } = err else {
+            panic!("{err:?}")
+        };
         assert!(message.contains("1:"), "{message}");
     }
 
     #[test]
     fn missing_entry_point_is_a_shader_error() {
         let err = Kernel::compile(KernelSource::wgsl("s", SAXPY).entry_point("nope")).unwrap_err();
-        assert!(matches!(&err, Error::Shader { message, .. } if message.contains("nope")), "{err}");
+        assert!(
+            matches!(&err, Error::Shader { message, .. } if message.contains("nope")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,23 +35,37 @@ pub fn sum() -> KernelSource {
 
 /// A [`saxpy`] job: `y = a * x + y`, result in binding 2.
 pub fn saxpy_job(kernel: &Kernel, a: f32, x: &[f32], y: &[f32]) -> Job {
-    Job::new(kernel).uniform(0, &a).input(1, x).inout(2, y).workgroups_for(y.len())
+    Job::new(kernel)
+        .uniform(0, &a)
+        .input(1, x)
+        .inout(2, y)
+        .workgroups_for(y.len())
 }
 
 /// An [`add`] job: `a + b`, result in binding 2.
 pub fn add_job(kernel: &Kernel, a: &[f32], b: &[f32]) -> Job {
-    Job::new(kernel).input(0, a).input(1, b).output::<f32>(2, a.len()).workgroups_for(a.len())
+    Job::new(kernel)
+        .input(0, a)
+        .input(1, b)
+        .output::<f32>(2, a.len())
+        .workgroups_for(a.len())
 }
 
 /// A [`scale`] job: `s * x`, result in binding 1.
 pub fn scale_job(kernel: &Kernel, s: f32, x: &[f32]) -> Job {
-    Job::new(kernel).uniform(0, &s).inout(1, x).workgroups_for(x.len())
+    Job::new(kernel)
+        .uniform(0, &s)
+        .inout(1, x)
+        .workgroups_for(x.len())
 }
 
 /// A [`sum`] job: partial sums of `data`, in binding 1.
 pub fn sum_job(kernel: &Kernel, data: &[f32]) -> Job {
     let groups = data.len().div_ceil(SUM_ELEMENTS_PER_WORKGROUP);
-    Job::new(kernel).input(0, data).output::<f32>(1, groups).workgroups(groups as u32, 1, 1)
+    Job::new(kernel)
+        .input(0, data)
+        .output::<f32>(1, groups)
+        .workgroups(groups as u32, 1, 1)
 }
 
 /// The sum of `data`, reduced on the device by repeated [`sum`] jobs.

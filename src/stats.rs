@@ -13,20 +13,30 @@ pub(crate) struct Histogram {
 
 impl Histogram {
     fn new() -> Self {
-        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 
     fn bucket(ns: u64) -> usize {
         let v = ns.max(1);
         let e = 63 - v.leading_zeros() as usize;
-        let sub = if e >= 2 { ((v >> (e - 2)) & 3) as usize } else { 0 };
+        let sub = if e >= 2 {
+            ((v >> (e - 2)) & 3) as usize
+        } else {
+            0
+        };
         e * 4 + sub
     }
 
     /// The upper edge of bucket `i`, in nanoseconds.
     fn upper(i: usize) -> u64 {
         let (e, sub) = (i / 4, (i % 4) as u64);
-        if e < 2 { 1 << (e + 1) } else { (5 + sub) << (e - 2) }
+        if e < 2 {
+            1 << (e + 1)
+        } else {
+            (5 + sub) << (e - 2)
+        }
     }
 
     pub(crate) fn record(&self, d: Duration) {
@@ -122,7 +132,11 @@ impl DeviceStats {
             completed: self.completed.load(Relaxed),
             failed: self.failed.load(Relaxed),
             batches,
-            mean_batch: if batches == 0 { 0.0 } else { batched as f64 / batches as f64 },
+            mean_batch: if batches == 0 {
+                0.0
+            } else {
+                batched as f64 / batches as f64
+            },
             max_batch: self.max_batch.load(Relaxed),
             queue_depth,
             outstanding: self.outstanding(),
@@ -198,7 +212,10 @@ mod tests {
         for ns in [1u64, 2, 3, 7, 100, 1_000, 12_345, 1_000_000, 987_654_321] {
             let i = Histogram::bucket(ns);
             assert!(Histogram::upper(i) >= ns, "{ns} above bucket {i}");
-            assert!(i == 0 || Histogram::upper(i - 1) <= ns, "{ns} below bucket {i}");
+            assert!(
+                i == 0 || Histogram::upper(i - 1) <= ns,
+                "{ns} below bucket {i}"
+            );
         }
     }
 

@@ -15,7 +15,11 @@ fn all_adapters() -> Engine {
 }
 
 fn run(engine: &Engine, job: Job, device: usize) -> wgpu_batch::JobOutput {
-    let out = engine.submit(job.on_device(device)).unwrap().wait_timeout(WAIT).unwrap();
+    let out = engine
+        .submit(job.on_device(device))
+        .unwrap()
+        .wait_timeout(WAIT)
+        .unwrap();
     assert_eq!(out.device(), device);
     out
 }
@@ -27,7 +31,9 @@ fn saxpy_matches_cpu() {
     for d in 0..engine.devices().len() {
         for n in SIZES {
             let (x, y) = (data(n, 1), data(n, 2));
-            let got: Vec<f32> = run(&engine, kernels::saxpy_job(&k, 1.5, &x, &y), d).read(2).unwrap();
+            let got: Vec<f32> = run(&engine, kernels::saxpy_job(&k, 1.5, &x, &y), d)
+                .read(2)
+                .unwrap();
             let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 1.5 * x + y).collect();
             assert_close(&got, &want, 1e-6);
         }
@@ -41,7 +47,9 @@ fn add_matches_cpu() {
     for d in 0..engine.devices().len() {
         for n in SIZES {
             let (a, b) = (data(n, 3), data(n, 4));
-            let got: Vec<f32> = run(&engine, kernels::add_job(&k, &a, &b), d).read(2).unwrap();
+            let got: Vec<f32> = run(&engine, kernels::add_job(&k, &a, &b), d)
+                .read(2)
+                .unwrap();
             let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
             assert_close(&got, &want, 0.0);
         }
@@ -55,7 +63,9 @@ fn scale_matches_cpu() {
     for d in 0..engine.devices().len() {
         for n in SIZES {
             let x = data(n, 5);
-            let got: Vec<f32> = run(&engine, kernels::scale_job(&k, -3.0, &x), d).read(1).unwrap();
+            let got: Vec<f32> = run(&engine, kernels::scale_job(&k, -3.0, &x), d)
+                .read(1)
+                .unwrap();
             let want: Vec<f32> = x.iter().map(|x| -3.0 * x).collect();
             assert_close(&got, &want, 0.0);
         }
@@ -70,8 +80,10 @@ fn sum_partials_match_cpu() {
         for n in SIZES {
             let x = data(n, 6);
             let got: Vec<f32> = run(&engine, kernels::sum_job(&k, &x), d).read(1).unwrap();
-            let want: Vec<f32> =
-                x.chunks(kernels::SUM_ELEMENTS_PER_WORKGROUP).map(|c| c.iter().map(|&v| v as f64).sum::<f64>() as f32).collect();
+            let want: Vec<f32> = x
+                .chunks(kernels::SUM_ELEMENTS_PER_WORKGROUP)
+                .map(|c| c.iter().map(|&v| v as f64).sum::<f64>() as f32)
+                .collect();
             assert_close(&got, &want, 1e-4);
         }
     }
@@ -85,7 +97,10 @@ fn reduce_sum_matches_cpu() {
         let x = data(n, 7);
         let want: f64 = x.iter().map(|&v| v as f64).sum();
         let got = kernels::reduce_sum(&engine, &k, &x).unwrap() as f64;
-        assert!((got - want).abs() <= 1e-3 * (1.0 + want.abs()), "n={n}: got {got}, want {want}");
+        assert!(
+            (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+            "n={n}: got {got}, want {want}"
+        );
     }
 }
 
@@ -101,10 +116,17 @@ fn two_dimensional_dispatch_and_user_kernel() {
             if id.x < dims.w && id.y < dims.h { out[id.y * dims.w + id.x] = id.x * 1000u + id.y; }
         }";
     let engine = common::engine();
-    let k = engine.kernel(wgpu_batch::KernelSource::wgsl("grid", SRC)).unwrap();
+    let k = engine
+        .kernel(wgpu_batch::KernelSource::wgsl("grid", SRC))
+        .unwrap();
     let (w, h) = (37u32, 21u32);
-    let job = Job::new(&k).uniform(0, &[w, h]).output::<u32>(1, (w * h) as usize).workgroups(w.div_ceil(8), h.div_ceil(8), 1);
+    let job = Job::new(&k)
+        .uniform(0, &[w, h])
+        .output::<u32>(1, (w * h) as usize)
+        .workgroups(w.div_ceil(8), h.div_ceil(8), 1);
     let got: Vec<u32> = engine.run(job).unwrap().read(1).unwrap();
-    let want: Vec<u32> = (0..h).flat_map(|y| (0..w).map(move |x| x * 1000 + y)).collect();
+    let want: Vec<u32> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| x * 1000 + y))
+        .collect();
     assert_eq!(got, want);
 }

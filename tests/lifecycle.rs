@@ -26,7 +26,9 @@ fn shutdown_with_5000_jobs_queued_resolves_every_one() {
     let engine = common::build(common::builder().queue_capacity(10_000));
     let k = engine.kernel(kernels::saxpy()).unwrap();
     let (x, y) = (data(1024, 1), data(1024, 2));
-    let handles: Vec<_> = (0..5000).map(|_| engine.submit(kernels::saxpy_job(&k, 2.0, &x, &y)).unwrap()).collect();
+    let handles: Vec<_> = (0..5000)
+        .map(|_| engine.submit(kernels::saxpy_job(&k, 2.0, &x, &y)).unwrap())
+        .collect();
     let start = Instant::now();
     engine.shutdown();
     let elapsed = start.elapsed();
@@ -37,8 +39,16 @@ fn shutdown_with_5000_jobs_queued_resolves_every_one() {
     assert!(elapsed < WAIT, "shutdown took {elapsed:?}");
     let stats = engine.stats();
     assert_eq!(stats.completed(), 5000);
-    assert_eq!(stats.devices.iter().map(|d| d.queue_depth).sum::<usize>(), 0);
-    assert_eq!(engine.submit(kernels::saxpy_job(&k, 2.0, &x, &y)).unwrap_err(), Error::Shutdown);
+    assert_eq!(
+        stats.devices.iter().map(|d| d.queue_depth).sum::<usize>(),
+        0
+    );
+    assert_eq!(
+        engine
+            .submit(kernels::saxpy_job(&k, 2.0, &x, &y))
+            .unwrap_err(),
+        Error::Shutdown
+    );
 }
 
 #[test]
@@ -46,7 +56,9 @@ fn dropping_the_engine_drains_and_joins() {
     let engine = common::engine();
     let k = engine.kernel(kernels::scale()).unwrap();
     let x = data(4096, 3);
-    let handles: Vec<_> = (0..2000).map(|_| engine.submit(kernels::scale_job(&k, 2.0, &x)).unwrap()).collect();
+    let handles: Vec<_> = (0..2000)
+        .map(|_| engine.submit(kernels::scale_job(&k, 2.0, &x)).unwrap())
+        .collect();
     let clone = engine.clone();
     drop(engine);
     // Another clone keeps it alive and working.
@@ -92,9 +104,13 @@ fn device_loss_mid_load_fails_over_to_the_other_device() {
     let k = engine.kernel(kernels::saxpy()).unwrap();
     let (x, y) = (data(4096, 4), data(4096, 5));
     let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 3.0 * x + y).collect();
-    let before: Vec<_> = (0..2000).map(|_| engine.submit(kernels::saxpy_job(&k, 3.0, &x, &y)).unwrap()).collect();
+    let before: Vec<_> = (0..2000)
+        .map(|_| engine.submit(kernels::saxpy_job(&k, 3.0, &x, &y)).unwrap())
+        .collect();
     engine.lose_device(0);
-    let after: Vec<_> = (0..500).map(|_| engine.submit(kernels::saxpy_job(&k, 3.0, &x, &y)).unwrap()).collect();
+    let after: Vec<_> = (0..500)
+        .map(|_| engine.submit(kernels::saxpy_job(&k, 3.0, &x, &y)).unwrap())
+        .collect();
 
     let (mut ok, mut lost) = (0, 0);
     for h in before {
@@ -110,13 +126,23 @@ fn device_loss_mid_load_fails_over_to_the_other_device() {
     assert_eq!(ok + lost, 2000);
     for h in after {
         // The loss callback runs inside destroy(), so every job submitted after it avoids device 0.
-        let out = h.wait_timeout(WAIT).expect("jobs after the loss complete on the other device");
+        let out = h
+            .wait_timeout(WAIT)
+            .expect("jobs after the loss complete on the other device");
         assert_ne!(out.device(), 0);
         assert_eq!(out.read::<f32>(2).unwrap(), want);
     }
-    let pinned = engine.submit(kernels::saxpy_job(&k, 3.0, &x, &y).on_device(0)).unwrap_err();
-    assert!(matches!(pinned, Error::DeviceLost { device: 0, .. }), "{pinned:?}");
-    assert!(engine.kernel(kernels::add()).is_ok(), "kernels still build on the surviving device");
+    let pinned = engine
+        .submit(kernels::saxpy_job(&k, 3.0, &x, &y).on_device(0))
+        .unwrap_err();
+    assert!(
+        matches!(pinned, Error::DeviceLost { device: 0, .. }),
+        "{pinned:?}"
+    );
+    assert!(
+        engine.kernel(kernels::add()).is_ok(),
+        "kernels still build on the surviving device"
+    );
 }
 
 #[test]
@@ -126,7 +152,9 @@ fn losing_every_device_fails_submit_with_device_lost() {
     for d in 0..engine.devices().len() {
         engine.lose_device(d);
     }
-    let err = engine.submit(kernels::scale_job(&k, 1.0, &[1.0])).unwrap_err();
+    let err = engine
+        .submit(kernels::scale_job(&k, 1.0, &[1.0]))
+        .unwrap_err();
     assert!(matches!(err, Error::DeviceLost { .. }), "{err:?}");
 }
 
@@ -153,12 +181,20 @@ fn outputs_start_zeroed_even_after_secrets_in_the_pool() {
         let mut handles = Vec::new();
         for i in 0..16 {
             let k = if (i + round) % 2 == 0 { &secret } else { &peek };
-            handles.push((k.label() == "peek", engine.submit(Job::new(k).output::<u32>(0, n).workgroups_for(n)).unwrap()));
+            handles.push((
+                k.label() == "peek",
+                engine
+                    .submit(Job::new(k).output::<u32>(0, n).workgroups_for(n))
+                    .unwrap(),
+            ));
         }
         for (is_peek, h) in handles {
             let out: Vec<u32> = h.wait_timeout(WAIT).unwrap().read(0).unwrap();
             if is_peek {
-                assert!(out.iter().all(|&v| v == 0), "round {round}: a peek job saw another job's data");
+                assert!(
+                    out.iter().all(|&v| v == 0),
+                    "round {round}: a peek job saw another job's data"
+                );
             } else {
                 assert!(out.iter().all(|&v| v == 0xDEADBEEF));
             }
@@ -182,8 +218,16 @@ fn wait_timeout_leaves_the_handle_usable_and_futures_work() {
         Ok(out) => assert!(!first_won && out.read::<f32>(1).unwrap()[3] == x[3] * 2.0),
         Err(e) => assert!(first_won && e == Error::ResultTaken, "{e}"),
     }
-    let out = pollster::block_on(engine.submit(kernels::scale_job(&k, 2.0, &x[..10])).unwrap()).unwrap();
-    assert_eq!(out.read::<f32>(1).unwrap(), x[..10].iter().map(|v| v * 2.0).collect::<Vec<_>>());
+    let out = pollster::block_on(
+        engine
+            .submit(kernels::scale_job(&k, 2.0, &x[..10]))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        out.read::<f32>(1).unwrap(),
+        x[..10].iter().map(|v| v * 2.0).collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -34,15 +34,26 @@ fn job(k: &Kernels, id: usize) -> (Job, u32, Vec<f32>) {
         }
         1 => {
             let b = vec![tag; n];
-            (kernels::add_job(&k.add, &x, &b), 2, x.iter().map(|v| v + tag).collect())
+            (
+                kernels::add_job(&k.add, &x, &b),
+                2,
+                x.iter().map(|v| v + tag).collect(),
+            )
         }
         2 => {
             let s = 1.0 + tag;
-            (kernels::scale_job(&k.scale, s, &x), 1, x.iter().map(|v| v * s).collect())
+            (
+                kernels::scale_job(&k.scale, s, &x),
+                1,
+                x.iter().map(|v| v * s).collect(),
+            )
         }
         _ => {
             let v: Vec<f32> = x.iter().map(|v| v + tag).collect();
-            let want = v.chunks(kernels::SUM_ELEMENTS_PER_WORKGROUP).map(|c| c.iter().sum()).collect();
+            let want = v
+                .chunks(kernels::SUM_ELEMENTS_PER_WORKGROUP)
+                .map(|c| c.iter().sum())
+                .collect();
             (kernels::sum_job(&k.sum, &v), 1, want)
         }
     }
@@ -51,7 +62,11 @@ fn job(k: &Kernels, id: usize) -> (Job, u32, Vec<f32>) {
 #[test]
 fn sixteen_threads_thousand_jobs_each_on_two_devices() {
     let engine = common::build(common::builder().devices_per_adapter(2).queue_capacity(256));
-    assert!(engine.devices().len() >= 2, "need two devices, got {:?}", engine.devices());
+    assert!(
+        engine.devices().len() >= 2,
+        "need two devices, got {:?}",
+        engine.devices()
+    );
     let k = Arc::new(Kernels {
         saxpy: engine.kernel(kernels::saxpy()).unwrap(),
         add: engine.kernel(kernels::add()).unwrap(),
@@ -63,7 +78,8 @@ fn sixteen_threads_thousand_jobs_each_on_two_devices() {
             let (engine, k) = (engine.clone(), k.clone());
             std::thread::spawn(move || {
                 // Keep up to 64 jobs outstanding per thread, then check the oldest.
-                let mut pending: std::collections::VecDeque<(usize, JobHandle, u32, Vec<f32>)> = Default::default();
+                let mut pending: std::collections::VecDeque<(usize, JobHandle, u32, Vec<f32>)> =
+                    Default::default();
                 let mut devices = HashSet::new();
                 for i in 0..JOBS {
                     let id = t * JOBS + i;
@@ -71,12 +87,17 @@ fn sixteen_threads_thousand_jobs_each_on_two_devices() {
                     pending.push_back((id, engine.submit(job).unwrap(), binding, want));
                     if pending.len() == 64 || i == JOBS - 1 {
                         while let Some((id, h, binding, want)) = pending.pop_front() {
-                            let out = h.wait_timeout(WAIT).unwrap_or_else(|e| panic!("job {id}: {e}"));
+                            let out = h
+                                .wait_timeout(WAIT)
+                                .unwrap_or_else(|e| panic!("job {id}: {e}"));
                             devices.insert(out.device());
                             let got: Vec<f32> = out.read(binding).unwrap();
                             assert_eq!(got.len(), want.len(), "job {id}");
                             for (j, (g, w)) in got.iter().zip(&want).enumerate() {
-                                assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "job {id} element {j}: {g} != {w}");
+                                assert!(
+                                    (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                                    "job {id} element {j}: {g} != {w}"
+                                );
                             }
                             if pending.len() < 32 && i != JOBS - 1 {
                                 break;
@@ -96,7 +117,10 @@ fn sixteen_threads_thousand_jobs_each_on_two_devices() {
     let total = (THREADS * JOBS) as u64;
     assert_eq!(stats.completed(), total, "{stats:#?}");
     assert_eq!(stats.failed(), 0);
-    assert_eq!(stats.devices.iter().map(|d| d.submitted).sum::<u64>(), total);
+    assert_eq!(
+        stats.devices.iter().map(|d| d.submitted).sum::<u64>(),
+        total
+    );
     assert!(used.len() >= 2, "all jobs ran on {used:?}");
     assert!(stats.batches() < total, "no batching happened: {stats:#?}");
 }

@@ -1,0 +1,705 @@
+//! The benchmark suite: wgpu-batch against two designs a user would otherwise write, measured
+//! side by side in one process, interleaved and repeated.
+//!
+//! - **naive**: one job at a time on plain wgpu: write inputs, one dispatch, copy back, submit,
+//!   map, `poll(Wait)`, read. Buffers and bind groups are pooled per size, so it pays only what
+//!   one-at-a-time costs.
+//! - **global lock**: T threads share one naive runner behind one `parking_lot::Mutex`.
+//! - **engine**: T threads submit to one [`Engine`]; each keeps `window` jobs outstanding.
+//!
+//! `cargo bench --bench throughput` prints markdown tables and writes `target/bench.csv`.
+//! `BENCH_SECS` sets the seconds per measurement (default 0.5), `BENCH_REPS` the repetitions
+//! (default 3); figures are medians with the min–max spread.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use wgpu_batch::{Engine, Job, JobHandle, Kernel, kernels, wgpu};
+
+const SAXPY: &str = include_str!("../shaders/saxpy.wgsl");
+
+/// Plain wgpu, one job at a time: the baseline.
+struct Naive {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipeline: wgpu::ComputePipeline,
+    /// Per element count: (a, x, y, readback buffers, bind group), created once.
+    pool: HashMap<
+        usize,
+        (
+            wgpu::Buffer,
+            wgpu::Buffer,
+            wgpu::Buffer,
+            wgpu::Buffer,
+            wgpu::BindGroup,
+        ),
+    >,
+}
+
+impl Naive {
+    fn new(backend: wgpu::Backends) -> Naive {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backend;
+        desc.flags = wgpu::InstanceFlags::empty();
+        desc.backend_options.noop = wgpu::NoopBackendOptions::enabled();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.enumerate_adapters(backend))
+            .into_iter()
+            .next()
+            .expect("no adapter");
+        let mut limits = adapter.limits();
+        limits.max_bind_groups = limits.max_bind_groups.min(8); // wgpu-core tracks at most 8
+        let desc = wgpu::DeviceDescriptor {
+            required_limits: limits,
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).expect("no device");
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(SAXPY.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Naive {
+            device,
+            queue,
+            pipeline,
+            pool: HashMap::new(),
+        }
+    }
+
+    fn buffers(
+        &mut self,
+        n: usize,
+    ) -> &(
+        wgpu::Buffer,
+        wgpu::Buffer,
+        wgpu::Buffer,
+        wgpu::Buffer,
+        wgpu::BindGroup,
+    ) {
+        let (device, pipeline) = (&self.device, &self.pipeline);
+        self.pool.entry(n).or_insert_with(|| {
+            use wgpu::BufferUsages as U;
+            let buf = |size: u64, usage| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            let bytes = 4 * n as u64;
+            let a = buf(4, U::UNIFORM | U::COPY_DST);
+            let x = buf(bytes, U::STORAGE | U::COPY_DST);
+            let y = buf(bytes, U::STORAGE | U::COPY_DST | U::COPY_SRC);
+            let rb = buf(bytes, U::MAP_READ | U::COPY_DST);
+            let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: a.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: x.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: y.as_entire_binding(),
+                    },
+                ],
+            });
+            (a, x, y, rb, group)
+        })
+    }
+
+    /// `a * x + y` the plain way; blocks until the result is on the host.
+    fn run(&mut self, a: f32, x: &[f32], y: &[f32]) -> Vec<f32> {
+        let n = y.len();
+        self.buffers(n);
+        let (ab, xb, yb, rb, group) = &self.pool[&n];
+        self.queue.write_buffer(ab, 0, bytemuck::bytes_of(&a));
+        self.queue.write_buffer(xb, 0, bytemuck::cast_slice(x));
+        self.queue.write_buffer(yb, 0, bytemuck::cast_slice(y));
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups((n as u32).div_ceil(256), 1, 1);
+        }
+        enc.copy_buffer_to_buffer(yb, 0, rb, 0, 4 * n as u64);
+        let index = self.queue.submit([enc.finish()]);
+        rb.map_async(wgpu::MapMode::Read, .., |r| r.expect("map failed"));
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .expect("poll");
+        let out = bytemuck::pod_collect_to_vec(&rb.get_mapped_range(..).expect("mapped"));
+        rb.unmap();
+        out
+    }
+}
+
+/// One workload's inputs and CPU answer. The engine shares the inputs (`input_shared`), so
+/// like the naive runner it copies them once, into the upload.
+struct Work {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    xs: Arc<[f32]>,
+    ys: Arc<[f32]>,
+    want: Vec<f32>,
+}
+
+impl Work {
+    fn new(n: usize) -> Work {
+        let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32).collect();
+        let y: Vec<f32> = (0..n).map(|i| (i % 13) as f32).collect();
+        let want = x.iter().zip(&y).map(|(x, y)| 2.0 * x + y).collect();
+        Work {
+            xs: x.clone().into(),
+            ys: y.clone().into(),
+            x,
+            y,
+            want,
+        }
+    }
+}
+
+/// A system under test: runs jobs from `threads` threads for `secs`, returns jobs completed.
+trait System: Sync {
+    fn name(&self) -> String;
+    fn run_for(&self, work: &Work, threads: usize, dur: Duration) -> u64;
+    fn verify(&self, work: &Work, exact: bool);
+}
+
+struct EngineSys {
+    engine: Engine,
+    kernel: Kernel,
+    window: usize,
+    label: String,
+}
+
+impl EngineSys {
+    fn new(builder: wgpu_batch::EngineBuilder, window: usize, label: &str) -> EngineSys {
+        let engine = builder.build().expect("engine");
+        let kernel = engine.kernel(kernels::saxpy()).expect("kernel");
+        EngineSys {
+            engine,
+            kernel,
+            window,
+            label: label.into(),
+        }
+    }
+
+    fn submit(&self, w: &Work) -> JobHandle {
+        let job = Job::new(&self.kernel)
+            .uniform(0, &2.0f32)
+            .input_shared(1, w.xs.clone())
+            .inout_shared(2, w.ys.clone());
+        self.engine
+            .submit(job.workgroups_for(w.y.len()))
+            .expect("submit")
+    }
+}
+
+impl System for EngineSys {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn run_for(&self, work: &Work, threads: usize, dur: Duration) -> u64 {
+        let end = Instant::now() + dur;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut window = std::collections::VecDeque::new();
+                        let mut done = 0u64;
+                        while Instant::now() < end {
+                            while window.len() < self.window {
+                                window.push_back(self.submit(work));
+                            }
+                            window.pop_front().unwrap().wait().expect("job");
+                            done += 1;
+                        }
+                        for h in window {
+                            h.wait().expect("job");
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    }
+
+    fn verify(&self, work: &Work, exact: bool) {
+        let got: Vec<f32> = self
+            .submit(work)
+            .wait()
+            .expect("job")
+            .read(2)
+            .expect("read");
+        assert!(!exact || got == work.want, "{}: wrong result", self.label);
+    }
+}
+
+struct LockSys {
+    naive: Mutex<Naive>,
+}
+
+impl System for LockSys {
+    fn name(&self) -> String {
+        "global lock".into()
+    }
+
+    fn run_for(&self, work: &Work, threads: usize, dur: Duration) -> u64 {
+        let end = Instant::now() + dur;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut done = 0u64;
+                        while Instant::now() < end {
+                            self.naive.lock().run(2.0, &work.x, &work.y);
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    }
+
+    fn verify(&self, work: &Work, exact: bool) {
+        let got = self.naive.lock().run(2.0, &work.x, &work.y);
+        assert!(!exact || got == work.want, "global lock: wrong result");
+    }
+}
+
+/// Median, min and max of jobs/s over the repetitions.
+#[derive(Clone, Copy)]
+struct Rate {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Rate {
+    fn of(mut v: Vec<f64>) -> Rate {
+        v.sort_by(f64::total_cmp);
+        Rate {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn cell(&self) -> String {
+        format!("{:.0} ({:.0}–{:.0})", self.median, self.min, self.max)
+    }
+}
+
+struct Bench {
+    secs: Duration,
+    reps: usize,
+    csv: String,
+    md: String,
+}
+
+impl Bench {
+    /// Measures every system at `threads` with the systems interleaved in each repetition.
+    fn measure(&mut self, systems: &[&dyn System], work: &Work, threads: usize) -> Vec<Rate> {
+        let mut samples = vec![Vec::new(); systems.len()];
+        for _ in 0..self.reps {
+            for (i, s) in systems.iter().enumerate() {
+                let start = Instant::now();
+                let jobs = s.run_for(work, threads, self.secs);
+                samples[i].push(jobs as f64 / start.elapsed().as_secs_f64());
+            }
+        }
+        samples.into_iter().map(Rate::of).collect()
+    }
+
+    fn row(
+        &mut self,
+        section: &str,
+        backend: &str,
+        system: &str,
+        threads: usize,
+        elems: usize,
+        rate: Rate,
+        ratio: f64,
+    ) {
+        let _ = writeln!(
+            self.csv,
+            "{section},{backend},{system},{threads},{elems},{:.1},{:.1},{:.1},{ratio:.3}",
+            rate.median, rate.min, rate.max
+        );
+    }
+
+    fn md(&mut self, line: String) {
+        println!("{line}");
+        self.md.push_str(&line);
+        self.md.push('\n');
+    }
+}
+
+fn engine_builder(backend: wgpu::Backends) -> wgpu_batch::EngineBuilder {
+    Engine::builder().backends(backend)
+}
+
+/// 1. Scaling: T = 1..16 at 4,096 elements, engine vs global lock.
+fn scaling(b: &mut Bench, backend: wgpu::Backends, name: &str) {
+    let work = Work::new(4096);
+    let exact = backend != wgpu::Backends::NOOP;
+    let lock = LockSys {
+        naive: Mutex::new(Naive::new(backend)),
+    };
+    let engine1 = EngineSys::new(engine_builder(backend), 1, "engine (window 1)");
+    let engine32 = EngineSys::new(engine_builder(backend), 32, "engine (window 32)");
+    for s in [&lock as &dyn System, &engine1, &engine32] {
+        s.verify(&work, exact);
+    }
+    let threads = [1, 2, 4, 8, 16];
+    let rates: Vec<Vec<Rate>> = threads
+        .iter()
+        .map(|&t| b.measure(&[&lock, &engine1, &engine32], &work, t))
+        .collect();
+    b.md(format!("\n### Scaling on {name}: SAXPY 4,096 elements, jobs/s median (min–max), ratio to the system's best\n"));
+    b.md("| threads | global lock | ratio | engine, 1 outstanding per thread | ratio | engine, 32 outstanding per thread | ratio |".into());
+    b.md("|---|---|---|---|---|---|---|".into());
+    let best: Vec<f64> = (0..3)
+        .map(|i| rates.iter().map(|r| r[i].median).fold(0.0, f64::max))
+        .collect();
+    for (t, r) in threads.iter().zip(&rates) {
+        let names = ["global lock", "engine w1", "engine w32"];
+        for i in 0..3 {
+            b.row(
+                "scaling",
+                name,
+                names[i],
+                *t,
+                4096,
+                r[i],
+                r[i].median / best[i],
+            );
+        }
+        b.md(format!(
+            "| {t} | {} | {:.2} | {} | {:.2} | {} | {:.2} |",
+            r[0].cell(),
+            r[0].median / best[0],
+            r[1].cell(),
+            r[1].median / best[1],
+            r[2].cell(),
+            r[2].median / best[2]
+        ));
+        if name == "noop" && (*t == 1 || *t == 8 || *t == 16) {
+            println!(
+                "  host time per job on noop at T={t}: engine {:.2} µs, global lock {:.2} µs",
+                1e6 / r[2].median,
+                1e6 / r[0].median
+            );
+        }
+    }
+}
+
+/// 6. Host overhead per job: the engine on noop (no execution), 32 outstanding per thread.
+fn overhead(b: &mut Bench) {
+    let work = Work::new(4096);
+    let engine = EngineSys::new(engine_builder(wgpu::Backends::NOOP), 32, "engine");
+    let naive = LockSys {
+        naive: Mutex::new(Naive::new(wgpu::Backends::NOOP)),
+    };
+    b.md("\n### Host overhead per job on noop (no execution): SAXPY 4,096 elements\n".into());
+    b.md("| threads | engine µs/job (wall) | naive under a global lock µs/job |".into());
+    b.md("|---|---|---|".into());
+    for t in [1, 8, 16] {
+        let r = b.measure(&[&engine, &naive], &work, t);
+        b.row(
+            "overhead",
+            "noop",
+            "engine us/job",
+            t,
+            4096,
+            r[0],
+            1e6 / r[0].median,
+        );
+        b.row(
+            "overhead",
+            "noop",
+            "global lock us/job",
+            t,
+            4096,
+            r[1],
+            1e6 / r[1].median,
+        );
+        b.md(format!(
+            "| {t} | {:.2} | {:.2} |",
+            1e6 / r[0].median,
+            1e6 / r[1].median
+        ));
+    }
+}
+
+/// 2. Batching: job sizes x max_batch_jobs at T = 8, against naive (T = 1) and the global lock.
+fn batching(b: &mut Bench, backend: wgpu::Backends, name: &str) {
+    let sizes = [256, 4096, 65_536, 1_048_576];
+    let batch = [1, 8, 64, 256];
+    b.md(format!("\n### Batching on {name}: 8 threads x 32 outstanding, jobs/s median (min–max) and gain over naive\n"));
+    b.md("| elements | naive (1 thread) | global lock (8 threads) | max_batch_jobs 1 | 8 | 64 | 256 |".into());
+    b.md("|---|---|---|---|---|---|---|".into());
+    let naive = LockSys {
+        naive: Mutex::new(Naive::new(backend)),
+    };
+    let engines: Vec<EngineSys> = batch
+        .iter()
+        .map(|&m| {
+            EngineSys::new(
+                engine_builder(backend).max_batch_jobs(m),
+                32,
+                &format!("engine batch {m}"),
+            )
+        })
+        .collect();
+    for n in sizes {
+        let work = Work::new(n);
+        naive.verify(&work, true);
+        engines.iter().for_each(|e| e.verify(&work, true));
+        let base = b.measure(&[&naive], &work, 1)[0];
+        let lock = b.measure(&[&naive], &work, 8)[0];
+        let refs: Vec<&dyn System> = engines.iter().map(|e| e as &dyn System).collect();
+        let rates = b.measure(&refs, &work, 8);
+        b.row("batching", name, "naive", 1, n, base, 1.0);
+        b.row(
+            "batching",
+            name,
+            "global lock",
+            8,
+            n,
+            lock,
+            lock.median / base.median,
+        );
+        let mut line = format!(
+            "| {n} | {} | {} ({:.2}x) |",
+            base.cell(),
+            lock.cell(),
+            lock.median / base.median
+        );
+        for (m, r) in batch.iter().zip(&rates) {
+            b.row(
+                "batching",
+                name,
+                &format!("engine batch {m}"),
+                8,
+                n,
+                *r,
+                r.median / base.median,
+            );
+            let _ = write!(line, " {} ({:.2}x) |", r.cell(), r.median / base.median);
+        }
+        b.md(line);
+    }
+}
+
+/// 3. Two devices: one device, two devices on one adapter, and every adapter.
+fn two_devices(b: &mut Bench) {
+    let work = Work::new(4096);
+    let one = EngineSys::new(engine_builder(wgpu::Backends::VULKAN), 32, "1 device");
+    let two = EngineSys::new(
+        engine_builder(wgpu::Backends::VULKAN).devices_per_adapter(2),
+        32,
+        "2 devices",
+    );
+    let all = EngineSys::new(Engine::builder(), 32, "every adapter");
+    let systems = [&one as &dyn System, &two, &all];
+    systems.iter().for_each(|s| s.verify(&work, true));
+    let rates = b.measure(&systems, &work, 8);
+    b.md("\n### Devices: SAXPY 4,096 elements, 8 threads x 32 outstanding\n".into());
+    b.md("| configuration | devices | jobs/s | vs one device |".into());
+    b.md("|---|---|---|---|".into());
+    for (s, r) in systems.iter().zip(&rates) {
+        let devices = match s.name().as_str() {
+            "1 device" => one.engine.devices(),
+            "2 devices" => two.engine.devices(),
+            _ => all.engine.devices(),
+        };
+        let names: Vec<String> = devices.iter().map(|d| format!("{:?}", d.backend)).collect();
+        b.row(
+            "devices",
+            "lavapipe",
+            &s.name(),
+            8,
+            4096,
+            *r,
+            r.median / rates[0].median,
+        );
+        b.md(format!(
+            "| {} | {} | {} | {:.2}x |",
+            s.name(),
+            names.join(" + "),
+            r.cell(),
+            r.median / rates[0].median
+        ));
+    }
+}
+
+/// 4. Idle latency: one job at a time, nothing else queued.
+fn latency(b: &mut Bench) {
+    let work = Work::new(4096);
+    let mut naive = Naive::new(wgpu::Backends::VULKAN);
+    let engine = EngineSys::new(engine_builder(wgpu::Backends::VULKAN), 1, "engine");
+    let (mut tn, mut te) = (Vec::new(), Vec::new());
+    for i in 0..4000 {
+        // Interleave the two so drift and noise hit both alike.
+        if i % 2 == 0 {
+            let t = Instant::now();
+            naive.run(2.0, &work.x, &work.y);
+            tn.push(t.elapsed());
+        } else {
+            let t = Instant::now();
+            engine.submit(&work).wait().expect("job");
+            te.push(t.elapsed());
+        }
+    }
+    let pct = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    };
+    let (n50, n99, e50, e99) = (
+        pct(&mut tn, 0.5),
+        pct(&mut tn, 0.99),
+        pct(&mut te, 0.5),
+        pct(&mut te, 0.99),
+    );
+    b.md("\n### Idle latency on lavapipe: one 4,096-element SAXPY at a time, 2,000 each, interleaved\n".into());
+    b.md("| system | p50 | p99 |".into());
+    b.md("|---|---|---|".into());
+    b.md(format!("| naive | {n50:.1?} | {n99:.1?} |"));
+    b.md(format!(
+        "| engine | {e50:.1?} ({:.2}x naive) | {e99:.1?} |",
+        e50.as_secs_f64() / n50.as_secs_f64()
+    ));
+    let _ = writeln!(
+        b.csv,
+        "latency,lavapipe,naive p50 us,1,4096,{:.1},,,",
+        n50.as_secs_f64() * 1e6
+    );
+    let _ = writeln!(
+        b.csv,
+        "latency,lavapipe,engine p50 us,1,4096,{:.1},,,{:.3}",
+        e50.as_secs_f64() * 1e6,
+        e50.as_secs_f64() / n50.as_secs_f64()
+    );
+}
+
+/// Resident set size of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// 5. Memory: RSS before and after 100,000 jobs (after a warm-up that fills the pools).
+fn memory(b: &mut Bench) {
+    let work = Work::new(4096);
+    let engine = EngineSys::new(engine_builder(wgpu::Backends::VULKAN), 32, "engine");
+    let count = |jobs: u64| {
+        let per_thread = jobs / 8;
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let mut window = std::collections::VecDeque::new();
+                    for _ in 0..per_thread {
+                        window.push_back(engine.submit(&work));
+                        if window.len() >= 32 {
+                            window.pop_front().unwrap().wait().expect("job");
+                        }
+                    }
+                    window
+                        .into_iter()
+                        .for_each(|h| drop(h.wait().expect("job")));
+                });
+            }
+        });
+    };
+    count(10_000);
+    let before = rss_kib();
+    count(100_000);
+    let after = rss_kib();
+    let growth = (after as f64 - before as f64) / before as f64 * 100.0;
+    b.md("\n### Memory on lavapipe: 8 threads x 32 outstanding, 4,096-element SAXPY\n".into());
+    b.md(format!("RSS after a 10,000-job warm-up: {} MiB; after 100,000 more jobs: {} MiB; growth {growth:+.1}%", before / 1024, after / 1024));
+    let _ = writeln!(
+        b.csv,
+        "memory,lavapipe,rss growth %,8,4096,{growth:.2},{before},{after},"
+    );
+}
+
+fn main() {
+    let _ = env_logger::try_init();
+    let secs = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.5);
+    let reps = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut b = Bench {
+        secs: Duration::from_secs_f64(secs),
+        reps,
+        csv: "section,backend,system,threads,elements,jobs_per_s_median,min,max,ratio\n".into(),
+        md: String::new(),
+    };
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let want = |s: &str| only.as_deref().is_none_or(|o| s.contains(o));
+    let start = Instant::now();
+    println!(
+        "wgpu-batch benchmark: {secs} s per measurement, {reps} repetitions, {} CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if want("scaling") {
+        scaling(&mut b, wgpu::Backends::NOOP, "noop");
+        scaling(&mut b, wgpu::Backends::VULKAN, "lavapipe");
+    }
+    if want("overhead") {
+        overhead(&mut b);
+    }
+    if want("batching") {
+        batching(&mut b, wgpu::Backends::VULKAN, "lavapipe");
+    }
+    if want("devices") {
+        two_devices(&mut b);
+    }
+    if want("latency") {
+        latency(&mut b);
+    }
+    if want("memory") {
+        memory(&mut b);
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.csv");
+    let _ = std::fs::write(&path, &b.csv);
+    println!("\nwrote {} in {:.0?}", path.display(), start.elapsed());
+}
