@@ -339,6 +339,7 @@ impl Bench {
         samples.into_iter().map(Rate::of).collect()
     }
 
+    #[allow(clippy::too_many_arguments)] // one CSV column each; a struct would only rename them
     fn row(
         &mut self,
         section: &str,
