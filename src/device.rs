@@ -88,6 +88,8 @@ pub(crate) struct BatchConfig {
     pub(crate) max_bytes: u64,
     pub(crate) max_delay: Duration,
     pub(crate) max_in_flight: usize,
+    /// Share one bind group among same-shaped jobs of a kernel through dynamic offsets.
+    pub(crate) shared_bind_groups: bool,
 }
 
 /// What producers and the executor share with no lock: loss state and statistics.
@@ -143,6 +145,8 @@ struct DeviceState {
 pub(crate) struct DeviceSlot {
     pub(crate) info: DeviceInfo,
     pub(crate) limits: wgpu::Limits,
+    /// Whether pipelines may use dynamic offsets (see [`BatchConfig::shared_bind_groups`]).
+    shared_bind_groups: bool,
     pub(crate) shared: Arc<Shared>,
     /// Producers' end of the request channel (bounded: a full queue blocks `submit`). Weak:
     /// a producer upgrades it for the length of one send; once [`DeviceSlot::open`] is
@@ -197,6 +201,7 @@ impl DeviceSlot {
         Ok(DeviceSlot {
             info,
             limits,
+            shared_bind_groups: cfg.shared_bind_groups,
             shared,
             tx: weak,
             device,
@@ -220,7 +225,7 @@ impl DeviceSlot {
         if let Some(p) = self.state.lock().pipelines.get(&kernel.id()) {
             return Ok(p.pipeline.clone());
         }
-        let pipeline = create_pipeline(&self.device, kernel)?;
+        let pipeline = create_pipeline(&self.device, kernel, self.shared_bind_groups)?;
         let mut state = self.state.lock();
         state.pipelines.retain(|_, c| c.kernel.strong_count() > 0);
         let cached = CachedPipeline {
@@ -282,9 +287,13 @@ pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (T, Opt
     (value, errors.into_iter().flatten().next())
 }
 
-fn create_pipeline(device: &wgpu::Device, kernel: &Kernel) -> Result<Pipeline> {
+fn create_pipeline(
+    device: &wgpu::Device,
+    kernel: &Kernel,
+    shared_bind_groups: bool,
+) -> Result<Pipeline> {
     let inner = kernel.inner();
-    let dynamic = fits_dynamic_offsets(&inner.bindings, &device.limits());
+    let dynamic = shared_bind_groups && fits_dynamic_offsets(&inner.bindings, &device.limits());
     let (pipeline, err) = scoped(device, || {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&inner.label),
@@ -614,7 +623,7 @@ impl Executor {
         if let Some(p) = self.state.lock().pipelines.get(&kernel.id()) {
             return Ok(p.pipeline.clone());
         }
-        let pipeline = create_pipeline(&self.device, kernel)?;
+        let pipeline = create_pipeline(&self.device, kernel, self.cfg.shared_bind_groups)?;
         let cached = CachedPipeline {
             pipeline: pipeline.clone(),
             kernel: Arc::downgrade(kernel.inner()),

@@ -37,6 +37,7 @@ impl Default for EngineBuilder {
                 max_bytes: 64 << 20,
                 max_delay: Duration::ZERO,
                 max_in_flight: 2,
+                shared_bind_groups: true,
             },
             queue_capacity: 4096,
         }
@@ -88,6 +89,15 @@ impl EngineBuilder {
     /// while batch N runs. More in flight holds more memory.
     pub fn max_batches_in_flight(mut self, n: usize) -> Self {
         self.batch.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Whether jobs of one kernel whose bindings have the same sizes share one bind group per
+    /// batch, through dynamic offsets (saves a bind group creation per job). Kernels with more
+    /// bindings than the device allows dynamic offsets for always get one per job. Turn it off
+    /// for drivers where dynamic offsets are slow. Default true.
+    pub fn shared_bind_groups(mut self, on: bool) -> Self {
+        self.batch.shared_bind_groups = on;
         self
     }
 

@@ -130,3 +130,40 @@ fn two_dimensional_dispatch_and_user_kernel() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn per_job_bind_groups_and_shared_inputs_give_the_same_results() {
+    // Both bind group strategies, with mixed kernels and shapes in the same batches.
+    for shared in [true, false] {
+        let engine = common::build(
+            common::builder()
+                .shared_bind_groups(shared)
+                .max_batch_jobs(32),
+        );
+        let saxpy = engine.kernel(kernels::saxpy()).unwrap();
+        let add = engine.kernel(kernels::add()).unwrap();
+        let x: std::sync::Arc<[f32]> = data(3000, 8).into();
+        let mut handles = Vec::new();
+        for i in 0..200usize {
+            let n = 1 + (i * 37) % 3000;
+            let y = vec![i as f32; n];
+            let job = if i % 2 == 0 {
+                Job::new(&saxpy)
+                    .uniform(0, &2.0f32)
+                    .input_shared(1, x[..n].to_vec())
+                    .inout_shared(2, y.clone())
+            } else {
+                kernels::add_job(&add, &x[..n], &y)
+            };
+            handles.push((i, n, engine.submit(job.workgroups_for(n)).unwrap()));
+        }
+        for (i, n, h) in handles {
+            let out = h.wait_timeout(WAIT).unwrap();
+            let got: Vec<f32> = out.read(2).unwrap();
+            let a = if i % 2 == 0 { 2.0 } else { 1.0 };
+            let want: Vec<f32> = x[..n].iter().map(|x| a * x + i as f32).collect();
+            assert_close(&got, &want, 1e-6);
+        }
+        assert!(engine.stats().devices[0].max_batch > 1, "jobs were batched");
+    }
+}
