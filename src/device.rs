@@ -222,18 +222,7 @@ impl DeviceSlot {
 
     /// Creates `kernel`'s pipeline on this device (on the calling thread) and caches it.
     pub(crate) fn prepare(&self, kernel: &Kernel) -> Result<Pipeline> {
-        if let Some(p) = self.state.lock().pipelines.get(&kernel.id()) {
-            return Ok(p.pipeline.clone());
-        }
-        let pipeline = create_pipeline(&self.device, kernel, self.shared_bind_groups)?;
-        let mut state = self.state.lock();
-        state.pipelines.retain(|_, c| c.kernel.strong_count() > 0);
-        let cached = CachedPipeline {
-            pipeline: pipeline.clone(),
-            kernel: Arc::downgrade(kernel.inner()),
-        };
-        state.pipelines.insert(kernel.id(), cached);
-        Ok(pipeline)
+        cached_pipeline(&self.state, &self.device, kernel, self.shared_bind_groups)
     }
 
     /// Closes the channel, lets the executor finish what is queued, and joins it. Idempotent.
@@ -285,6 +274,28 @@ pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (T, Opt
     let value = f();
     let errors = [validation.pop(), oom.pop(), internal.pop()].map(pollster::block_on);
     (value, errors.into_iter().flatten().next())
+}
+
+/// `kernel`'s pipeline from the device's cache, created on the calling thread (outside the
+/// lock) when missing. Inserting evicts the pipelines of kernels that no longer exist.
+fn cached_pipeline(
+    state: &Mutex<DeviceState>,
+    device: &wgpu::Device,
+    kernel: &Kernel,
+    shared_bind_groups: bool,
+) -> Result<Pipeline> {
+    if let Some(p) = state.lock().pipelines.get(&kernel.id()) {
+        return Ok(p.pipeline.clone());
+    }
+    let pipeline = create_pipeline(device, kernel, shared_bind_groups)?;
+    let mut state = state.lock();
+    state.pipelines.retain(|_, c| c.kernel.strong_count() > 0);
+    let cached = CachedPipeline {
+        pipeline: pipeline.clone(),
+        kernel: Arc::downgrade(kernel.inner()),
+    };
+    state.pipelines.insert(kernel.id(), cached);
+    Ok(pipeline)
 }
 
 fn create_pipeline(
@@ -384,7 +395,7 @@ const IDLE_SPIN: Duration = Duration::from_micros(50);
 /// A submitted batch waiting for its results.
 struct InFlight {
     index: wgpu::SubmissionIndex,
-    jobs: Vec<(Responder, Vec<batch::Placement>)>,
+    jobs: Vec<(Responder, Kernel, Vec<batch::Placement>)>,
     buffers: Buffers,
     /// Fires when the readback is mapped (or the work is done, for a batch with no readback).
     done: flume::Receiver<std::result::Result<(), String>>,
@@ -528,28 +539,27 @@ impl Executor {
         if ready.is_empty() {
             return;
         }
+        if ready.len() == 1 {
+            return self.submit_or_fail(ready);
+        }
         if let Err((e, ready)) = self.try_submit(ready) {
-            if ready.len() == 1 || self.shared.lost.get().is_some() {
-                for (r, _) in ready {
-                    r.responder.send(Err(self.failure(&e)));
-                }
-            } else {
-                log::warn!(
-                    "device {}: batch of {} rejected ({e}); retrying its jobs one by one",
-                    self.shared.index,
-                    ready.len()
-                );
-                for one in ready {
-                    self.submit_ready(vec![one]);
-                }
+            let index = self.shared.index;
+            log::warn!(
+                "device {index}: batch of {} rejected ({e}); retrying one by one",
+                ready.len()
+            );
+            for one in ready {
+                self.submit_or_fail(vec![one]);
             }
         }
     }
 
-    fn submit_ready(&mut self, ready: Vec<(Request, Pipeline)>) {
+    /// Submits `ready` as one batch; if wgpu rejects it, every job in it fails with the reason.
+    fn submit_or_fail(&mut self, ready: Vec<(Request, Pipeline)>) {
         if let Err((e, ready)) = self.try_submit(ready) {
+            let err = self.failure(&e);
             for (r, _) in ready {
-                r.responder.send(Err(self.failure(&e)));
+                r.responder.send(Err(err.clone()));
             }
         }
     }
@@ -607,7 +617,7 @@ impl Executor {
         let jobs = ready
             .into_iter()
             .zip(plan.jobs)
-            .map(|((r, _), p)| (r.responder, p))
+            .map(|((r, _), p)| (r.responder, r.job.kernel, p))
             .collect();
         self.in_flight.push_back(InFlight {
             index,
@@ -620,16 +630,12 @@ impl Executor {
 
     /// The cached pipeline for `kernel`, created on this thread if this device has none yet.
     fn pipeline(&self, kernel: &Kernel) -> Result<Pipeline> {
-        if let Some(p) = self.state.lock().pipelines.get(&kernel.id()) {
-            return Ok(p.pipeline.clone());
-        }
-        let pipeline = create_pipeline(&self.device, kernel, self.cfg.shared_bind_groups)?;
-        let cached = CachedPipeline {
-            pipeline: pipeline.clone(),
-            kernel: Arc::downgrade(kernel.inner()),
-        };
-        self.state.lock().pipelines.insert(kernel.id(), cached);
-        Ok(pipeline)
+        cached_pipeline(
+            &self.state,
+            &self.device,
+            kernel,
+            self.cfg.shared_bind_groups,
+        )
     }
 
     /// The batch's buffers from the pool, under one hold of the device lock.
@@ -670,7 +676,7 @@ impl Executor {
             Ok(()) => self.reply(batch),
             Err(reason) => {
                 let err = self.failure(&Error::Wgpu(reason));
-                for (responder, _) in batch.jobs {
+                for (responder, _, _) in batch.jobs {
                     responder.send(Err(err.clone()));
                 }
             }
@@ -700,33 +706,24 @@ impl Executor {
     /// Copies each job's results out of the mapped readback, replies, and pools the buffers.
     fn reply(&mut self, batch: InFlight) {
         let InFlight { jobs, buffers, .. } = batch;
-        let index = self.shared.index;
-        match &buffers.readback {
-            Some(readback) => {
-                {
-                    let mapped = readback.get_mapped_range(..);
-                    let mapped = mapped.as_ref().map(|v| &v[..]);
-                    for (responder, placements) in jobs {
-                        let reply = match mapped {
-                            Ok(bytes) => Ok(JobOutput {
-                                device: index,
-                                buffers: batch::outputs(bytes, &placements),
-                            }),
-                            Err(e) => Err(Error::Wgpu(e.to_string())),
-                        };
-                        responder.send(reply);
-                    }
-                }
-                readback.unmap();
-            }
-            None => {
-                for (responder, _) in jobs {
-                    responder.send(Ok(JobOutput {
-                        device: index,
-                        buffers: Vec::new(),
-                    }));
-                }
-            }
+        let mapped = buffers.readback.as_ref().map(|rb| rb.get_mapped_range(..));
+        for (responder, kernel, placements) in jobs {
+            let bytes = match &mapped {
+                None => Ok(&[][..]),
+                Some(Ok(view)) => Ok(&view[..]),
+                Some(Err(e)) => Err(self.failure(&Error::Wgpu(e.to_string()))),
+            };
+            let device = self.shared.index;
+            let reply = bytes.map(|b| JobOutput {
+                device,
+                kernel,
+                buffers: batch::outputs(b, &placements),
+            });
+            responder.send(reply);
+        }
+        drop(mapped);
+        if let Some(readback) = &buffers.readback {
+            readback.unmap();
         }
         self.give_buffers(buffers);
     }

@@ -311,6 +311,7 @@ impl Job {
 #[derive(Debug, Clone)]
 pub struct JobOutput {
     pub(crate) device: usize,
+    pub(crate) kernel: Kernel,
     pub(crate) buffers: Vec<(u32, Vec<u8>)>,
 }
 
@@ -318,6 +319,11 @@ impl JobOutput {
     /// The index of the device that ran the job.
     pub fn device(&self) -> usize {
         self.device
+    }
+
+    /// The kernel the job ran.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
     }
 
     /// The raw bytes read back from `binding`, if the job read it back.
@@ -331,7 +337,7 @@ impl JobOutput {
     /// The contents of `binding` as elements of `T`.
     pub fn read<T: bytemuck::Pod>(&self, binding: u32) -> Result<Vec<T>> {
         let bytes = self.bytes(binding).ok_or_else(|| Error::Binding {
-            kernel: String::new(),
+            kernel: self.kernel.label().to_owned(),
             binding,
             problem: "not an inout or output binding of this job".into(),
         })?;
@@ -342,7 +348,7 @@ impl JobOutput {
                 std::mem::size_of::<T>()
             );
             return Err(Error::Binding {
-                kernel: String::new(),
+                kernel: self.kernel.label().to_owned(),
                 binding,
                 problem,
             });
