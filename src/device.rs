@@ -240,6 +240,13 @@ impl DeviceSlot {
         }
     }
 
+    /// Destroys the wgpu device and leaves the detection to wgpu's lost callback, which runs
+    /// at the executor's next poll: the path a real driver loss takes.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn destroy_quietly(&self) {
+        self.device.destroy();
+    }
+
     /// Destroys the wgpu device and reports the loss at once, as a driver reset would. (wgpu
     /// itself runs the lost callback only at the next poll.)
     #[cfg(feature = "test-hooks")]
@@ -566,8 +573,9 @@ impl Executor {
 
     /// The error to give a job that failed with `e`: device loss trumps what wgpu said.
     fn failure(&self, e: &Error) -> Error {
-        // A lost device reports it through its callback, which runs inside poll.
-        let _ = self.device.poll(wgpu::PollType::Poll);
+        // A lost device reports it through its callback, which wgpu runs inside poll once the
+        // device's queue is idle: wait for that (this is the error path only).
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
         match self.shared.lost.get() {
             Some(reason) => Error::DeviceLost {
                 device: self.shared.index,

@@ -431,6 +431,15 @@ impl Engine {
         }
     }
 
+    /// Destroys device `index` without telling the engine: the loss is noticed only when wgpu
+    /// reports it (at the executor's next poll), as with a real driver reset.
+    #[cfg(feature = "test-hooks")]
+    pub fn destroy_device(&self, index: usize) {
+        if let Some(slot) = self.inner.slots.get(index) {
+            slot.destroy_quietly();
+        }
+    }
+
     /// The device for `job`: its pinned device, or the usable one with the fewest outstanding
     /// jobs (atomics only; ties rotate).
     fn choose(&self, job: &Job) -> Result<Arc<DeviceSlot>> {

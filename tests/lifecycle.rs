@@ -253,3 +253,34 @@ fn try_submit_hands_the_job_back_when_full() {
     assert_eq!(out.read::<f32>(1).unwrap()[5], x[5] * 2.0);
     settle(handles);
 }
+
+#[test]
+fn device_destroyed_under_load_is_detected_and_every_job_resolves() {
+    // No shortcut: the engine learns of the loss only from wgpu's callback.
+    let engine = common::build(common::builder().devices_per_adapter(2));
+    let k = engine.kernel(kernels::saxpy()).unwrap();
+    let (x, y) = (data(4096, 4), data(4096, 5));
+    let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 3.0 * x + y).collect();
+    let mut handles: Vec<_> = (0..2000)
+        .map(|_| engine.submit(kernels::saxpy_job(&k, 3.0, &x, &y)).unwrap())
+        .collect();
+    engine.destroy_device(0);
+    handles.extend((0..500).map(|_| engine.submit(kernels::saxpy_job(&k, 3.0, &x, &y)).unwrap()));
+    for h in handles {
+        match h.wait_timeout(WAIT) {
+            Ok(out) => assert_eq!(out.read::<f32>(2).unwrap(), want),
+            Err(Error::DeviceLost { device: 0, .. }) => {}
+            Err(e) => panic!("a job on the destroyed device must fail with DeviceLost, got: {e}"),
+        }
+    }
+    // Once detected, jobs avoid the device.
+    let pinned = engine
+        .submit(kernels::saxpy_job(&k, 3.0, &x, &y).on_device(0))
+        .unwrap_err();
+    assert!(
+        matches!(pinned, Error::DeviceLost { device: 0, .. }),
+        "{pinned:?}"
+    );
+    let out = engine.run(kernels::saxpy_job(&k, 3.0, &x, &y)).unwrap();
+    assert_ne!(out.device(), 0);
+}
