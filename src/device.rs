@@ -48,6 +48,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +60,7 @@ use crate::buffer::{BufferPool, Role};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobOutput, Responder};
 use crate::kernel::{BindingInfo, BindingKind, Kernel, KernelInner};
+use crate::queue::{Pending, Priority, Queued};
 use crate::stats::DeviceStats;
 
 /// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
@@ -90,6 +92,8 @@ pub(crate) struct BatchConfig {
     pub(crate) max_in_flight: usize,
     /// Share one bind group among same-shaped jobs of a kernel through dynamic offsets.
     pub(crate) shared_bind_groups: bool,
+    /// How long a lower-priority job waits before it is served first (see `queue.rs`).
+    pub(crate) priority_aging: Duration,
 }
 
 /// What producers and the executor share with no lock: loss state and statistics.
@@ -100,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) lost: OnceLock<String>,
     /// Lock-free counters.
     pub(crate) stats: DeviceStats,
+    /// Jobs the executor has taken off the channel and not yet batched (written by it only).
+    pub(crate) pending: AtomicUsize,
 }
 
 impl Shared {
@@ -126,6 +132,8 @@ impl Shared {
 pub(crate) struct Request {
     pub(crate) job: Job,
     pub(crate) responder: Responder,
+    /// The job's deadline, from its own settings or the engine's default timeout.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// A pipeline in the cache, with a weak link to its kernel so dead kernels can be evicted.
@@ -174,6 +182,7 @@ impl DeviceSlot {
             index: info.index,
             lost: OnceLock::new(),
             stats: DeviceStats::new(),
+            pending: AtomicUsize::new(0),
         });
         install_handlers(&device, &shared);
         let (tx, rx) = flume::bounded(capacity.max(1));
@@ -186,7 +195,8 @@ impl DeviceSlot {
             rx,
             cfg,
             in_flight: VecDeque::new(),
-            carry: None,
+            pending: Pending::new(cfg.priority_aging),
+            capacity: capacity.max(1),
             stopping: false,
         };
         let weak = tx.downgrade();
@@ -212,7 +222,8 @@ impl DeviceSlot {
 
     /// Jobs waiting in the request queue.
     pub(crate) fn queue_depth(&self) -> usize {
-        self.tx.upgrade().map_or(0, |tx| tx.len())
+        let pending = self.shared.pending.load(Ordering::Relaxed);
+        self.tx.upgrade().map_or(0, |tx| tx.len()) + pending
     }
 
     /// Whether submit may send here.
@@ -417,10 +428,32 @@ struct Executor {
     rx: flume::Receiver<Request>,
     cfg: BatchConfig,
     in_flight: VecDeque<InFlight>,
-    /// A job taken from the channel that did not fit the previous batch.
-    carry: Option<Request>,
-    /// `Stop` was received: drain, then return.
+    /// Jobs taken off the channel, waiting for a batch, by priority.
+    pending: Pending<Request>,
+    /// Most jobs held in `pending` (the engine's queue capacity), so memory stays bounded.
+    capacity: usize,
+    /// The channel disconnected (shutdown): drain, then return.
     stopping: bool,
+}
+
+impl Queued for Request {
+    fn priority(&self) -> Priority {
+        self.job.priority
+    }
+    fn submitted(&self) -> Instant {
+        self.responder.submitted()
+    }
+}
+
+/// Why a job taken from the queue must not run: it was cancelled, or its deadline passed.
+fn refusal(r: &Request, now: Instant) -> Option<Error> {
+    if r.responder.cancelled() {
+        Some(Error::Cancelled)
+    } else if r.deadline.is_some_and(|d| now > d) {
+        Some(Error::Timeout)
+    } else {
+        None
+    }
 }
 
 /// What the executor should do next.
@@ -464,15 +497,35 @@ impl Executor {
 
     /// Blocks for work only when nothing is in flight; otherwise prefers finishing a batch.
     fn next(&mut self) -> Next {
-        let first = match self.carry.take() {
-            Some(r) => Some(r),
-            None if self.in_flight.is_empty() && !self.stopping => self.recv_blocking(),
-            None => self.recv_now(),
-        };
-        match first {
-            Some(r) => Next::Batch(self.gather(r)),
-            None if !self.in_flight.is_empty() => Next::Complete,
-            None => Next::Exit,
+        self.intake();
+        if self.pending.is_empty() {
+            if !self.in_flight.is_empty() {
+                return Next::Complete;
+            }
+            match self.recv_blocking() {
+                Some(r) => self.pending.push(r),
+                None => return Next::Exit,
+            }
+            self.intake();
+        }
+        let batch = self.gather();
+        self.shared
+            .pending
+            .store(self.pending.len(), Ordering::Relaxed);
+        Next::Batch(batch)
+    }
+
+    /// Moves what is queued on the channel into `pending`, without blocking.
+    fn intake(&mut self) {
+        while self.pending.len() < self.capacity {
+            match self.rx.try_recv() {
+                Ok(r) => self.pending.push(r),
+                Err(flume::TryRecvError::Disconnected) => {
+                    self.stopping = true;
+                    return;
+                }
+                Err(flume::TryRecvError::Empty) => return,
+            }
         }
     }
 
@@ -480,6 +533,9 @@ impl Executor {
     /// often submits the next one right after, and catching it without parking saves a
     /// thread wake-up (tens of microseconds) on the idle path.
     fn recv_blocking(&mut self) -> Option<Request> {
+        if self.stopping {
+            return None;
+        }
         let spin_until = Instant::now() + IDLE_SPIN;
         while Instant::now() < spin_until {
             match self.rx.try_recv() {
@@ -493,43 +549,60 @@ impl Executor {
         r
     }
 
-    fn recv_now(&mut self) -> Option<Request> {
-        match self.rx.try_recv() {
-            Ok(r) => Some(r),
-            Err(flume::TryRecvError::Disconnected) => {
-                self.stopping = true;
-                None
+    /// Forms the next batch from `pending`, by priority, up to the batch limits.
+    ///
+    /// Jobs past their deadline resolve `Error::Timeout` and cancelled jobs `Error::Cancelled`
+    /// here, never encoded. With `max_delay`, a batch that is not full stays open for more jobs
+    /// until `max_delay` after its oldest job was submitted, or its earliest deadline, whichever
+    /// comes first.
+    fn gather(&mut self) -> Vec<Request> {
+        let mut batch: Vec<Request> = Vec::new();
+        let mut bytes = 0;
+        loop {
+            while batch.len() < self.cfg.max_jobs {
+                let now = Instant::now();
+                let Some(r) = self.pending.pop(now) else {
+                    break;
+                };
+                if let Some(reason) = refusal(&r, now) {
+                    r.responder.send(Err(reason));
+                    continue;
+                }
+                if !batch.is_empty() && bytes + r.job.bytes() > self.cfg.max_bytes {
+                    self.pending.push_front(r);
+                    return batch;
+                }
+                bytes += r.job.bytes();
+                batch.push(r);
             }
-            Err(flume::TryRecvError::Empty) => None,
-        }
-    }
-
-    /// Takes more queued jobs after `first` up to the batch limits, waiting up to `max_delay`.
-    fn gather(&mut self, first: Request) -> Vec<Request> {
-        let deadline = Instant::now() + self.cfg.max_delay;
-        let mut bytes = first.job.bytes();
-        let mut batch = vec![first];
-        while batch.len() < self.cfg.max_jobs {
-            let next = match self.recv_now() {
-                Some(r) => r,
-                None if self.stopping || self.cfg.max_delay.is_zero() => break,
-                None => match self.rx.recv_deadline(deadline) {
-                    Ok(r) => r,
-                    Err(flume::RecvTimeoutError::Timeout) => break,
-                    Err(flume::RecvTimeoutError::Disconnected) => {
-                        self.stopping = true;
-                        break;
-                    }
-                },
-            };
-            if bytes + next.job.bytes() > self.cfg.max_bytes {
-                self.carry = Some(next);
-                break;
+            if batch.is_empty()
+                || batch.len() >= self.cfg.max_jobs
+                || self.cfg.max_delay.is_zero()
+                || self.stopping
+            {
+                return batch;
             }
-            bytes += next.job.bytes();
-            batch.push(next);
+            let oldest = batch
+                .iter()
+                .map(|r| r.responder.submitted())
+                .min()
+                .unwrap_or_else(Instant::now);
+            let due = batch
+                .iter()
+                .filter_map(|r| r.deadline)
+                .fold(oldest + self.cfg.max_delay, Instant::min);
+            match self.rx.recv_deadline(due) {
+                Ok(r) => {
+                    self.pending.push(r);
+                    self.intake();
+                }
+                Err(flume::RecvTimeoutError::Timeout) => return batch,
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    self.stopping = true;
+                    return batch;
+                }
+            }
         }
-        batch
     }
 
     /// Encodes and submits `requests` as one batch. Jobs whose pipeline cannot be built fail
@@ -722,11 +795,15 @@ impl Executor {
                 Some(Err(e)) => Err(self.failure(&Error::Wgpu(e.to_string()))),
             };
             let device = self.shared.index;
-            let reply = bytes.map(|b| JobOutput {
-                device,
-                kernel,
-                buffers: batch::outputs(b, &placements),
-            });
+            let reply = match bytes {
+                _ if responder.cancelled() => Err(Error::Cancelled),
+                Ok(b) => Ok(JobOutput {
+                    device,
+                    kernel,
+                    buffers: batch::outputs(b, &placements),
+                }),
+                Err(e) => Err(e),
+            };
             responder.send(reply);
         }
         drop(mapped);
@@ -760,7 +837,7 @@ impl Executor {
             }
         }
         self.in_flight.clear();
-        self.carry = None;
+        self.pending.clear();
         while let Ok(request) = self.rx.try_recv() {
             drop(request);
         }

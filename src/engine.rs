@@ -24,6 +24,7 @@ pub struct EngineBuilder {
     devices_per_adapter: usize,
     batch: BatchConfig,
     queue_capacity: usize,
+    default_timeout: Option<Duration>,
 }
 
 impl Default for EngineBuilder {
@@ -38,8 +39,10 @@ impl Default for EngineBuilder {
                 max_delay: Duration::ZERO,
                 max_in_flight: 2,
                 shared_bind_groups: true,
+                priority_aging: Duration::from_millis(100),
             },
             queue_capacity: 4096,
+            default_timeout: None,
         }
     }
 }
@@ -101,6 +104,20 @@ impl EngineBuilder {
         self
     }
 
+    /// How long a lower-priority job waits before it is served ahead of higher-priority ones,
+    /// so none starves. Default 100 ms.
+    pub fn priority_aging(mut self, aging: Duration) -> Self {
+        self.batch.priority_aging = aging;
+        self
+    }
+
+    /// The budget of a job that sets no [`Job::timeout`] or [`Job::deadline`]: past it, a job
+    /// not yet encoded resolves [`Error::Timeout`]. Default: none.
+    pub fn default_timeout(mut self, budget: Duration) -> Self {
+        self.default_timeout = Some(budget);
+        self
+    }
+
     /// Jobs each device's request queue holds; `submit` blocks and `try_submit` fails with
     /// [`Error::QueueFull`] when it is full. Default 4096.
     pub fn queue_capacity(mut self, n: usize) -> Self {
@@ -138,6 +155,7 @@ impl EngineBuilder {
                 slots,
                 rotate: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                default_timeout: self.default_timeout,
             }),
         })
     }
@@ -274,6 +292,8 @@ struct EngineInner {
     rotate: AtomicUsize,
     /// Set once by shutdown; submit checks it first.
     shutting_down: AtomicBool,
+    /// Budget of jobs that set none.
+    default_timeout: Option<Duration>,
 }
 
 impl Drop for EngineInner {
@@ -354,8 +374,8 @@ impl Engine {
         let Some(tx) = slot.tx.upgrade() else {
             return Err(Error::Shutdown);
         };
-        let (handle, responder) = JobHandle::pair(slot.info.index, slot.shared.clone());
-        match tx.send(Request { job, responder }) {
+        let (handle, request) = self.request(&slot, job);
+        match tx.send(request) {
             Ok(()) => {
                 slot.shared.stats.record_submit();
                 Ok(handle)
@@ -380,8 +400,8 @@ impl Engine {
                 job,
             });
         };
-        let (handle, responder) = JobHandle::pair(slot.info.index, slot.shared.clone());
-        match tx.try_send(Request { job, responder }) {
+        let (handle, request) = self.request(&slot, job);
+        match tx.try_send(request) {
             Ok(()) => {
                 slot.shared.stats.record_submit();
                 Ok(handle)
@@ -398,6 +418,24 @@ impl Engine {
                 Err(Rejected { error, job })
             }
         }
+    }
+
+    /// Wraps `job` for `slot`'s channel, with its handle and its deadline from now.
+    fn request(&self, slot: &DeviceSlot, job: Job) -> (JobHandle, Request) {
+        let (handle, responder) = JobHandle::pair(slot.info.index, slot.shared.clone());
+        let now = responder.submitted();
+        let deadline = match (job.deadline, job.timeout.map(|b| now + b)) {
+            (None, None) => self.inner.default_timeout.map(|b| now + b),
+            (at, within) => at.into_iter().chain(within).min(),
+        };
+        (
+            handle,
+            Request {
+                job,
+                responder,
+                deadline,
+            },
+        )
     }
 
     /// Submits `job` and waits for it.

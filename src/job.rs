@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::device::Shared;
 use crate::error::{Error, Result};
 use crate::kernel::{BindingKind, Kernel};
+use crate::queue::Priority;
 
 /// One dispatch of a kernel with its arguments. Owns its data, so it is `Send + 'static`.
 ///
@@ -28,6 +30,11 @@ pub struct Job {
     pub(crate) args: Vec<Arg>,
     pub(crate) workgroups: [u32; 3],
     pub(crate) device: Option<usize>,
+    pub(crate) priority: Priority,
+    /// Relative budget, turned into `deadline` at submit.
+    pub(crate) timeout: Option<Duration>,
+    /// After this instant the job is not encoded any more; it resolves `Error::Timeout`.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// One argument bound at `@group(0) @binding(binding)`.
@@ -139,6 +146,9 @@ impl Job {
             args: Vec::new(),
             workgroups: [0, 0, 0],
             device: None,
+            priority: Priority::Normal,
+            timeout: None,
+            deadline: None,
         }
     }
 
@@ -204,6 +214,26 @@ impl Job {
     /// Runs the job on device `index` of [`Engine::devices`](crate::Engine::devices) only.
     pub fn on_device(mut self, index: usize) -> Job {
         self.device = Some(index);
+        self
+    }
+
+    /// Sets the job's priority (default [`Priority::Normal`]); see [`Priority`] for the rule.
+    pub fn priority(mut self, priority: Priority) -> Job {
+        self.priority = priority;
+        self
+    }
+
+    /// Gives the job at most `budget` from its submission until it is encoded into a batch;
+    /// after that it resolves [`Error::Timeout`] without running. Overrides the engine's
+    /// [`default_timeout`](crate::EngineBuilder::default_timeout).
+    pub fn timeout(mut self, budget: Duration) -> Job {
+        self.timeout = Some(budget);
+        self
+    }
+
+    /// Like [`timeout`](Job::timeout), with an absolute instant. The earlier of the two wins.
+    pub fn deadline(mut self, at: Instant) -> Job {
+        self.deadline = Some(at);
         self
     }
 
@@ -365,6 +395,8 @@ pub(crate) struct Responder {
     tx: Option<flume::Sender<Reply>>,
     shared: Arc<Shared>,
     submitted: Instant,
+    /// Set by [`JobHandle::cancel`].
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Responder {
@@ -378,6 +410,16 @@ impl Responder {
         self.shared
             .stats
             .record_queue_wait(self.submitted.elapsed());
+    }
+
+    /// When the job was submitted.
+    pub(crate) fn submitted(&self) -> Instant {
+        self.submitted
+    }
+
+    /// Whether the caller cancelled the job.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Drops the responder without replying or counting: the job never entered a queue.
@@ -414,25 +456,36 @@ pub struct JobHandle {
     rx: flume::Receiver<Reply>,
     fut: Option<flume::r#async::RecvFut<'static, Reply>>,
     device: usize,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl JobHandle {
     /// A handle and its responder, for a job queued on device `device`.
     pub(crate) fn pair(device: usize, shared: Arc<Shared>) -> (JobHandle, Responder) {
         let (tx, rx) = flume::bounded(1);
+        let cancelled = Arc::new(AtomicBool::new(false));
         let responder = Responder {
             tx: Some(tx),
             shared,
             submitted: Instant::now(),
+            cancelled: cancelled.clone(),
         };
         (
             JobHandle {
                 rx,
                 fut: None,
                 device,
+                cancelled,
             },
             responder,
         )
+    }
+
+    /// Cancels the job. One not yet encoded into a batch is removed and never runs; one already
+    /// encoded finishes on the device and its result is dropped. Either way the handle
+    /// resolves [`Error::Cancelled`], unless the result was delivered before the call.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
     }
 
     /// The index of the device the job was queued on.

@@ -39,6 +39,7 @@ mod error;
 mod job;
 mod kernel;
 pub mod kernels;
+mod queue;
 mod stats;
 
 pub use device::DeviceInfo;
@@ -46,5 +47,6 @@ pub use engine::{Engine, EngineBuilder, Rejected};
 pub use error::{Error, Result};
 pub use job::{Job, JobHandle, JobOutput};
 pub use kernel::{BindingInfo, BindingKind, Kernel, KernelSource};
+pub use queue::Priority;
 pub use stats::{DeviceStatsSnapshot, EngineStats};
 pub use wgpu;

@@ -1,0 +1,165 @@
+//! Deadlines, priorities and cancellation: each proven on a device kept busy, so the
+//! scheduler's choice (not luck) decides the outcome.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{WAIT, data};
+use wgpu_batch::{Engine, Error, JobHandle, Kernel, Priority, kernels};
+
+/// One device, one job per batch, so queued jobs really wait their turn.
+fn one_at_a_time(b: wgpu_batch::EngineBuilder) -> Engine {
+    common::build(
+        b.adapter_name(common::engine().devices()[0].adapter.clone())
+            .max_batch_jobs(1),
+    )
+}
+
+/// Queues `n` jobs of 1M elements (a few ms each on lavapipe) to keep the device busy.
+fn busy(engine: &Engine, k: &Kernel, n: usize) -> Vec<JobHandle> {
+    let x: std::sync::Arc<[f32]> = data(1 << 20, 1).into();
+    (0..n)
+        .map(|_| {
+            engine
+                .submit(
+                    wgpu_batch::Job::new(k)
+                        .uniform(0, &2.0f32)
+                        .inout_shared(1, x.clone())
+                        .workgroups_for(1 << 20),
+                )
+                .unwrap()
+        })
+        .collect()
+}
+
+fn settle(handles: Vec<JobHandle>) {
+    for h in handles {
+        h.wait_timeout(WAIT).unwrap();
+    }
+}
+
+#[test]
+fn a_deadline_expires_while_the_device_is_busy() {
+    let engine = one_at_a_time(common::builder());
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let blockers = busy(&engine, &k, 20);
+    let start = Instant::now();
+    let late = engine
+        .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]).timeout(Duration::from_millis(1)))
+        .unwrap();
+    assert_eq!(late.wait_timeout(WAIT).unwrap_err(), Error::Timeout);
+    assert!(start.elapsed() < WAIT);
+    settle(blockers);
+    // The expired job was never encoded: exactly the 20 blockers went through batches.
+    let stats = engine.stats().devices[0];
+    assert_eq!(
+        (stats.batches as f64 * stats.mean_batch).round() as u64,
+        20,
+        "{stats:?}"
+    );
+    // A job with room to spare still runs.
+    let ok = engine
+        .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]).timeout(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(
+        ok.wait_timeout(WAIT).unwrap().read::<f32>(1).unwrap()[0],
+        2.0
+    );
+}
+
+#[test]
+fn the_engine_default_timeout_applies_to_jobs_without_one() {
+    let engine = one_at_a_time(common::builder().default_timeout(Duration::from_millis(1)));
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let blockers = busy(&engine, &k, 20);
+    let late = engine
+        .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]))
+        .unwrap();
+    assert_eq!(late.wait_timeout(WAIT).unwrap_err(), Error::Timeout);
+    // The earliest blockers were encoded in time; later ones may have expired too.
+    let ran = blockers
+        .into_iter()
+        .filter(|h| h.wait_timeout(WAIT).is_ok())
+        .count();
+    assert!(ran >= 1);
+}
+
+#[test]
+fn a_high_priority_job_overtakes_a_thousand_low_priority_ones() {
+    let engine = one_at_a_time(common::builder().priority_aging(Duration::from_secs(60)));
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let x: std::sync::Arc<[f32]> = data(16_384, 2).into();
+    let job = |p| {
+        wgpu_batch::Job::new(&k)
+            .uniform(0, &2.0f32)
+            .inout_shared(1, x.clone())
+            .workgroups_for(x.len())
+            .priority(p)
+    };
+    let low: Vec<JobHandle> = (0..1000)
+        .map(|_| engine.submit(job(Priority::Low)).unwrap())
+        .collect();
+    let high = engine.submit(job(Priority::High)).unwrap();
+    high.wait_timeout(WAIT).unwrap();
+    let done_before = low.iter().filter(|h| h.try_get().is_some()).count();
+    assert!(
+        done_before < 500,
+        "{done_before} of 1000 low-priority jobs finished first"
+    );
+    for h in low {
+        // try_get above took some results already; the rest must still arrive.
+        match h.wait_timeout(WAIT) {
+            Ok(_) | Err(Error::ResultTaken) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn aging_keeps_low_priority_jobs_from_starving() {
+    let engine = one_at_a_time(common::builder().priority_aging(Duration::from_millis(5)));
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let x: std::sync::Arc<[f32]> = data(1 << 18, 3).into();
+    let job = |p| {
+        wgpu_batch::Job::new(&k)
+            .uniform(0, &2.0f32)
+            .inout_shared(1, x.clone())
+            .workgroups_for(x.len())
+            .priority(p)
+    };
+    let mut high: Vec<JobHandle> = (0..50)
+        .map(|_| engine.submit(job(Priority::High)).unwrap())
+        .collect();
+    let low = engine.submit(job(Priority::Low)).unwrap();
+    high.extend((0..300).map(|_| engine.submit(job(Priority::High)).unwrap()));
+    low.wait_timeout(WAIT).unwrap();
+    let done_before = high.iter().filter(|h| h.try_get().is_some()).count();
+    assert!(
+        done_before < 300,
+        "the low job waited for {done_before} of 350 high-priority jobs"
+    );
+    for h in high {
+        let _ = h.wait_timeout(WAIT);
+    }
+}
+
+#[test]
+fn a_cancelled_queued_job_never_runs() {
+    let engine = one_at_a_time(common::builder());
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let blockers = busy(&engine, &k, 10);
+    let victim = engine
+        .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]))
+        .unwrap();
+    victim.cancel();
+    assert_eq!(victim.wait_timeout(WAIT).unwrap_err(), Error::Cancelled);
+    settle(blockers);
+    let stats = engine.stats().devices[0];
+    assert_eq!(
+        (stats.batches as f64 * stats.mean_batch).round() as u64,
+        10,
+        "the cancelled job was encoded: {stats:?}"
+    );
+    assert_eq!(stats.failed, 1);
+}
