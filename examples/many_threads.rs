@@ -57,7 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default)
     };
     let (threads, jobs, n) = (arg(1, 8), arg(2, 2000), arg(3, 4096));
-    let engine = Engine::new()?;
+    let timing = std::env::var("GPU_TIMING").map_or(true, |v| v != "0");
+    let engine = Engine::builder().gpu_timing(timing).build()?;
     let rate = many_threads(&engine, threads, jobs, n)?;
     let stats = engine.stats();
     println!("{threads} threads x {jobs} jobs of {n} elements: {rate:.0} jobs/s, all verified");

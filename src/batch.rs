@@ -19,45 +19,76 @@
 //!
 //! Because the uploads are queue writes, a pooled buffer is never reused by two batches in
 //! flight: buffers go back to the pool only after the batch's readback is mapped.
+//!
+//! Two more kinds of binding are not in those buffers:
+//! - **scratch** (multi-step jobs): each scratch buffer of each job is its own pooled buffer,
+//!   cleared in the command buffer and never read back. Its own buffer, because a step may
+//!   read it (`var<storage, read>`) while writing another binding, and wgpu forbids one buffer
+//!   being read-only and read-write in the same dispatch.
+//! - **resident** ([`DeviceBuffer`](crate::DeviceBuffer)): bound whole, as the caller made it.
+//!
+//! Steps of a job are consecutive dispatches in the one compute pass; wgpu puts a barrier
+//! between dispatches that share a written buffer, so each step sees the previous one's writes.
+//!
+//! With timestamp queries, a timestamp is written before each job's first dispatch and after
+//! its last, resolved into a pooled buffer and copied to the end of the readback buffer.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 
-use crate::buffer::Role;
 use crate::error::Error;
 use crate::job::{Arg, ArgData};
 
-/// Where one argument of one job lives within the batch's buffers.
+/// Where one argument lives within the batch's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Region {
+    /// At this offset of the read buffer.
+    Read(u64),
+    /// At this offset of the read-write buffer, read back or not.
+    ReadWrite { offset: u64, read_back: bool },
+    /// The whole of the batch's scratch buffer with this index.
+    Scratch(usize),
+    /// The argument's own resident buffer, whole.
+    Resident,
+}
+
+/// One argument of one step of one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Placement {
     /// The `@binding` number.
     pub(crate) binding: u32,
-    /// [`Role::Read`] or [`Role::ReadWrite`].
-    pub(crate) role: Role,
-    /// Byte offset within that buffer (and, for read-write data, within the readback buffer).
-    pub(crate) offset: u64,
+    pub(crate) region: Region,
     /// Byte size of the binding.
     pub(crate) size: u64,
 }
 
 impl Placement {
-    /// Read-write data is read back; read-only data is not.
-    pub(crate) fn read_back(&self) -> bool {
-        self.role == Role::ReadWrite
+    /// The offset to bind at within its buffer.
+    fn offset(&self) -> u64 {
+        match self.region {
+            Region::Read(o) | Region::ReadWrite { offset: o, .. } => o,
+            Region::Scratch(_) | Region::Resident => 0,
+        }
     }
 }
 
-/// The layout of a whole batch: per job, where each argument lives; and the buffer sizes.
+/// The layout of a whole batch: where every argument lives, and the buffer sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
-    /// Per job, its arguments' placements in argument order.
-    pub(crate) jobs: Vec<Vec<Placement>>,
+    /// Per job, per step, its arguments' placements in argument order.
+    pub(crate) jobs: Vec<Vec<Vec<Placement>>>,
     /// Bytes of the read buffer in use.
     pub(crate) read_size: u64,
     /// End of the uploaded (`inout`) prefix of the read-write buffer.
     pub(crate) rw_upload_end: u64,
     /// Bytes of the read-write buffer in use; `[rw_upload_end, rw_size)` is cleared.
     pub(crate) rw_size: u64,
+    /// Sizes of the scratch buffers.
+    pub(crate) scratch: Vec<u64>,
+    /// Offset of the timestamps (two `u64` per job) in the readback buffer, if measured.
+    pub(crate) timestamps: Option<u64>,
+    /// Bytes of the readback buffer: the read-write buffer, then the timestamps.
+    pub(crate) readback_size: u64,
 }
 
 /// Rounds `v` up to a multiple of `align` (a power of two).
@@ -65,54 +96,105 @@ fn align_up(v: u64, align: u64) -> u64 {
     v.div_ceil(align) * align
 }
 
+/// Offset alignment of resolved query results and of the copy that moves them.
+const QUERY_ALIGN: u64 = 256;
+
 impl Plan {
-    /// Lays out `jobs` with every binding offset a multiple of `align`: read-only arguments in the
-    /// read buffer; `inout` arguments, then `output` arguments, in the read-write buffer.
-    pub(crate) fn new<'a>(jobs: impl Iterator<Item = &'a [Arg]> + Clone, align: u64) -> Plan {
+    /// Lays out `jobs` (per job, the arguments of each step) with every binding offset a
+    /// multiple of `align`: read-only arguments in the read buffer; `inout`, then `output`
+    /// arguments in the read-write buffer; one scratch buffer per scratch id of a job.
+    pub(crate) fn new(jobs: &[Vec<&[Arg]>], align: u64, timestamps: bool) -> Plan {
         let (mut read, mut rw) = (0u64, 0u64);
-        let mut placed: Vec<Vec<Option<Placement>>> = Vec::new();
-        // First pass: everything uploaded. Second pass: zeroed outputs, after all inouts.
-        for args in jobs.clone() {
-            let row = args.iter().map(|a| {
-                let (role, cursor) = match a.data {
-                    ArgData::Uniform(_) | ArgData::Input(_) => (Role::Read, &mut read),
-                    ArgData::InOut(_) => (Role::ReadWrite, &mut rw),
-                    ArgData::Output(_) => return None,
-                };
-                Some(place(a, role, cursor, align))
-            });
-            placed.push(row.collect());
-        }
+        let place = |size: u64, cursor: &mut u64| {
+            let offset = align_up(*cursor, align);
+            *cursor = offset + size;
+            offset
+        };
+        // First pass: everything uploaded, in job order.
+        let mut placed: Vec<Vec<Vec<Option<Placement>>>> = jobs
+            .iter()
+            .map(|steps| {
+                steps
+                    .iter()
+                    .map(|args| {
+                        args.iter()
+                            .map(|a| {
+                                let region = match a.data {
+                                    ArgData::Uniform(_) | ArgData::Input(_) => {
+                                        Region::Read(place(a.data.size(), &mut read))
+                                    }
+                                    ArgData::InOut(_) => Region::ReadWrite {
+                                        offset: place(a.data.size(), &mut rw),
+                                        read_back: true,
+                                    },
+                                    _ => return None,
+                                };
+                                Some(Placement {
+                                    binding: a.binding,
+                                    region,
+                                    size: a.data.size(),
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         let rw_upload_end = rw;
-        for (row, args) in placed.iter_mut().zip(jobs) {
-            for (slot, a) in row.iter_mut().zip(args) {
-                if slot.is_none() {
-                    *slot = Some(place(a, Role::ReadWrite, &mut rw, align));
+        // Second pass: zeroed outputs after every upload, then scratch and resident bindings.
+        let mut scratch = Vec::new();
+        for (job, steps) in placed.iter_mut().zip(jobs) {
+            let mut ids: HashMap<u32, usize> = HashMap::new();
+            for (row, args) in job.iter_mut().zip(steps) {
+                for (slot, a) in row.iter_mut().zip(args.iter()) {
+                    let region = match a.data {
+                        ArgData::Output(n) => Region::ReadWrite {
+                            offset: place(n, &mut rw),
+                            read_back: true,
+                        },
+                        ArgData::Scratch { id, size } => {
+                            let index = *ids.entry(id).or_insert_with(|| {
+                                scratch.push(0);
+                                scratch.len() - 1
+                            });
+                            scratch[index] = scratch[index].max(align_up(size, 4));
+                            Region::Scratch(index)
+                        }
+                        ArgData::Resident(_) => Region::Resident,
+                        _ => continue,
+                    };
+                    *slot = Some(Placement {
+                        binding: a.binding,
+                        region,
+                        size: a.data.size(),
+                    });
                 }
             }
         }
         let jobs = placed
             .into_iter()
-            .map(|row| row.into_iter().flatten().collect())
+            .map(|j| {
+                j.into_iter()
+                    .map(|s| s.into_iter().flatten().collect())
+                    .collect()
+            })
             .collect();
+        let jobs: Vec<Vec<Vec<Placement>>> = jobs;
+        let rw_size = align_up(rw, 4);
+        let timestamps = (timestamps && !jobs.is_empty()).then(|| align_up(rw_size, QUERY_ALIGN));
+        let readback_size = match timestamps {
+            Some(at) => at + 16 * jobs.len() as u64,
+            None => rw_size,
+        };
         Plan {
             jobs,
             read_size: align_up(read, 4),
             rw_upload_end: align_up(rw_upload_end, 4),
-            rw_size: align_up(rw, 4),
+            rw_size,
+            scratch,
+            timestamps,
+            readback_size,
         }
-    }
-}
-
-/// Places `arg` at the next aligned offset of `cursor` and advances it.
-fn place(arg: &Arg, role: Role, cursor: &mut u64, align: u64) -> Placement {
-    let offset = align_up(*cursor, align);
-    *cursor = offset + arg.data.size();
-    Placement {
-        binding: arg.binding,
-        role,
-        offset,
-        size: arg.data.size(),
     }
 }
 
@@ -122,59 +204,59 @@ pub(crate) struct Buffers {
     pub(crate) read: Option<wgpu::Buffer>,
     pub(crate) rw: Option<wgpu::Buffer>,
     pub(crate) readback: Option<wgpu::Buffer>,
+    pub(crate) scratch: Vec<wgpu::Buffer>,
+    /// Where the timestamp queries are resolved, if measured.
+    pub(crate) resolve: Option<wgpu::Buffer>,
 }
 
-impl Buffers {
-    fn get(&self, role: Role) -> Option<&wgpu::Buffer> {
-        match role {
-            Role::Read => self.read.as_ref(),
-            Role::ReadWrite => self.rw.as_ref(),
-            Role::Readback => self.readback.as_ref(),
-        }
-    }
-}
-
-/// A pipeline ready to bind: what encoding one job needs from the device's cache.
+/// A pipeline ready to bind: what encoding one step needs from the device's cache.
 #[derive(Clone)]
 pub(crate) struct Pipeline {
     pub(crate) pipeline: wgpu::ComputePipeline,
     /// `None` for a kernel without bindings.
     pub(crate) layout: Option<wgpu::BindGroupLayout>,
-    /// Every binding takes a dynamic offset: jobs whose bindings have the same sizes share one
-    /// bind group per batch instead of creating one each (a few microseconds per job in wgpu).
+    /// Every binding takes a dynamic offset: steps whose bindings have the same sizes (and the
+    /// same resident buffers) share one bind group per batch instead of creating one each (a
+    /// few microseconds per job in wgpu).
     pub(crate) dynamic: bool,
     /// The kernel's id: with the binding sizes, the key of a shared bind group.
     pub(crate) kernel: u64,
 }
 
-/// One job as the encoder sees it.
-pub(crate) struct EncodeJob<'a> {
+/// One step of one job as the encoder sees it.
+pub(crate) struct EncodeStep<'a> {
     pub(crate) args: &'a [Arg],
     pub(crate) placements: &'a [Placement],
     pub(crate) pipeline: &'a Pipeline,
     pub(crate) workgroups: [u32; 3],
 }
 
-/// Queues the uploads and records the whole batch: clear outputs, one compute pass with every
-/// dispatch, one copy into the readback buffer.
+/// What [`encode`] works with besides the plan.
+pub(crate) struct Target<'a> {
+    pub(crate) device: &'a wgpu::Device,
+    pub(crate) queue: &'a wgpu::Queue,
+    /// The engine's index of this device: which copy of a resident buffer to bind.
+    pub(crate) index: usize,
+    /// Two queries per job, when the batch is timed.
+    pub(crate) queries: Option<&'a wgpu::QuerySet>,
+}
+
+/// Queues the uploads and records the whole batch: clear outputs and scratch, one compute
+/// pass with every step of every job, one copy into the readback buffer.
+#[allow(clippy::mutable_key_type)] // BindKey hashes buffer ids, which are immutable
 pub(crate) fn encode(
-    device: &wgpu::Device,
-    queue: &wgpu::Queue,
+    t: &Target<'_>,
     plan: &Plan,
-    jobs: &[EncodeJob<'_>],
+    jobs: &[Vec<EncodeStep<'_>>],
     bufs: &Buffers,
 ) -> Result<wgpu::CommandBuffer, Error> {
-    upload(queue, bufs.read.as_ref(), plan.read_size, jobs, Role::Read)?;
-    upload(
-        queue,
-        bufs.rw.as_ref(),
-        plan.rw_upload_end,
-        jobs,
-        Role::ReadWrite,
-    )?;
-    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("wgpu-batch"),
-    });
+    upload(t.queue, bufs.read.as_ref(), plan.read_size, jobs, true)?;
+    upload(t.queue, bufs.rw.as_ref(), plan.rw_upload_end, jobs, false)?;
+    let mut enc = t
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgpu-batch"),
+        });
     if let Some(rw) = &bufs.rw
         && plan.rw_size > plan.rw_upload_end
     {
@@ -184,49 +266,96 @@ pub(crate) fn encode(
             Some(plan.rw_size - plan.rw_upload_end),
         );
     }
+    for (buffer, size) in bufs.scratch.iter().zip(&plan.scratch) {
+        enc.clear_buffer(buffer, 0, Some(*size));
+    }
     {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: None,
             timestamp_writes: None,
         });
-        let mut shared: HashMap<(u64, Vec<u64>), wgpu::BindGroup> = HashMap::new();
-        for job in jobs {
-            pass.set_pipeline(&job.pipeline.pipeline);
-            match &job.pipeline.layout {
-                Some(layout) if job.pipeline.dynamic => {
-                    let mut sorted = job.placements.to_vec();
-                    sorted.sort_by_key(|p| p.binding);
-                    let key = (job.pipeline.kernel, sorted.iter().map(|p| p.size).collect());
-                    let group = shared
-                        .entry(key)
-                        .or_insert_with(|| bind_group(device, layout, &sorted, bufs, false));
-                    let offsets: Vec<u32> = sorted.iter().map(|p| p.offset as u32).collect();
-                    pass.set_bind_group(0, &*group, &offsets);
-                }
-                Some(layout) => pass.set_bind_group(
-                    0,
-                    &bind_group(device, layout, job.placements, bufs, true),
-                    &[],
-                ),
-                None => {}
+        let mut shared: HashMap<BindKey, wgpu::BindGroup> = HashMap::new();
+        for (j, steps) in jobs.iter().enumerate() {
+            if let Some(q) = t.queries {
+                pass.write_timestamp(q, 2 * j as u32);
             }
-            let [x, y, z] = job.workgroups;
-            pass.dispatch_workgroups(x, y, z);
+            for step in steps {
+                dispatch(t, &mut pass, step, bufs, &mut shared);
+            }
+            if let Some(q) = t.queries {
+                pass.write_timestamp(q, 2 * j as u32 + 1);
+            }
         }
     }
-    if let (Some(rw), Some(readback)) = (&bufs.rw, &bufs.readback) {
-        enc.copy_buffer_to_buffer(rw, 0, readback, 0, plan.rw_size);
+    if let (Some(q), Some(resolve)) = (t.queries, &bufs.resolve) {
+        enc.resolve_query_set(q, 0..2 * jobs.len() as u32, resolve, 0);
+    }
+    if let Some(readback) = &bufs.readback {
+        if let Some(rw) = &bufs.rw {
+            enc.copy_buffer_to_buffer(rw, 0, readback, 0, plan.rw_size);
+        }
+        if let (Some(at), Some(resolve)) = (plan.timestamps, &bufs.resolve) {
+            enc.copy_buffer_to_buffer(resolve, 0, readback, at, 16 * jobs.len() as u64);
+        }
     }
     Ok(enc.finish())
 }
 
-/// Writes every uploaded argument of `role` into `buffer` through one staging view.
+/// A shared bind group's identity: kernel, binding sizes, and the resident buffers bound.
+/// (`wgpu::Buffer` hashes by its id, which never changes, whatever clippy's interior-mutability
+/// lint infers.)
+type BindKey = (u64, Vec<(u64, Option<wgpu::Buffer>)>);
+
+/// Records one step: pipeline, bind group (shared when the layout allows), dispatch.
+#[allow(clippy::mutable_key_type)] // BindKey hashes buffer ids, which are immutable
+fn dispatch(
+    t: &Target<'_>,
+    pass: &mut wgpu::ComputePass<'_>,
+    step: &EncodeStep<'_>,
+    bufs: &Buffers,
+    shared: &mut HashMap<BindKey, wgpu::BindGroup>,
+) {
+    pass.set_pipeline(&step.pipeline.pipeline);
+    let mut bound: Vec<(&Arg, &Placement)> = step.args.iter().zip(step.placements).collect();
+    bound.sort_by_key(|(_, p)| p.binding);
+    match &step.pipeline.layout {
+        Some(layout) if step.pipeline.dynamic => {
+            let key = (
+                step.pipeline.kernel,
+                bound
+                    .iter()
+                    .map(|(a, p)| (p.size, resident(a, t.index).cloned()))
+                    .collect(),
+            );
+            let group = shared
+                .entry(key)
+                .or_insert_with(|| bind_group(t, layout, &bound, bufs, false));
+            let offsets: Vec<u32> = bound.iter().map(|(_, p)| p.offset() as u32).collect();
+            pass.set_bind_group(0, &*group, &offsets);
+        }
+        Some(layout) => pass.set_bind_group(0, &bind_group(t, layout, &bound, bufs, true), &[]),
+        None => {}
+    }
+    let [x, y, z] = step.workgroups;
+    pass.dispatch_workgroups(x, y, z);
+}
+
+/// This device's copy of a resident argument's buffer.
+fn resident(arg: &Arg, index: usize) -> Option<&wgpu::Buffer> {
+    match &arg.data {
+        ArgData::Resident(b) => b.copy_on(index),
+        _ => None,
+    }
+}
+
+/// Writes every uploaded argument of the read buffer (`read`) or the read-write buffer into
+/// `buffer` through one staging view.
 fn upload(
     queue: &wgpu::Queue,
     buffer: Option<&wgpu::Buffer>,
     len: u64,
-    jobs: &[EncodeJob<'_>],
-    role: Role,
+    jobs: &[Vec<EncodeStep<'_>>],
+    read: bool,
 ) -> Result<(), Error> {
     let (Some(buffer), Some(len)) = (buffer, NonZeroU64::new(len)) else {
         return Ok(());
@@ -234,13 +363,14 @@ fn upload(
     let mut view = queue
         .write_buffer_with(buffer, 0, len)
         .ok_or_else(|| Error::Wgpu(format!("could not stage {len} bytes of uploads")))?;
-    for job in jobs {
-        for (arg, p) in job.args.iter().zip(job.placements) {
-            let bytes = match &arg.data {
-                ArgData::Uniform(b) | ArgData::Input(b) | ArgData::InOut(b) if p.role == role => b,
+    for step in jobs.iter().flatten() {
+        for (arg, p) in step.args.iter().zip(step.placements) {
+            let bytes = match (&arg.data, p.region) {
+                (ArgData::Uniform(b) | ArgData::Input(b), Region::Read(_)) if read => b,
+                (ArgData::InOut(b), Region::ReadWrite { .. }) if !read => b,
                 _ => continue,
             };
-            let start = p.offset as usize;
+            let start = p.offset() as usize;
             view.slice(start..start + bytes.len())
                 .copy_from_slice(bytes);
         }
@@ -248,20 +378,25 @@ fn upload(
     Ok(())
 }
 
-/// A bind group for `placements`, at their offsets (`at_offsets`) or at offset zero, for a
-/// layout whose offsets are dynamic.
+/// A bind group for one step's bindings: at their offsets (`at_offsets`), or at offset zero
+/// for a layout whose offsets are dynamic.
 fn bind_group(
-    device: &wgpu::Device,
+    t: &Target<'_>,
     layout: &wgpu::BindGroupLayout,
-    placements: &[Placement],
+    bound: &[(&Arg, &Placement)],
     bufs: &Buffers,
     at_offsets: bool,
 ) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry<'_>> = placements
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = bound
         .iter()
-        .filter_map(|p| {
-            let buffer = bufs.get(p.role)?;
-            let offset = if at_offsets { p.offset } else { 0 };
+        .filter_map(|(arg, p)| {
+            let buffer = match p.region {
+                Region::Read(_) => bufs.read.as_ref(),
+                Region::ReadWrite { .. } => bufs.rw.as_ref(),
+                Region::Scratch(i) => bufs.scratch.get(i),
+                Region::Resident => resident(arg, t.index),
+            }?;
+            let offset = if at_offsets { p.offset() } else { 0 };
             let binding = wgpu::BufferBinding {
                 buffer,
                 offset,
@@ -273,25 +408,46 @@ fn bind_group(
             })
         })
         .collect();
-    device.create_bind_group(&wgpu::BindGroupDescriptor {
+    t.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout,
         entries: &entries,
     })
 }
 
-/// Copies each job's read-back bindings out of the mapped readback bytes.
-pub(crate) fn outputs(mapped: &[u8], placements: &[Placement]) -> Vec<(u32, Vec<u8>)> {
-    placements
-        .iter()
-        .filter(|p| p.read_back())
-        .map(|p| {
-            (
-                p.binding,
-                mapped[p.offset as usize..(p.offset + p.size) as usize].to_vec(),
-            )
-        })
-        .collect()
+/// Copies one job's read-back bindings out of the mapped readback bytes, as (step, binding,
+/// bytes).
+pub(crate) fn outputs(mapped: &[u8], steps: &[Vec<Placement>]) -> Vec<(usize, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (s, placements) in steps.iter().enumerate() {
+        for p in placements {
+            if let Region::ReadWrite {
+                offset,
+                read_back: true,
+            } = p.region
+            {
+                out.push((
+                    s,
+                    p.binding,
+                    mapped[offset as usize..(offset + p.size) as usize].to_vec(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The GPU time of job `j`, from the timestamps at offset `timestamps` of the mapped readback.
+pub(crate) fn gpu_time(
+    mapped: &[u8],
+    timestamps: u64,
+    j: usize,
+    period_ns: f32,
+) -> Option<std::time::Duration> {
+    let at = timestamps as usize + 16 * j;
+    let ticks: [u64; 2] = bytemuck::pod_read_unaligned(mapped.get(at..at + 16)?);
+    let ns = ticks[1].checked_sub(ticks[0])? as f64 * period_ns as f64;
+    Some(std::time::Duration::from_nanos(ns as u64))
 }
 
 #[cfg(test)]
@@ -300,6 +456,21 @@ mod tests {
 
     fn arg(binding: u32, data: ArgData) -> Arg {
         Arg { binding, data }
+    }
+
+    fn at(binding: u32, region: Region, size: u64) -> Placement {
+        Placement {
+            binding,
+            region,
+            size,
+        }
+    }
+
+    fn rw(offset: u64) -> Region {
+        Region::ReadWrite {
+            offset,
+            read_back: true,
+        }
     }
 
     #[test]
@@ -314,67 +485,21 @@ mod tests {
             arg(0, ArgData::InOut(vec![0; 300].into())),
             arg(1, ArgData::Output(4)),
         ];
-        let jobs = [a.as_slice(), b.as_slice()];
-        let plan = Plan::new(jobs.iter().copied(), 256);
+        let plan = Plan::new(&[vec![a.as_slice()], vec![b.as_slice()]], 256, false);
         let p = &plan.jobs;
-        assert_eq!(
-            p[0][0],
-            Placement {
-                binding: 0,
-                role: Role::Read,
-                offset: 0,
-                size: 8
-            }
-        );
-        assert_eq!(
-            p[0][1],
-            Placement {
-                binding: 1,
-                role: Role::Read,
-                offset: 256,
-                size: 12
-            }
-        );
+        assert_eq!(p[0][0][0], at(0, Region::Read(0), 8));
+        assert_eq!(p[0][0][1], at(1, Region::Read(256), 12));
         // inouts come first in the read-write buffer, outputs after all of them
-        assert_eq!(
-            p[0][3],
-            Placement {
-                binding: 3,
-                role: Role::ReadWrite,
-                offset: 0,
-                size: 4
-            }
-        );
-        assert_eq!(
-            p[1][0],
-            Placement {
-                binding: 0,
-                role: Role::ReadWrite,
-                offset: 256,
-                size: 300
-            }
-        );
+        assert_eq!(p[0][0][3], at(3, rw(0), 4));
+        assert_eq!(p[1][0][0], at(0, rw(256), 300));
         assert_eq!(plan.rw_upload_end, 556);
+        assert_eq!(p[0][0][2], at(2, rw(768), 40));
+        assert_eq!(p[1][0][1], at(1, rw(1024), 4));
         assert_eq!(
-            p[0][2],
-            Placement {
-                binding: 2,
-                role: Role::ReadWrite,
-                offset: 768,
-                size: 40
-            }
+            (plan.read_size, plan.rw_size, plan.readback_size),
+            (268, 1028, 1028)
         );
-        assert_eq!(
-            p[1][1],
-            Placement {
-                binding: 1,
-                role: Role::ReadWrite,
-                offset: 1024,
-                size: 4
-            }
-        );
-        assert_eq!(plan.read_size, 268);
-        assert_eq!(plan.rw_size, 1028);
+        assert_eq!(plan.timestamps, None);
     }
 
     #[test]
@@ -387,37 +512,66 @@ mod tests {
                 ]
             })
             .collect();
-        let plan = Plan::new(jobs.iter().map(Vec::as_slice), 64);
-        let mut ranges: Vec<(Role, u64, u64)> = plan
+        let steps: Vec<Vec<&[Arg]>> = jobs.iter().map(|j| vec![j.as_slice()]).collect();
+        let plan = Plan::new(&steps, 64, false);
+        let mut ranges: Vec<(bool, u64, u64)> = plan
             .jobs
             .iter()
             .flatten()
-            .map(|p| (p.role, p.offset, p.offset + p.size))
+            .flatten()
+            .map(|p| {
+                (
+                    matches!(p.region, Region::Read(_)),
+                    p.offset(),
+                    p.offset() + p.size,
+                )
+            })
             .collect();
-        ranges.sort_by_key(|r| (r.0 == Role::Read, r.1));
+        ranges.sort();
         for w in ranges.windows(2) {
             assert!(w[0].0 != w[1].0 || w[0].2 <= w[1].1, "{w:?} overlap");
         }
-        assert!(plan.jobs.iter().flatten().all(|p| p.offset % 64 == 0));
+        assert!(
+            plan.jobs
+                .iter()
+                .flatten()
+                .flatten()
+                .all(|p| p.offset() % 64 == 0)
+        );
+    }
+
+    #[test]
+    fn scratch_is_shared_across_a_jobs_steps_but_not_between_jobs() {
+        let step1 = vec![
+            arg(0, ArgData::Input(vec![0; 16].into())),
+            arg(1, ArgData::Scratch { id: 7, size: 16 }),
+        ];
+        let step2 = vec![
+            arg(0, ArgData::Scratch { id: 7, size: 10 }),
+            arg(1, ArgData::Output(16)),
+        ];
+        let job = vec![step1.as_slice(), step2.as_slice()];
+        let plan = Plan::new(&[job.clone(), job], 256, true);
+        assert_eq!(plan.scratch, [16, 16]);
+        assert_eq!(plan.jobs[0][0][1].region, Region::Scratch(0));
+        assert_eq!(plan.jobs[0][1][0].region, Region::Scratch(0));
+        assert_eq!(plan.jobs[1][1][0].region, Region::Scratch(1));
+        // Timestamps follow the read-back data, aligned for query resolution.
+        assert_eq!(plan.rw_size, 256 + 16);
+        assert_eq!(plan.timestamps, Some(512));
+        assert_eq!(plan.readback_size, 512 + 32);
     }
 
     #[test]
     fn outputs_slice_only_read_back_bindings() {
         let mapped: Vec<u8> = (0..=255).collect();
-        let placements = [
-            Placement {
-                binding: 0,
-                role: Role::Read,
-                offset: 0,
-                size: 4,
-            },
-            Placement {
-                binding: 1,
-                role: Role::ReadWrite,
-                offset: 8,
-                size: 4,
-            },
+        let steps = vec![
+            vec![at(0, Region::Read(0), 4), at(1, rw(8), 4)],
+            vec![at(2, Region::Scratch(0), 4), at(1, rw(16), 4)],
         ];
-        assert_eq!(outputs(&mapped, &placements), vec![(1, vec![8, 9, 10, 11])]);
+        assert_eq!(
+            outputs(&mapped, &steps),
+            vec![(0, 1, vec![8, 9, 10, 11]), (1, 1, vec![16, 17, 18, 19])]
+        );
     }
 }

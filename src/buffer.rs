@@ -6,6 +6,9 @@
 //! can bind is either uploaded or cleared in the same command buffer before the dispatch.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use crate::engine::EngineInner;
 
 /// What a pooled buffer is used for; each role has its own usage flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,8 +17,12 @@ pub(crate) enum Role {
     Read,
     /// Read-write storage: in-out and output bindings.
     ReadWrite,
-    /// Host-mappable copy of a batch's read-write buffer.
+    /// Host-mappable copy of a batch's read-write buffer and timestamps.
     Readback,
+    /// A multi-step job's GPU-only intermediate.
+    Scratch,
+    /// Resolved timestamp queries.
+    Resolve,
 }
 
 impl Role {
@@ -25,6 +32,8 @@ impl Role {
             Role::Read => U::UNIFORM | U::STORAGE | U::COPY_DST,
             Role::ReadWrite => U::STORAGE | U::COPY_DST | U::COPY_SRC,
             Role::Readback => U::MAP_READ | U::COPY_DST,
+            Role::Scratch => U::STORAGE | U::COPY_DST,
+            Role::Resolve => U::QUERY_RESOLVE | U::COPY_SRC,
         }
     }
 }
@@ -68,6 +77,79 @@ impl BufferPool {
         if list.len() < KEEP_PER_CLASS {
             list.push(buffer);
         }
+    }
+}
+
+/// Data that stays on the GPU between jobs: on one device ([`Engine::upload_to`]), or one copy
+/// on every device ([`Engine::replicate`]). Bind it with [`Job::buffer`]; read it with
+/// [`DeviceBuffer::read`]. Cheap to clone; the GPU memory is freed when the last clone is
+/// dropped and no submitted job uses it any more.
+///
+/// [`Engine::upload_to`]: crate::Engine::upload_to
+/// [`Engine::replicate`]: crate::Engine::replicate
+/// [`Job::buffer`]: crate::Job::buffer
+#[derive(Clone)]
+pub struct DeviceBuffer {
+    inner: Arc<Resident>,
+}
+
+struct Resident {
+    /// Per device index, that device's copy.
+    copies: Vec<Option<wgpu::Buffer>>,
+    size: u64,
+    /// For [`DeviceBuffer::read`]; weak, so buffers do not keep a dropped engine alive.
+    engine: Weak<EngineInner>,
+}
+
+impl DeviceBuffer {
+    pub(crate) fn new(
+        copies: Vec<Option<wgpu::Buffer>>,
+        size: u64,
+        engine: Weak<EngineInner>,
+    ) -> Self {
+        DeviceBuffer {
+            inner: Arc::new(Resident {
+                copies,
+                size,
+                engine,
+            }),
+        }
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    /// The devices that hold a copy.
+    pub fn devices(&self) -> Vec<usize> {
+        (0..self.inner.copies.len())
+            .filter(|&i| self.inner.copies[i].is_some())
+            .collect()
+    }
+
+    /// Device `index`'s copy, if it has one.
+    pub(crate) fn copy_on(&self, index: usize) -> Option<&wgpu::Buffer> {
+        self.inner.copies.get(index).and_then(Option::as_ref)
+    }
+
+    /// Whether `engine` made this buffer.
+    pub(crate) fn is_from(&self, engine: &Arc<EngineInner>) -> bool {
+        std::ptr::eq(self.inner.engine.as_ptr(), Arc::as_ptr(engine))
+    }
+
+    /// The engine that made the buffer, while it is alive.
+    pub(crate) fn engine(&self) -> Option<Arc<EngineInner>> {
+        self.inner.engine.upgrade()
+    }
+}
+
+impl std::fmt::Debug for DeviceBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("size", &self.size())
+            .field("devices", &self.devices())
+            .finish()
     }
 }
 

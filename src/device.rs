@@ -55,10 +55,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::batch::{self, Buffers, EncodeJob, Pipeline, Plan};
+use crate::batch::{self, Buffers, EncodeStep, Pipeline, Plan, Target};
 use crate::buffer::{BufferPool, Role};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobOutput, Responder};
+use crate::job::{Arg, Job, JobOutput, Responder};
 use crate::kernel::{BindingInfo, BindingKind, Kernel, KernelInner};
 use crate::queue::{Pending, Priority, Queued};
 use crate::stats::DeviceStats;
@@ -94,6 +94,8 @@ pub(crate) struct BatchConfig {
     pub(crate) shared_bind_groups: bool,
     /// How long a lower-priority job waits before it is served first (see `queue.rs`).
     pub(crate) priority_aging: Duration,
+    /// Time each job on the GPU with timestamp queries, where the device supports them.
+    pub(crate) gpu_timing: bool,
 }
 
 /// What producers and the executor share with no lock: loss state and statistics.
@@ -190,7 +192,6 @@ impl DeviceSlot {
         let executor = Executor {
             shared: shared.clone(),
             device: device.clone(),
-            queue,
             state: state.clone(),
             rx,
             cfg,
@@ -198,6 +199,13 @@ impl DeviceSlot {
             pending: Pending::new(cfg.priority_aging),
             capacity: capacity.max(1),
             stopping: false,
+            queries: cfg
+                .gpu_timing
+                .then(|| timestamp_queries(&device, cfg.max_jobs))
+                .flatten(),
+            period_ns: queue.get_timestamp_period(),
+            last_done: None,
+            queue,
         };
         let weak = tx.downgrade();
         let join = std::thread::Builder::new()
@@ -218,6 +226,33 @@ impl DeviceSlot {
             state,
             open: Mutex::new(Some((tx, join))),
         })
+    }
+
+    /// A buffer on this device holding `bytes`, for a [`DeviceBuffer`](crate::DeviceBuffer).
+    /// Written through a mapping at creation, so no submit is involved.
+    pub(crate) fn create_resident(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        use wgpu::BufferUsages as U;
+        let (buffer, caught) = scoped(&self.device, || {
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-batch resident"),
+                size: bytes.len() as u64,
+                usage: U::STORAGE | U::UNIFORM | U::COPY_SRC | U::COPY_DST,
+                mapped_at_creation: true,
+            });
+            if let Ok(mut view) = buffer.slice(..).get_mapped_range_mut() {
+                view.copy_from_slice(bytes);
+            }
+            buffer.unmap();
+            buffer
+        });
+        match caught {
+            Some(e) => Err(self
+                .shared
+                .lost
+                .get()
+                .map_or_else(|| e.into(), |_| self.shared.drop_error())),
+            None => Ok(buffer),
+        }
     }
 
     /// Jobs waiting in the request queue.
@@ -413,11 +448,35 @@ const IDLE_SPIN: Duration = Duration::from_micros(50);
 /// A submitted batch waiting for its results.
 struct InFlight {
     index: wgpu::SubmissionIndex,
-    jobs: Vec<(Responder, Kernel, Vec<batch::Placement>)>,
+    /// Per job: its responder, its last kernel, and each step's placements.
+    jobs: Vec<(Responder, Kernel, Vec<Vec<batch::Placement>>)>,
     buffers: Buffers,
     /// Fires when the readback is mapped (or the work is done, for a batch with no readback).
     done: flume::Receiver<std::result::Result<(), String>>,
+    /// Where the jobs' timestamps sit in the readback, if the batch was timed.
+    timestamps: Option<u64>,
+    /// When it was submitted: the start of its device time, for the cost per job.
+    submitted: Instant,
 }
+
+/// A query set for timing `max_jobs` jobs a batch, if the device can write timestamps inside
+/// compute passes.
+fn timestamp_queries(device: &wgpu::Device, max_jobs: usize) -> Option<wgpu::QuerySet> {
+    let needed = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    device.features().contains(needed).then(|| {
+        device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("wgpu-batch timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * max_jobs.min(MAX_TIMED_JOBS) as u32,
+        })
+    })
+}
+
+/// A job with the pipelines of its steps, ready to encode.
+type Ready = (Request, Vec<Pipeline>);
+
+/// Most jobs a timed batch may hold: two timestamp queries each, within wgpu's 4096.
+const MAX_TIMED_JOBS: usize = 2048;
 
 /// The one thread that encodes, submits and polls for one device.
 struct Executor {
@@ -434,6 +493,12 @@ struct Executor {
     capacity: usize,
     /// The channel disconnected (shutdown): drain, then return.
     stopping: bool,
+    /// Two timestamp queries per job of a batch, where the device supports them in passes.
+    queries: Option<wgpu::QuerySet>,
+    /// Nanoseconds per timestamp tick.
+    period_ns: f32,
+    /// When the previous batch completed: where the next one's device time starts at the latest.
+    last_done: Option<Instant>,
 }
 
 impl Queued for Request {
@@ -611,7 +676,13 @@ impl Executor {
         let mut ready = Vec::with_capacity(requests.len());
         for r in requests {
             r.responder.note_encoding();
-            match self.pipeline(&r.job.kernel) {
+            match r
+                .job
+                .steps
+                .iter()
+                .map(|s| self.pipeline(&s.kernel))
+                .collect::<Result<Vec<_>>>()
+            {
                 Ok(p) => ready.push((r, p)),
                 Err(e) => r.responder.send(Err(e)),
             }
@@ -635,7 +706,7 @@ impl Executor {
     }
 
     /// Submits `ready` as one batch; if wgpu rejects it, every job in it fails with the reason.
-    fn submit_or_fail(&mut self, ready: Vec<(Request, Pipeline)>) {
+    fn submit_or_fail(&mut self, ready: Vec<Ready>) {
         if let Err((e, ready)) = self.try_submit(ready) {
             let err = self.failure(&e);
             for (r, _) in ready {
@@ -659,32 +730,44 @@ impl Executor {
     }
 
     /// Plans, encodes and submits one batch; on a wgpu error gives the jobs back.
-    #[allow(clippy::type_complexity)] // (error, the jobs handed back) is clearest spelled out
-    fn try_submit(
-        &mut self,
-        ready: Vec<(Request, Pipeline)>,
-    ) -> std::result::Result<(), (Error, Vec<(Request, Pipeline)>)> {
+    fn try_submit(&mut self, ready: Vec<Ready>) -> std::result::Result<(), (Error, Vec<Ready>)> {
         let limits = self.device.limits();
         let align = limits
             .min_storage_buffer_offset_alignment
             .max(limits.min_uniform_buffer_offset_alignment);
-        let plan = Plan::new(
-            ready.iter().map(|(r, _)| r.job.args.as_slice()),
-            align as u64,
-        );
+        let args: Vec<Vec<&[Arg]>> = ready
+            .iter()
+            .map(|(r, _)| r.job.steps.iter().map(|s| s.args.as_slice()).collect())
+            .collect();
+        let queries = self
+            .queries
+            .as_ref()
+            .filter(|_| ready.len() <= MAX_TIMED_JOBS);
+        let plan = Plan::new(&args, align as u64, queries.is_some());
         let buffers = self.take_buffers(&plan);
-        let jobs: Vec<EncodeJob<'_>> = ready
+        let jobs: Vec<Vec<EncodeStep<'_>>> = ready
             .iter()
             .zip(&plan.jobs)
-            .map(|((r, p), placements)| EncodeJob {
-                args: &r.job.args,
-                placements,
-                pipeline: p,
-                workgroups: r.job.workgroups,
+            .map(|((r, pipelines), placements)| {
+                let steps = r.job.steps.iter().zip(pipelines).zip(placements);
+                steps
+                    .map(|((s, pipeline), placements)| EncodeStep {
+                        args: &s.args,
+                        placements,
+                        pipeline,
+                        workgroups: s.workgroups,
+                    })
+                    .collect()
             })
             .collect();
+        let target = Target {
+            device: &self.device,
+            queue: &self.queue,
+            index: self.shared.index,
+            queries,
+        };
         let (submitted, caught) = scoped(&self.device, || {
-            let cmd = batch::encode(&self.device, &self.queue, &plan, &jobs, &buffers)?;
+            let cmd = batch::encode(&target, &plan, &jobs, &buffers)?;
             Ok::<_, Error>(self.queue.submit([cmd]))
         });
         drop(jobs);
@@ -698,13 +781,24 @@ impl Executor {
         let jobs = ready
             .into_iter()
             .zip(plan.jobs)
-            .map(|((r, _), p)| (r.responder, r.job.kernel, p))
+            .map(|((r, _), p)| {
+                let last = r
+                    .job
+                    .steps
+                    .last()
+                    .map(|s| s.kernel.clone())
+                    .unwrap_or_else(|| r.job.kernel().clone());
+                (r.responder, last, p)
+            })
             .collect();
+        let submitted = Instant::now();
         self.in_flight.push_back(InFlight {
             index,
             jobs,
             buffers,
             done,
+            timestamps: plan.timestamps,
+            submitted,
         });
         Ok(())
     }
@@ -727,7 +821,15 @@ impl Executor {
         Buffers {
             read: take(Role::Read, plan.read_size),
             rw: take(Role::ReadWrite, plan.rw_size),
-            readback: take(Role::Readback, plan.rw_size),
+            readback: take(Role::Readback, plan.readback_size),
+            resolve: plan
+                .timestamps
+                .and_then(|_| take(Role::Resolve, 16 * plan.jobs.len() as u64)),
+            scratch: plan
+                .scratch
+                .iter()
+                .filter_map(|&size| take(Role::Scratch, size))
+                .collect(),
         }
     }
 
@@ -754,7 +856,15 @@ impl Executor {
             return;
         };
         match self.wait_for(&batch) {
-            Ok(()) => self.reply(batch),
+            Ok(()) => {
+                let now = Instant::now();
+                let start = self
+                    .last_done
+                    .map_or(batch.submitted, |t| t.max(batch.submitted));
+                self.shared.stats.record_busy(now - start, batch.jobs.len());
+                self.last_done = Some(now);
+                self.reply(batch)
+            }
             Err(reason) => {
                 let err = self.failure(&Error::Wgpu(reason));
                 for (responder, _, _) in batch.jobs {
@@ -786,9 +896,14 @@ impl Executor {
 
     /// Copies each job's results out of the mapped readback, replies, and pools the buffers.
     fn reply(&mut self, batch: InFlight) {
-        let InFlight { jobs, buffers, .. } = batch;
+        let InFlight {
+            jobs,
+            buffers,
+            timestamps,
+            ..
+        } = batch;
         let mapped = buffers.readback.as_ref().map(|rb| rb.get_mapped_range(..));
-        for (responder, kernel, placements) in jobs {
+        for (j, (responder, kernel, placements)) in jobs.into_iter().enumerate() {
             let bytes = match &mapped {
                 None => Ok(&[][..]),
                 Some(Ok(view)) => Ok(&view[..]),
@@ -797,11 +912,19 @@ impl Executor {
             let device = self.shared.index;
             let reply = match bytes {
                 _ if responder.cancelled() => Err(Error::Cancelled),
-                Ok(b) => Ok(JobOutput {
-                    device,
-                    kernel,
-                    buffers: batch::outputs(b, &placements),
-                }),
+                Ok(b) => {
+                    let gpu_time =
+                        timestamps.and_then(|at| batch::gpu_time(b, at, j, self.period_ns));
+                    if let Some(t) = gpu_time {
+                        self.shared.stats.record_gpu_time(t);
+                    }
+                    Ok(JobOutput {
+                        device,
+                        kernel,
+                        buffers: batch::outputs(b, &placements),
+                        gpu_time,
+                    })
+                }
                 Err(e) => Err(e),
             };
             responder.send(reply);
@@ -815,12 +938,17 @@ impl Executor {
 
     fn give_buffers(&self, buffers: Buffers) {
         let mut state = self.state.lock();
-        let all = [
+        let pooled = [
             (Role::Read, buffers.read),
             (Role::ReadWrite, buffers.rw),
             (Role::Readback, buffers.readback),
+            (Role::Resolve, buffers.resolve),
         ];
-        for (role, buffer) in all {
+        let scratch = buffers
+            .scratch
+            .into_iter()
+            .map(|b| (Role::Scratch, Some(b)));
+        for (role, buffer) in pooled.into_iter().chain(scratch) {
             if let Some(b) = buffer {
                 state.pool.give(role, b);
             }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::balance::{Balance, Candidate};
+use crate::buffer::DeviceBuffer;
 use crate::device::{BatchConfig, DeviceInfo, DeviceSlot, Request};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobHandle, JobOutput};
@@ -25,6 +27,7 @@ pub struct EngineBuilder {
     batch: BatchConfig,
     queue_capacity: usize,
     default_timeout: Option<Duration>,
+    balance: Balance,
 }
 
 impl Default for EngineBuilder {
@@ -40,9 +43,11 @@ impl Default for EngineBuilder {
                 max_in_flight: 2,
                 shared_bind_groups: true,
                 priority_aging: Duration::from_millis(100),
+                gpu_timing: false,
             },
             queue_capacity: 4096,
             default_timeout: None,
+            balance: Balance::default(),
         }
     }
 }
@@ -118,6 +123,21 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether each job's GPU time is measured with timestamp queries (where the adapter
+    /// supports them inside compute passes) and reported in [`JobOutput::gpu_time`] and the
+    /// stats. Default false: two timestamps per job cost 15-30% of small-job throughput on
+    /// lavapipe (`GPU_TIMING=1 cargo run --release --example many_threads`).
+    pub fn gpu_timing(mut self, on: bool) -> Self {
+        self.batch.gpu_timing = on;
+        self
+    }
+
+    /// How jobs are spread over devices. Default [`Balance::Weighted`].
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
     /// Jobs each device's request queue holds; `submit` blocks and `try_submit` fails with
     /// [`Error::QueueFull`] when it is full. Default 4096.
     pub fn queue_capacity(mut self, n: usize) -> Self {
@@ -146,7 +166,8 @@ impl EngineBuilder {
         let adapters = pick_adapters(&instance, backends, filter.as_deref())?;
         let slots = self.open_devices(&adapters)?;
         let infos = adapters.iter().map(|a| a.get_info()).collect();
-        Ok(Engine {
+        let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
+        let engine = Engine {
             inner: Arc::new(EngineInner {
                 enumeration: Mutex::new(Enumeration {
                     _instance: instance,
@@ -156,8 +177,14 @@ impl EngineBuilder {
                 rotate: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 default_timeout: self.default_timeout,
+                balance: self.balance,
+                copy: copy.clone(),
             }),
-        })
+        };
+        for slot in &engine.inner.slots {
+            slot.prepare(&copy)?;
+        }
+        Ok(engine)
     }
 
     fn open_devices(&self, adapters: &[wgpu::Adapter]) -> Result<Vec<Arc<DeviceSlot>>> {
@@ -238,6 +265,7 @@ fn open_device(
     let info = adapter.get_info();
     let desc = wgpu::DeviceDescriptor {
         label: Some("wgpu-batch"),
+        required_features: features_for(adapter),
         required_limits: limits_for(adapter),
         ..Default::default()
     };
@@ -269,6 +297,12 @@ fn open_device(
 
 /// Everything the adapter offers, so large jobs fit; except bind groups, which wgpu-core can
 /// only track up to 8 of (the noop adapter reports more, and pipeline creation would panic).
+/// Timestamp queries inside passes, where the adapter has them, for per-job GPU time.
+fn features_for(adapter: &wgpu::Adapter) -> wgpu::Features {
+    let timing = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    adapter.features() & timing
+}
+
 fn limits_for(adapter: &wgpu::Adapter) -> wgpu::Limits {
     let mut limits = adapter.limits();
     limits.max_bind_groups = limits.max_bind_groups.min(8);
@@ -282,7 +316,7 @@ struct Enumeration {
     adapters: Vec<wgpu::AdapterInfo>,
 }
 
-struct EngineInner {
+pub(crate) struct EngineInner {
     /// The one global lock: the wgpu instance and the adapter list. Taken by `build` and
     /// [`Engine::adapters`]; never on the submit path, never while holding a device lock.
     enumeration: Mutex<Enumeration>,
@@ -294,6 +328,10 @@ struct EngineInner {
     shutting_down: AtomicBool,
     /// Budget of jobs that set none.
     default_timeout: Option<Duration>,
+    /// How device choice weighs devices.
+    balance: Balance,
+    /// Copies a resident buffer into a job output, for [`DeviceBuffer::read`].
+    copy: Kernel,
 }
 
 impl Drop for EngineInner {
@@ -386,6 +424,7 @@ impl Engine {
 
     /// Like [`submit`](Engine::submit) but never blocks: when every eligible queue is full the
     /// job comes back in [`Rejected`] with [`Error::QueueFull`].
+    #[allow(clippy::result_large_err)] // the job comes back by value, as flume's TrySendError does
     pub fn try_submit(&self, job: Job) -> std::result::Result<JobHandle, Rejected> {
         let slot = match self
             .choose(&job)
@@ -478,33 +517,190 @@ impl Engine {
         }
     }
 
-    /// The device for `job`: its pinned device, or the usable one with the fewest outstanding
-    /// jobs (atomics only; ties rotate).
+    /// The device for `job`: its pinned device, or the best usable one (by the engine's
+    /// [`Balance`]) among those that hold every resident buffer it binds. Atomics only.
     fn choose(&self, job: &Job) -> Result<Arc<DeviceSlot>> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
+        let eligible = self.eligible(job)?;
         if let Some(i) = job.device {
             let slot = inner.slots.get(i).ok_or(Error::Limit {
                 what: "device index",
                 requested: i as u64,
                 limit: inner.slots.len().saturating_sub(1) as u64,
             })?;
+            if !eligible[i] {
+                let problem =
+                    format!("pinned to device {i}, but a buffer it binds has no copy there");
+                return Err(Error::binding(
+                    job.kernel().label(),
+                    resident_binding(job).unwrap_or(0),
+                    problem,
+                ));
+            }
             return if slot.usable() {
                 Ok(slot.clone())
             } else {
                 Err(slot.shared.drop_error())
             };
         }
-        let n = inner.slots.len();
-        let start = inner.rotate.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| &inner.slots[(start + k) % n])
+        let candidates: Vec<Candidate> = inner
+            .slots
+            .iter()
+            .filter(|s| eligible[s.info.index] && s.usable())
+            .map(|s| Candidate {
+                index: s.info.index,
+                outstanding: s.shared.stats.outstanding(),
+                cost_ns: s.shared.stats.cost_ns(),
+            })
+            .collect();
+        let turn = inner.rotate.fetch_add(1, Ordering::Relaxed);
+        match inner.balance.pick(&candidates, turn) {
+            Some(i) => Ok(inner.slots[i].clone()),
+            None => {
+                let holder = inner
+                    .slots
+                    .iter()
+                    .find(|s| eligible[s.info.index])
+                    .unwrap_or(&inner.slots[0]);
+                Err(holder.shared.drop_error())
+            }
+        }
+    }
+
+    /// Per device, whether it holds every resident buffer `job` binds; an error when no device
+    /// does or a buffer comes from another engine.
+    fn eligible(&self, job: &Job) -> Result<Vec<bool>> {
+        let mut eligible = vec![true; self.inner.slots.len()];
+        for arg in job.args() {
+            let crate::job::ArgData::Resident(buffer) = &arg.data else {
+                continue;
+            };
+            let label = job.kernel().label();
+            if !buffer.is_from(&self.inner) {
+                return Err(Error::binding(
+                    label,
+                    arg.binding,
+                    "the buffer belongs to another engine",
+                ));
+            }
+            for (i, e) in eligible.iter_mut().enumerate() {
+                *e &= buffer.copy_on(i).is_some();
+            }
+            if !eligible.contains(&true) {
+                let problem = format!(
+                    "the buffer is on devices {:?}, which hold none of the job's other buffers",
+                    buffer.devices()
+                );
+                return Err(Error::binding(label, arg.binding, problem));
+            }
+        }
+        Ok(eligible)
+    }
+
+    /// Copies `data` to device `device`, where it stays until the last clone of the returned
+    /// buffer is dropped (and no job uses it).
+    pub fn upload_to<T: bytemuck::Pod>(&self, device: usize, data: &[T]) -> Result<DeviceBuffer> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let slot = self.inner.slots.get(device).ok_or(Error::Limit {
+            what: "device index",
+            requested: device as u64,
+            limit: self.inner.slots.len().saturating_sub(1) as u64,
+        })?;
+        self.place(&[slot.clone()], bytes)
+    }
+
+    /// Copies `data` to the least-loaded usable device.
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
+        let slot = self.choose(&Job::new(&self.inner.copy))?;
+        self.place(&[slot], bytemuck::cast_slice(data))
+    }
+
+    /// Copies `data` to every usable device, so jobs that bind it can still go to any of them.
+    pub fn replicate<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
+        let usable: Vec<Arc<DeviceSlot>> = self
+            .inner
+            .slots
+            .iter()
             .filter(|s| s.usable())
-            .min_by_key(|s| s.shared.stats.outstanding())
             .cloned()
-            .ok_or_else(|| inner.slots[0].shared.drop_error())
+            .collect();
+        if usable.is_empty() {
+            return Err(self.inner.slots[0].shared.drop_error());
+        }
+        self.place(&usable, bytemuck::cast_slice(data))
+    }
+
+    /// One resident copy of `bytes` on each of `slots`.
+    fn place(&self, slots: &[Arc<DeviceSlot>], bytes: &[u8]) -> Result<DeviceBuffer> {
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::Shutdown);
+        }
+        let size = bytes.len() as u64;
+        if size == 0 || size % 4 != 0 {
+            let problem =
+                format!("a resident buffer needs a non-zero multiple of 4 bytes, got {size}");
+            return Err(Error::binding("upload", 0, problem));
+        }
+        let mut copies = vec![None; self.inner.slots.len()];
+        for slot in slots {
+            if !slot.usable() {
+                return Err(slot.shared.drop_error());
+            }
+            if size > slot.limits.max_buffer_size {
+                return Err(Error::Limit {
+                    what: "buffer size",
+                    requested: size,
+                    limit: slot.limits.max_buffer_size,
+                });
+            }
+            copies[slot.info.index] = Some(slot.create_resident(bytes)?);
+        }
+        Ok(DeviceBuffer::new(copies, size, Arc::downgrade(&self.inner)))
+    }
+}
+
+/// The binding of the first resident buffer a job binds.
+fn resident_binding(job: &Job) -> Option<u32> {
+    job.args()
+        .find(|a| matches!(a.data, crate::job::ArgData::Resident(_)))
+        .map(|a| a.binding)
+}
+
+/// Copies a resident buffer (any size, as `u32` words) into an output, over a 2D grid so
+/// large buffers stay within the workgroup count limit.
+const COPY_WGSL: &str = "
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = id.y * groups.x * 256u + id.x;
+    if i < arrayLength(&dst) { dst[i] = src[i]; }
+}";
+
+impl DeviceBuffer {
+    /// Reads the buffer back, from a device that holds a copy. Goes through the device's
+    /// queue like any job, so it sees every write of jobs submitted before it on that device.
+    pub fn read<T: bytemuck::Pod>(&self) -> Result<Vec<T>> {
+        let engine = Engine {
+            inner: self.engine().ok_or(Error::Shutdown)?,
+        };
+        let device = self
+            .devices()
+            .into_iter()
+            .find(|&i| engine.inner.slots[i].usable())
+            .ok_or_else(|| engine.inner.slots[self.devices()[0]].shared.drop_error())?;
+        let words = (self.size() / 4) as usize;
+        let groups = words.div_ceil(256) as u32;
+        let x = groups.min(65_535);
+        let job = Job::new(&engine.inner.copy)
+            .buffer(0, self)
+            .output::<u32>(1, words)
+            .workgroups(x, groups.div_ceil(x), 1);
+        let out = engine.run(job.on_device(device).priority(crate::Priority::High))?;
+        out.read::<T>(1)
     }
 }
 

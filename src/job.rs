@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::buffer::DeviceBuffer;
 use crate::device::Shared;
 use crate::error::{Error, Result};
 use crate::kernel::{BindingKind, Kernel};
 use crate::queue::Priority;
 
-/// One dispatch of a kernel with its arguments. Owns its data, so it is `Send + 'static`.
+/// Work for one device: one dispatch of a kernel with its arguments, or several kernels in
+/// order ([`then`](Job::then)) that pass data through GPU-only [`scratch`](Job::scratch)
+/// buffers. Owns its data, so it is `Send + 'static`.
 ///
 /// ```no_run
 /// # use wgpu_batch::{Engine, Job, kernels};
@@ -26,15 +29,32 @@ use crate::queue::Priority;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub(crate) kernel: Kernel,
-    pub(crate) args: Vec<Arg>,
-    pub(crate) workgroups: [u32; 3],
+    /// At least one; argument and workgroup methods apply to the last.
+    pub(crate) steps: Vec<Step>,
     pub(crate) device: Option<usize>,
     pub(crate) priority: Priority,
-    /// Relative budget, turned into `deadline` at submit.
+    /// Relative budget, turned into a deadline at submit.
     pub(crate) timeout: Option<Duration>,
     /// After this instant the job is not encoded any more; it resolves `Error::Timeout`.
     pub(crate) deadline: Option<Instant>,
+}
+
+/// One dispatch of a multi-step job.
+#[derive(Debug, Clone)]
+pub(crate) struct Step {
+    pub(crate) kernel: Kernel,
+    pub(crate) args: Vec<Arg>,
+    pub(crate) workgroups: [u32; 3],
+}
+
+impl Step {
+    fn new(kernel: &Kernel) -> Step {
+        Step {
+            kernel: kernel.clone(),
+            args: Vec::new(),
+            workgroups: [0, 0, 0],
+        }
+    }
 }
 
 /// One argument bound at `@group(0) @binding(binding)`.
@@ -108,6 +128,11 @@ pub(crate) enum ArgData {
     InOut(Bytes),
     /// A zeroed `var<storage, read_write>` of this many bytes, read back.
     Output(u64),
+    /// A zeroed buffer that lives only on the device for the length of the job; every step
+    /// naming the same `id` binds the same buffer.
+    Scratch { id: u32, size: u64 },
+    /// A resident buffer, bound whole.
+    Resident(DeviceBuffer),
 }
 
 impl ArgData {
@@ -115,7 +140,16 @@ impl ArgData {
     pub(crate) fn size(&self) -> u64 {
         match self {
             ArgData::Uniform(b) | ArgData::Input(b) | ArgData::InOut(b) => b.len() as u64,
-            ArgData::Output(n) => *n,
+            ArgData::Output(n) | ArgData::Scratch { size: n, .. } => *n,
+            ArgData::Resident(b) => b.size(),
+        }
+    }
+
+    /// Bytes the argument adds to a batch's pooled buffers (resident buffers add none).
+    fn batch_bytes(&self) -> u64 {
+        match self {
+            ArgData::Resident(_) => 0,
+            other => other.size(),
         }
     }
 
@@ -125,15 +159,19 @@ impl ArgData {
             ArgData::Input(_) => "input",
             ArgData::InOut(_) => "inout",
             ArgData::Output(_) => "output",
+            ArgData::Scratch { .. } => "scratch",
+            ArgData::Resident(_) => "buffer",
         }
     }
 
-    /// The WGSL declaration this argument needs.
-    fn wants(&self) -> BindingKind {
+    /// Whether the argument can bind to a binding declared as `kind`.
+    fn fits(&self, kind: BindingKind) -> bool {
         match self {
-            ArgData::Uniform(_) => BindingKind::Uniform,
-            ArgData::Input(_) => BindingKind::StorageRead,
-            ArgData::InOut(_) | ArgData::Output(_) => BindingKind::StorageReadWrite,
+            ArgData::Uniform(_) => kind == BindingKind::Uniform,
+            ArgData::Input(_) => kind == BindingKind::StorageRead,
+            ArgData::InOut(_) | ArgData::Output(_) => kind == BindingKind::StorageReadWrite,
+            ArgData::Scratch { .. } => kind != BindingKind::Uniform,
+            ArgData::Resident(_) => true,
         }
     }
 }
@@ -142,9 +180,7 @@ impl Job {
     /// A job for `kernel` with no arguments and no workgroups yet.
     pub fn new(kernel: &Kernel) -> Job {
         Job {
-            kernel: kernel.clone(),
-            args: Vec::new(),
-            workgroups: [0, 0, 0],
+            steps: vec![Step::new(kernel)],
             device: None,
             priority: Priority::Normal,
             timeout: None,
@@ -198,15 +234,37 @@ impl Job {
         self.arg(binding, ArgData::Output(bytes))
     }
 
+    /// Binds a zeroed buffer of `len` elements of `T` that exists only on the device, for the
+    /// length of this job: later steps that name the same `id` see what earlier steps wrote,
+    /// and it is never read back. Binds as `var<storage, read>` or `read_write`.
+    pub fn scratch<T: bytemuck::Pod>(self, binding: u32, id: u32, len: usize) -> Job {
+        let size = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+        self.arg(binding, ArgData::Scratch { id, size })
+    }
+
+    /// Binds a resident [`DeviceBuffer`] whole, as uniform, read-only or read-write storage
+    /// (writes stay in the buffer). The job runs on a device that holds a copy of every
+    /// resident buffer it binds.
+    pub fn buffer(self, binding: u32, buffer: &DeviceBuffer) -> Job {
+        self.arg(binding, ArgData::Resident(buffer.clone()))
+    }
+
+    /// Adds a step: `kernel` runs after the previous steps, in the same submission, and sees
+    /// their writes. Argument and workgroup methods after this apply to the new step.
+    pub fn then(mut self, kernel: &Kernel) -> Job {
+        self.steps.push(Step::new(kernel));
+        self
+    }
+
     /// Dispatches `x * y * z` workgroups.
     pub fn workgroups(mut self, x: u32, y: u32, z: u32) -> Job {
-        self.workgroups = [x, y, z];
+        self.last().workgroups = [x, y, z];
         self
     }
 
     /// Enough workgroups along x for `n` invocations: `ceil(n / workgroup_size.x)`.
-    pub fn workgroups_for(self, n: usize) -> Job {
-        let per = self.kernel.workgroup_size()[0].max(1) as u64;
+    pub fn workgroups_for(mut self, n: usize) -> Job {
+        let per = self.last().kernel.workgroup_size()[0].max(1) as u64;
         let groups = (n as u64).div_ceil(per).min(u32::MAX as u64) as u32;
         self.workgroups(groups, 1, 1)
     }
@@ -237,23 +295,39 @@ impl Job {
         self
     }
 
-    /// The kernel this job runs.
+    /// The kernel of the job's first step.
     pub fn kernel(&self) -> &Kernel {
-        &self.kernel
+        &self.steps[0].kernel
+    }
+
+    fn last(&mut self) -> &mut Step {
+        let last = self.steps.len() - 1; // never empty: `new` makes the first step
+        &mut self.steps[last]
     }
 
     fn arg(mut self, binding: u32, data: ArgData) -> Job {
-        self.args.push(Arg { binding, data });
+        self.last().args.push(Arg { binding, data });
         self
     }
 
-    /// Bytes this job uploads plus bytes it binds read-write: its share of a batch's memory.
+    /// Bytes this job adds to a batch's pooled buffers: its share of a batch's memory.
     pub(crate) fn bytes(&self) -> u64 {
-        self.args.iter().map(|a| a.data.size()).sum()
+        self.args().map(|a| a.data.batch_bytes()).sum()
     }
 
-    /// Checks the arguments against the kernel's reflected bindings and `limits`. No lock.
+    /// Every argument of every step.
+    pub(crate) fn args(&self) -> impl Iterator<Item = &Arg> {
+        self.steps.iter().flat_map(|s| s.args.iter())
+    }
+
+    /// Checks every step against its kernel's reflected bindings and `limits`. No lock.
     pub(crate) fn validate(&self, limits: &wgpu::Limits) -> Result<()> {
+        self.steps.iter().try_for_each(|s| s.validate(limits))
+    }
+}
+
+impl Step {
+    fn validate(&self, limits: &wgpu::Limits) -> Result<()> {
         let k = &self.kernel;
         for (i, arg) in self.args.iter().enumerate() {
             if self.args[..i].iter().any(|a| a.binding == arg.binding) {
@@ -285,7 +359,7 @@ impl Job {
                 "unknown: the entry point does not use this binding",
             ));
         };
-        if arg.data.wants() != info.kind {
+        if !arg.data.fits(info.kind) {
             let problem = format!(
                 "{} given, but the kernel declares {:?}",
                 arg.data.name(),
@@ -337,12 +411,16 @@ impl Job {
     }
 }
 
-/// The results of a finished job: the contents of its `inout` and `output` bindings.
+/// The results of a finished job: the contents of its `inout` and `output` bindings, and the
+/// GPU time it took where the device can measure it.
 #[derive(Debug, Clone)]
 pub struct JobOutput {
     pub(crate) device: usize,
+    /// The kernel of the last step.
     pub(crate) kernel: Kernel,
-    pub(crate) buffers: Vec<(u32, Vec<u8>)>,
+    /// (step, binding, bytes) for every binding read back.
+    pub(crate) buffers: Vec<(usize, u32, Vec<u8>)>,
+    pub(crate) gpu_time: Option<Duration>,
 }
 
 impl JobOutput {
@@ -351,37 +429,53 @@ impl JobOutput {
         self.device
     }
 
-    /// The kernel the job ran.
+    /// The kernel of the job's last step.
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
     }
 
-    /// The raw bytes read back from `binding`, if the job read it back.
+    /// GPU time from the start of the job's first dispatch to the end of its last, measured
+    /// with timestamp queries; `None` where the adapter has none.
+    pub fn gpu_time(&self) -> Option<Duration> {
+        self.gpu_time
+    }
+
+    /// The raw bytes read back from `binding` of the last step that reads one back there.
     pub fn bytes(&self, binding: u32) -> Option<&[u8]> {
         self.buffers
             .iter()
-            .find(|(b, _)| *b == binding)
-            .map(|(_, v)| v.as_slice())
+            .rev()
+            .find(|(_, b, _)| *b == binding)
+            .map(|(_, _, v)| v.as_slice())
     }
 
-    /// The contents of `binding` as elements of `T`.
+    /// The contents of `binding` (of the last step that reads one back there) as `T`s.
     pub fn read<T: bytemuck::Pod>(&self, binding: u32) -> Result<Vec<T>> {
-        let bytes = self.bytes(binding).ok_or_else(|| Error::Binding {
-            kernel: self.kernel.label().to_owned(),
-            binding,
-            problem: "not an inout or output binding of this job".into(),
+        self.cast(binding, self.bytes(binding))
+    }
+
+    /// The contents of `binding` of step `step` (0 = the job's first kernel) as `T`s.
+    pub fn read_step<T: bytemuck::Pod>(&self, step: usize, binding: u32) -> Result<Vec<T>> {
+        let bytes = self
+            .buffers
+            .iter()
+            .find(|(s, b, _)| *s == step && *b == binding)
+            .map(|(_, _, v)| v.as_slice());
+        self.cast(binding, bytes)
+    }
+
+    fn cast<T: bytemuck::Pod>(&self, binding: u32, bytes: Option<&[u8]>) -> Result<Vec<T>> {
+        let label = self.kernel.label();
+        let bytes = bytes.ok_or_else(|| {
+            Error::binding(label, binding, "not an inout or output binding of this job")
         })?;
-        if bytes.len() % std::mem::size_of::<T>().max(1) != 0 {
+        let size = std::mem::size_of::<T>().max(1);
+        if bytes.len() % size != 0 {
             let problem = format!(
-                "{} bytes are not a whole number of {}-byte elements",
-                bytes.len(),
-                std::mem::size_of::<T>()
+                "{} bytes are not a whole number of {size}-byte elements",
+                bytes.len()
             );
-            return Err(Error::Binding {
-                kernel: self.kernel.label().to_owned(),
-                binding,
-                problem,
-            });
+            return Err(Error::binding(label, binding, problem));
         }
         Ok(bytemuck::pod_collect_to_vec(bytes))
     }

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod balance;
 mod batch;
 mod buffer;
 mod device;
@@ -42,6 +43,8 @@ pub mod kernels;
 mod queue;
 mod stats;
 
+pub use balance::Balance;
+pub use buffer::DeviceBuffer;
 pub use device::DeviceInfo;
 pub use engine::{Engine, EngineBuilder, Rejected};
 pub use error::{Error, Result};

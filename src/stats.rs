@@ -81,6 +81,12 @@ pub(crate) struct DeviceStats {
     queue_wait: Histogram,
     /// Time from submit to the reply.
     latency: Histogram,
+    /// GPU nanoseconds of every timed job, and how many were timed.
+    gpu_ns: AtomicU64,
+    gpu_jobs: AtomicU64,
+    /// Moving average of the device time per job, in nanoseconds (0 until measured); what
+    /// weighted balancing divides work by.
+    cost_ns: AtomicU64,
 }
 
 impl DeviceStats {
@@ -95,6 +101,9 @@ impl DeviceStats {
             max_batch: z(),
             queue_wait: Histogram::new(),
             latency: Histogram::new(),
+            gpu_ns: z(),
+            gpu_jobs: z(),
+            cost_ns: z(),
         }
     }
 
@@ -111,6 +120,32 @@ impl DeviceStats {
         self.batches.fetch_add(1, Relaxed);
         self.batched_jobs.fetch_add(jobs as u64, Relaxed);
         self.max_batch.fetch_max(jobs as u64, Relaxed);
+    }
+
+    pub(crate) fn record_gpu_time(&self, d: Duration) {
+        self.gpu_ns
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.gpu_jobs.fetch_add(1, Relaxed);
+    }
+
+    /// Folds one batch's device time into the cost per job (a 1/8-weight moving average).
+    /// Only the executor writes it, so load-then-store loses nothing.
+    pub(crate) fn record_busy(&self, busy: Duration, jobs: usize) {
+        let per_job = u64::try_from(busy.as_nanos() / jobs.max(1) as u128)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let old = self.cost_ns.load(Relaxed);
+        let new = if old == 0 {
+            per_job
+        } else {
+            old - old / 8 + per_job / 8
+        };
+        self.cost_ns.store(new.max(1), Relaxed);
+    }
+
+    /// The measured device time per job in nanoseconds; 0 until the first batch completes.
+    pub(crate) fn cost_ns(&self) -> u64 {
+        self.cost_ns.load(Relaxed)
     }
 
     pub(crate) fn record_queue_wait(&self, d: Duration) {
@@ -144,6 +179,9 @@ impl DeviceStats {
             queue_wait_p99: self.queue_wait.quantile(0.99),
             latency_p50: self.latency.quantile(0.5),
             latency_p99: self.latency.quantile(0.99),
+            cost_per_job: Duration::from_nanos(self.cost_ns()),
+            gpu_time: Duration::from_nanos(self.gpu_ns.load(Relaxed)),
+            gpu_timed_jobs: self.gpu_jobs.load(Relaxed),
         }
     }
 }
@@ -177,6 +215,12 @@ pub struct DeviceStatsSnapshot {
     pub latency_p50: Duration,
     /// 99th percentile of the time from submit to the result.
     pub latency_p99: Duration,
+    /// Moving average of the device's time per job (what weighted balancing uses).
+    pub cost_per_job: Duration,
+    /// GPU time of all timed jobs (timestamp queries; zero where the adapter has none).
+    pub gpu_time: Duration,
+    /// How many jobs `gpu_time` covers.
+    pub gpu_timed_jobs: u64,
 }
 
 /// Statistics of every device of an engine.
