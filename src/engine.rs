@@ -609,7 +609,7 @@ impl Engine {
             requested: device as u64,
             limit: self.inner.slots.len().saturating_sub(1) as u64,
         })?;
-        self.place(&[slot.clone()], bytes)
+        self.place(std::slice::from_ref(slot), bytes)
     }
 
     /// Copies `data` to the least-loaded usable device.
@@ -639,7 +639,7 @@ impl Engine {
             return Err(Error::Shutdown);
         }
         let size = bytes.len() as u64;
-        if size == 0 || size % 4 != 0 {
+        if size == 0 || !size.is_multiple_of(4) {
             let problem =
                 format!("a resident buffer needs a non-zero multiple of 4 bytes, got {size}");
             return Err(Error::binding("upload", 0, problem));
