@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use wgpu_batch::{Engine, Job, JobHandle, Kernel, kernels, wgpu};
+use wgpu_batch::{Balance, Engine, Job, JobHandle, Kernel, kernels, wgpu};
 
 const SAXPY: &str = include_str!("../shaders/saxpy.wgsl");
 
@@ -563,6 +563,113 @@ fn two_devices(b: &mut Bench) {
     }
 }
 
+/// A mixed load: each thread alternates small and large jobs.
+struct Mixed<'a> {
+    engine: &'a EngineSys,
+    other: &'a Work,
+}
+
+impl System for Mixed<'_> {
+    fn name(&self) -> String {
+        self.engine.name()
+    }
+
+    fn run_for(&self, work: &Work, threads: usize, dur: Duration) -> u64 {
+        let end = Instant::now() + dur;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        let mut window = std::collections::VecDeque::new();
+                        let mut done = 0u64;
+                        let mut i = t;
+                        while Instant::now() < end {
+                            while window.len() < self.engine.window {
+                                i += 1;
+                                window.push_back(self.engine.submit(if i % 2 == 0 {
+                                    work
+                                } else {
+                                    self.other
+                                }));
+                            }
+                            window.pop_front().unwrap().wait().expect("job");
+                            done += 1;
+                        }
+                        window
+                            .into_iter()
+                            .for_each(|h| drop(h.wait().expect("job")));
+                        done
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    }
+
+    fn verify(&self, work: &Work, exact: bool) {
+        self.engine.verify(work, exact);
+        self.engine.verify(self.other, exact);
+    }
+}
+
+/// 7. Heterogeneous balancing: every adapter (lavapipe Vulkan + llvmpipe GL), mixed sizes.
+fn balance(b: &mut Bench) {
+    let (small, large) = (Work::new(4096), Work::new(65_536));
+    let policies = [
+        Balance::Weighted,
+        Balance::LeastOutstanding,
+        Balance::RoundRobin,
+    ];
+    let engines: Vec<EngineSys> = policies
+        .iter()
+        .map(|&p| EngineSys::new(Engine::builder().balance(p), 32, &format!("{p:?}")))
+        .collect();
+    let mixed: Vec<Mixed<'_>> = engines
+        .iter()
+        .map(|engine| Mixed {
+            engine,
+            other: &large,
+        })
+        .collect();
+    let systems: Vec<&dyn System> = mixed.iter().map(|m| m as &dyn System).collect();
+    systems.iter().for_each(|s| s.verify(&small, true));
+    let rates = b.measure(&systems, &small, 8);
+    let names: Vec<String> = engines[0]
+        .engine
+        .devices()
+        .iter()
+        .map(|d| format!("{:?}", d.backend))
+        .collect();
+    b.md(format!("\n### Balancing over every adapter ({}): 4,096 and 65,536 elements alternating, 8 threads x 32 outstanding\n", names.join(" + ")));
+    b.md("| policy | jobs/s | vs weighted | jobs per device |".into());
+    b.md("|---|---|---|---|".into());
+    for (e, r) in engines.iter().zip(&rates) {
+        let split: Vec<String> = e
+            .engine
+            .stats()
+            .devices
+            .iter()
+            .map(|d| d.completed.to_string())
+            .collect();
+        b.row(
+            "balance",
+            "all adapters",
+            &e.name(),
+            8,
+            0,
+            *r,
+            r.median / rates[0].median,
+        );
+        b.md(format!(
+            "| {} | {} | {:.2}x | {} |",
+            e.name(),
+            r.cell(),
+            r.median / rates[0].median,
+            split.join(" / ")
+        ));
+    }
+}
+
 /// 4. Idle latency: one job at a time, nothing else queued.
 fn latency(b: &mut Bench) {
     let work = Work::new(4096);
@@ -693,6 +800,9 @@ fn main() {
     }
     if want("devices") {
         two_devices(&mut b);
+    }
+    if want("balance") {
+        balance(&mut b);
     }
     if want("latency") {
         latency(&mut b);

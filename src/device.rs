@@ -15,9 +15,12 @@
 //! device's bounded channel.
 //!
 //! # A job's life
-//! queued (in the channel) -> batched (gathered by the executor) -> encoded (one command buffer
+//! queued (in the channel) -> pending (moved by the executor into its priority queue, see
+//! `queue.rs`; at most `queue_capacity` of them) -> batched (taken by priority; a job past its
+//! deadline or cancelled is answered here and never encoded) -> encoded (one command buffer
 //! per batch) -> submitted (one `queue.submit`) -> read back (the batch's readback buffer is
-//! mapped) -> replied (through the job's [`Responder`](crate::job::Responder)).
+//! mapped) -> replied (through the job's [`Responder`](crate::job::Responder); a job cancelled
+//! after encoding gets `Error::Cancelled` instead of its output).
 //!
 //! Only the executor thread submits to and polls its device: wgpu serializes submits per device
 //! anyway, lavapipe's submit blocks until the previous one finishes, and a timed poll racing a

@@ -1,8 +1,9 @@
 //! The built-in kernel library: WGSL from `shaders/`, each tested against a CPU reference.
 //!
 //! Each function returns a [`KernelSource`] for [`Engine::kernel`](crate::Engine::kernel); the
-//! `*_job` helpers build a correctly bound [`Job`] for it. All kernels use 256 invocations per
-//! workgroup and bound every access by `arrayLength`, so any length works.
+//! `*_job` helpers build a correctly bound [`Job`] for it. The element-wise kernels (`saxpy`,
+//! `add`, `scale`, `sum`) use 256 invocations per workgroup and bound every access by
+//! `arrayLength`, so any length works; [`linear`] is a dense layer for multi-step jobs.
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -31,6 +32,33 @@ pub fn scale() -> KernelSource {
 /// (input), 1 `partial` (output). [`reduce_sum`] runs it until one value is left.
 pub fn sum() -> KernelSource {
     KernelSource::wgsl("sum", include_str!("../shaders/sum.wgsl"))
+}
+
+/// A dense layer, `out = act(a . w + b)` over row-major `f32` matrices (`a` is m x k, `w` is
+/// k x n, `b` has n entries, `out` is m x n; `act` is relu or identity). Bindings: 0 [`Dims`]
+/// (uniform), 1 `a`, 2 `w`, 3 `b` (input or resident), 4 `out` (output, or scratch between
+/// steps). Workgroups are 16 x 16 over (columns, rows): see [`linear_workgroups`].
+pub fn linear() -> KernelSource {
+    KernelSource::wgsl("linear", include_str!("../shaders/linear.wgsl"))
+}
+
+/// The shape of a [`linear`] layer, as its uniform expects it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Dims {
+    /// Rows of `a` and `out`.
+    pub m: u32,
+    /// Columns of `a`, rows of `w`.
+    pub k: u32,
+    /// Columns of `w` and `out`, entries of `b`.
+    pub n: u32,
+    /// 1 applies relu to the result, 0 leaves it linear.
+    pub relu: u32,
+}
+
+/// Workgroups covering a [`linear`] layer's m x n output.
+pub fn linear_workgroups(dims: Dims) -> (u32, u32, u32) {
+    (dims.n.div_ceil(16), dims.m.div_ceil(16), 1)
 }
 
 /// A [`saxpy`] job: `y = a * x + y`, result in binding 2.

@@ -24,6 +24,13 @@
 //!   pool. The lock order and a job's life are written down in the `device` module.
 //! - A batch is planned as plain data, then encoded into one command buffer (see the `batch`
 //!   module for its memory layout and why jobs cannot see each other's data).
+//! - The executor serves its queue by [`Priority`] with aging, drops jobs whose deadline
+//!   passed or that were cancelled before they are encoded (the `queue` module), and holds a
+//!   partial batch open for at most `max_batch_delay`, never past a job's deadline.
+//! - Device choice ([`Balance`]) weighs devices by their measured cost per job, so a slow
+//!   adapter gets a fair share rather than an equal one.
+//! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in
+//!   one submission, passing intermediates through GPU-only scratch buffers.
 //! - Every submitted job resolves exactly once, with its output or a typed [`Error`], also on
 //!   shutdown, device loss and executor panics.
 //!

@@ -167,3 +167,41 @@ fn per_job_bind_groups_and_shared_inputs_give_the_same_results() {
         assert!(engine.stats().devices[0].max_batch > 1, "jobs were batched");
     }
 }
+
+#[test]
+fn linear_matches_cpu() {
+    let engine = all_adapters();
+    let k = engine.kernel(kernels::linear()).unwrap();
+    for d in 0..engine.devices().len() {
+        for (m, kk, n, relu) in [
+            (1, 1, 1, 0),
+            (3, 17, 5, 1),
+            (33, 64, 20, 0),
+            (50, 200, 37, 1),
+        ] {
+            let (a, w, b) = (data(m * kk, 10), data(kk * n, 11), data(n, 12));
+            let dims = kernels::Dims {
+                m: m as u32,
+                k: kk as u32,
+                n: n as u32,
+                relu,
+            };
+            let (x, y, z) = kernels::linear_workgroups(dims);
+            let job = Job::new(&k)
+                .uniform(0, &dims)
+                .input(1, &a)
+                .input(2, &w)
+                .input(3, &b)
+                .output::<f32>(4, m * n);
+            let got: Vec<f32> = run(&engine, job.workgroups(x, y, z), d).read(4).unwrap();
+            let want: Vec<f32> = (0..m * n)
+                .map(|e| {
+                    let (r, c) = (e / n, e % n);
+                    let v = b[c] + (0..kk).map(|i| a[r * kk + i] * w[i * n + c]).sum::<f32>();
+                    if relu == 1 { v.max(0.0) } else { v }
+                })
+                .collect();
+            assert_close(&got, &want, 1e-4);
+        }
+    }
+}
