@@ -265,7 +265,11 @@ fn open_device(
     let info = adapter.get_info();
     let desc = wgpu::DeviceDescriptor {
         label: Some("wgpu-batch"),
-        required_features: features_for(adapter),
+        required_features: if cfg.gpu_timing {
+            features_for(adapter)
+        } else {
+            wgpu::Features::empty()
+        },
         required_limits: limits_for(adapter),
         ..Default::default()
     };

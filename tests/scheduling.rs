@@ -149,17 +149,69 @@ fn a_cancelled_queued_job_never_runs() {
     let engine = one_at_a_time(common::builder());
     let k = engine.kernel(kernels::scale()).unwrap();
     let blockers = busy(&engine, &k, 10);
-    let victim = engine
-        .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]))
-        .unwrap();
+    // The victim doubles a resident buffer in place: if it ran, the buffer would show it.
+    let counter = engine.upload(&[1.0f32; 64]).unwrap();
+    let doubling = wgpu_batch::Job::new(&k)
+        .uniform(0, &2.0f32)
+        .buffer(1, &counter);
+    let victim = engine.submit(doubling.workgroups(1, 1, 1)).unwrap();
     victim.cancel();
     assert_eq!(victim.wait_timeout(WAIT).unwrap_err(), Error::Cancelled);
     settle(blockers);
     let stats = engine.stats().devices[0];
-    assert_eq!(
-        (stats.batches as f64 * stats.mean_batch).round() as u64,
-        10,
-        "the cancelled job was encoded: {stats:?}"
-    );
+    let encoded = (stats.batches as f64 * stats.mean_batch).round() as u64;
+    assert_eq!(encoded, 10, "the cancelled job was encoded: {stats:?}");
     assert_eq!(stats.failed, 1);
+    assert_eq!(
+        counter.read::<f32>().unwrap(),
+        [1.0; 64],
+        "the cancelled job's write is absent"
+    );
+}
+
+/// One device (the first adapter's), holding partial batches open for `delay`.
+fn delayed(delay: Duration) -> Engine {
+    let name = common::engine().devices()[0].adapter.clone();
+    common::build(common::builder().adapter_name(name).max_batch_delay(delay))
+}
+
+#[test]
+fn max_batch_delay_gathers_late_jobs_into_one_batch() {
+    let engine = delayed(Duration::from_millis(500));
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let first = engine
+        .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let rest: Vec<JobHandle> = (0..9)
+        .map(|_| {
+            engine
+                .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]))
+                .unwrap()
+        })
+        .collect();
+    settle(rest);
+    first.wait_timeout(WAIT).unwrap();
+    let stats = engine.stats().devices[0];
+    assert_eq!((stats.batches, stats.max_batch), (1, 10), "{stats:?}");
+}
+
+#[test]
+fn max_batch_delay_never_holds_a_job_past_its_deadline() {
+    let engine = delayed(Duration::from_secs(20));
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let start = Instant::now();
+    let h = engine
+        .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]).timeout(Duration::from_millis(100)))
+        .unwrap();
+    // The partial batch closes at the job's deadline, not after the 20 s delay.
+    assert_eq!(
+        h.wait_timeout(WAIT).unwrap().read::<f32>(1).unwrap()[0],
+        2.0
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "held for {:?}",
+        start.elapsed()
+    );
 }
