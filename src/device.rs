@@ -9,7 +9,8 @@
 //!    [`Engine::kernel`](crate::Engine::kernel) to insert a pipeline. Never held with another
 //!    device's lock, nor across a channel operation, `queue.submit`, `device.poll` or pipeline
 //!    creation.
-//! 3. [`DeviceSlot::join`]: the executor's join handle, taken only by shutdown.
+//! 3. [`DeviceSlot::open`]: the channel's owning sender and the executor's join handle, taken
+//!    only by shutdown. The executor's pending (priority) queue is its own, with no lock.
 //!
 //! Submitting takes no lock: it reads atomics ([`Shared`]) to choose a device and sends on that
 //! device's bounded channel.
@@ -39,10 +40,10 @@
 //! # Loss
 //! A device-lost callback, an executor panic, or a fatal poll error records the reason in
 //! [`Shared::lost`] (a `OnceLock`, not under the device lock, so submit reads it without
-//! locking; wgpu runs the lost callback inside poll, so after a failed batch the executor
-//! polls once before deciding between `DeviceLost` and the wgpu error). Submit then skips the
-//! device. The executor fails what it holds and drains
-//! its channel; every dropped [`Responder`](crate::job::Responder) replies `Error::DeviceLost`.
+//! locking; wgpu runs the lost callback inside poll once the queue is idle, so after a failed
+//! batch the executor waits in poll before deciding between `DeviceLost` and the wgpu error).
+//! Submit then skips the device. The executor fails what it holds and drains its channel;
+//! every dropped [`Responder`](crate::job::Responder) replies `Error::DeviceLost`.
 //!
 //! # Shutdown
 //! The engine refuses new jobs, drops every channel's owning sender and joins the executors.
