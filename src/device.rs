@@ -20,7 +20,7 @@
 //! `queue.rs`; at most `queue_capacity` of them) -> batched (taken by priority; a job past its
 //! deadline or cancelled is answered here and never encoded) -> encoded (one command buffer
 //! per batch) -> submitted (one `queue.submit`) -> read back (the batch's readback buffer is
-//! mapped) -> replied (through the job's [`Responder`](crate::job::Responder); a job cancelled
+//! mapped) -> replied (through the job's [`Responder`]; a job cancelled
 //! after encoding gets `Error::Cancelled` instead of its output).
 //!
 //! Only the executor thread submits to and polls its device: wgpu serializes submits per device
@@ -43,7 +43,7 @@
 //! locking; wgpu runs the lost callback inside poll once the queue is idle, so after a failed
 //! batch the executor waits in poll before deciding between `DeviceLost` and the wgpu error).
 //! Submit then skips the device. The executor fails what it holds and drains its channel;
-//! every dropped [`Responder`](crate::job::Responder) replies `Error::DeviceLost`.
+//! every dropped [`Responder`] replies `Error::DeviceLost`.
 //!
 //! # Shutdown
 //! The engine refuses new jobs, drops every channel's owning sender and joins the executors.
