@@ -57,8 +57,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default)
     };
     let (threads, jobs, n) = (arg(1, 8), arg(2, 2000), arg(3, 4096));
-    let timing = std::env::var("GPU_TIMING").map_or(true, |v| v != "0");
-    let engine = Engine::builder().gpu_timing(timing).build()?;
+    let timing = std::env::var("GPU_TIMING").is_ok_and(|v| v == "1");
+    let balance = match std::env::var("BALANCE").as_deref() {
+        Ok("least") => wgpu_batch::Balance::LeastOutstanding,
+        Ok("rr") => wgpu_batch::Balance::RoundRobin,
+        _ => wgpu_batch::Balance::Weighted,
+    };
+    let engine = Engine::builder()
+        .gpu_timing(timing)
+        .balance(balance)
+        .build()?;
     let rate = many_threads(&engine, threads, jobs, n)?;
     let stats = engine.stats();
     println!("{threads} threads x {jobs} jobs of {n} elements: {rate:.0} jobs/s, all verified");

@@ -1,21 +1,30 @@
 //! Device choice: which device a job goes to. Reads atomics only, so it never blocks.
 //!
-//! [`Balance::Weighted`] (the default) weighs each device by its measured cost per job: the
-//! executor records, per batch, the time the device spent on it (from the later of its submit
-//! and the previous batch's completion, to its completion) divided by its jobs, as a moving
-//! average. A job goes to the device where it would finish soonest: the least
+//! [`Balance::LeastOutstanding`] (the default) sends a job to the device with the fewest jobs
+//! submitted and not yet resolved. Under load this already adapts to speed: a slower device
+//! resolves fewer jobs, keeps more outstanding, and is chosen less.
+//!
+//! [`Balance::Weighted`] also weighs each device by its measured cost per job: the executor
+//! records, per batch, the time the device spent on it (from the later of the start of its
+//! encoding and the previous batch's completion, to its completion) divided by its jobs, as a
+//! moving average. A job goes where it would finish soonest: the least
 //! `(outstanding jobs + 1) x cost per job`. A device with no measurement yet counts as the
-//! cheapest measured one, so new devices get work and get measured. A slow adapter beside a
-//! fast one (llvmpipe GL beside lavapipe Vulkan; an integrated GPU beside a discrete one) thus
-//! gets a share in proportion to its speed instead of an equal one.
+//! cheapest measured one, so it gets work and gets measured. This helps most when few jobs are
+//! outstanding and the adapters differ a lot in speed (an integrated GPU beside a discrete one).
+//!
+//! Why least-outstanding is the default: on the development machine (lavapipe Vulkan and
+//! llvmpipe GL sharing 2 cores, so nearly equal in speed and contending with each other), a
+//! mixed load ran at 0.81-1.01x (five runs) with `Weighted` of what it did with `LeastOutstanding`, because
+//! each adapter's measured cost includes the time the other one takes from it
+//! (`cargo bench --bench throughput -- balance`). `RoundRobin` is worst (0.67-0.98x).
 
 /// How the engine spreads jobs over devices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Balance {
-    /// Least `(outstanding + 1) x measured cost per job`: fair to devices of different speed.
-    #[default]
+    /// Least `(outstanding + 1) x measured cost per job`: weighs devices by their speed.
     Weighted,
-    /// Fewest outstanding jobs, ignoring speed.
+    /// Fewest outstanding jobs (which, under load, follows each device's speed).
+    #[default]
     LeastOutstanding,
     /// Each device in turn.
     RoundRobin,

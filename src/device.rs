@@ -460,7 +460,8 @@ struct InFlight {
     done: flume::Receiver<std::result::Result<(), String>>,
     /// Where the jobs' timestamps sit in the readback, if the batch was timed.
     timestamps: Option<u64>,
-    /// When it was submitted: the start of its device time, for the cost per job.
+    /// When its encoding began: the start of its device time, for the cost per job. (Not when
+    /// `submit` returned: the GL backend runs the whole batch inside `submit`.)
     submitted: Instant,
 }
 
@@ -736,6 +737,7 @@ impl Executor {
 
     /// Plans, encodes and submits one batch; on a wgpu error gives the jobs back.
     fn try_submit(&mut self, ready: Vec<Ready>) -> std::result::Result<(), (Error, Vec<Ready>)> {
+        let started = Instant::now();
         let limits = self.device.limits();
         let align = limits
             .min_storage_buffer_offset_alignment
@@ -796,14 +798,13 @@ impl Executor {
                 (r.responder, last, p)
             })
             .collect();
-        let submitted = Instant::now();
         self.in_flight.push_back(InFlight {
             index,
             jobs,
             buffers,
             done,
             timestamps: plan.timestamps,
-            submitted,
+            submitted: started,
         });
         Ok(())
     }

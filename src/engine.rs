@@ -125,14 +125,14 @@ impl EngineBuilder {
 
     /// Whether each job's GPU time is measured with timestamp queries (where the adapter
     /// supports them inside compute passes) and reported in [`JobOutput::gpu_time`] and the
-    /// stats. Default false: two timestamps per job cost 15-30% of small-job throughput on
-    /// lavapipe (`GPU_TIMING=1 cargo run --release --example many_threads`).
+    /// stats. Default false: on lavapipe it cost 40-60% of small-job throughput
+    /// (`GPU_TIMING=1 cargo run --release --example many_threads`).
     pub fn gpu_timing(mut self, on: bool) -> Self {
         self.batch.gpu_timing = on;
         self
     }
 
-    /// How jobs are spread over devices. Default [`Balance::Weighted`].
+    /// How jobs are spread over devices. Default [`Balance::LeastOutstanding`]; see [`Balance`].
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
         self

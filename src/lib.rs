@@ -27,8 +27,8 @@
 //! - The executor serves its queue by [`Priority`] with aging, drops jobs whose deadline
 //!   passed or that were cancelled before they are encoded (the `queue` module), and holds a
 //!   partial batch open for at most `max_batch_delay`, never past a job's deadline.
-//! - Device choice ([`Balance`]) weighs devices by their measured cost per job, so a slow
-//!   adapter gets a fair share rather than an equal one.
+//! - Device choice ([`Balance`]) is by fewest outstanding jobs, or weighted by each device's
+//!   measured cost per job, using atomics only.
 //! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in
 //!   one submission, passing intermediates through GPU-only scratch buffers.
 //! - Every submitted job resolves exactly once, with its output or a typed [`Error`], also on
