@@ -207,6 +207,36 @@ impl EngineSys {
         }
     }
 
+    /// `threads` threads each keep `window` jobs outstanding for `dur`, cycling through
+    /// `works`; returns the jobs completed.
+    fn drive(&self, works: &[&Work], threads: usize, dur: Duration) -> u64 {
+        let end = Instant::now() + dur;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        let mut window = std::collections::VecDeque::new();
+                        let (mut done, mut i) = (0u64, t);
+                        while Instant::now() < end {
+                            while window.len() < self.window {
+                                i += 1;
+                                window.push_back(self.submit(works[i % works.len()]));
+                            }
+                            window.pop_front().unwrap().wait().expect("job");
+                            done += 1;
+                        }
+                        for h in window {
+                            h.wait().expect("job");
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    }
+
     fn submit(&self, w: &Work) -> JobHandle {
         let job = Job::new(&self.kernel)
             .uniform(0, &2.0f32)
@@ -224,30 +254,7 @@ impl System for EngineSys {
     }
 
     fn run_for(&self, work: &Work, threads: usize, dur: Duration) -> u64 {
-        let end = Instant::now() + dur;
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut window = std::collections::VecDeque::new();
-                        let mut done = 0u64;
-                        while Instant::now() < end {
-                            while window.len() < self.window {
-                                window.push_back(self.submit(work));
-                            }
-                            window.pop_front().unwrap().wait().expect("job");
-                            done += 1;
-                        }
-                        for h in window {
-                            h.wait().expect("job");
-                            done += 1;
-                        }
-                        done
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
-        })
+        self.drive(&[work], threads, dur)
     }
 
     fn verify(&self, work: &Work, exact: bool) {
@@ -575,35 +582,7 @@ impl System for Mixed<'_> {
     }
 
     fn run_for(&self, work: &Work, threads: usize, dur: Duration) -> u64 {
-        let end = Instant::now() + dur;
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|t| {
-                    s.spawn(move || {
-                        let mut window = std::collections::VecDeque::new();
-                        let mut done = 0u64;
-                        let mut i = t;
-                        while Instant::now() < end {
-                            while window.len() < self.engine.window {
-                                i += 1;
-                                window.push_back(self.engine.submit(if i % 2 == 0 {
-                                    work
-                                } else {
-                                    self.other
-                                }));
-                            }
-                            window.pop_front().unwrap().wait().expect("job");
-                            done += 1;
-                        }
-                        window
-                            .into_iter()
-                            .for_each(|h| drop(h.wait().expect("job")));
-                        done
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
-        })
+        self.engine.drive(&[work, self.other], threads, dur)
     }
 
     fn verify(&self, work: &Work, exact: bool) {

@@ -44,9 +44,10 @@ const MIN_CLASS: u64 = 64 * 1024;
 const KEEP_PER_CLASS: usize = 4;
 
 /// Free buffers of one device. Lives in the device's state, under the device lock.
-#[derive(Default)]
 pub(crate) struct BufferPool {
     free: HashMap<(Role, u64), Vec<wgpu::Buffer>>,
+    /// The device's largest buffer: the cap on size classes.
+    max_buffer_size: u64,
 }
 
 /// The size class for a request: the next power of two, at least [`MIN_CLASS`], at most `max`
@@ -57,9 +58,16 @@ pub(crate) fn size_class(size: u64, max: u64) -> u64 {
 }
 
 impl BufferPool {
+    pub(crate) fn new(max_buffer_size: u64) -> Self {
+        BufferPool {
+            free: HashMap::new(),
+            max_buffer_size,
+        }
+    }
+
     /// A buffer of at least `size` bytes for `role`, reused when one is free.
     pub(crate) fn take(&mut self, device: &wgpu::Device, role: Role, size: u64) -> wgpu::Buffer {
-        let class = size_class(size, device.limits().max_buffer_size);
+        let class = size_class(size, self.max_buffer_size);
         if let Some(buf) = self.free.get_mut(&(role, class)).and_then(Vec::pop) {
             return buf;
         }

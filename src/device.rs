@@ -150,7 +150,6 @@ struct CachedPipeline {
 }
 
 /// Everything of a device that needs its lock.
-#[derive(Default)]
 struct DeviceState {
     pipelines: HashMap<u64, CachedPipeline>,
     pool: BufferPool,
@@ -193,7 +192,10 @@ impl DeviceSlot {
         });
         install_handlers(&device, &shared);
         let (tx, rx) = flume::bounded(capacity.max(1));
-        let state = Arc::new(Mutex::new(DeviceState::default()));
+        let state = Arc::new(Mutex::new(DeviceState {
+            pipelines: HashMap::new(),
+            pool: BufferPool::new(device.limits().max_buffer_size),
+        }));
         let executor = Executor {
             shared: shared.clone(),
             device: device.clone(),
@@ -210,6 +212,7 @@ impl DeviceSlot {
                 .flatten(),
             period_ns: queue.get_timestamp_period(),
             last_done: None,
+            align: binding_alignment(&device.limits()),
             queue,
         };
         let weak = tx.downgrade();
@@ -465,6 +468,13 @@ struct InFlight {
     submitted: Instant,
 }
 
+/// The offset alignment that satisfies both uniform and storage bindings.
+fn binding_alignment(limits: &wgpu::Limits) -> u64 {
+    limits
+        .min_storage_buffer_offset_alignment
+        .max(limits.min_uniform_buffer_offset_alignment) as u64
+}
+
 /// A query set for timing `max_jobs` jobs a batch, if the device can write timestamps inside
 /// compute passes.
 fn timestamp_queries(device: &wgpu::Device, max_jobs: usize) -> Option<wgpu::QuerySet> {
@@ -505,6 +515,8 @@ struct Executor {
     period_ns: f32,
     /// When the previous batch completed: where the next one's device time starts at the latest.
     last_done: Option<Instant>,
+    /// Offset alignment of every binding in a batch: the stricter of uniform and storage.
+    align: u64,
 }
 
 impl Queued for Request {
@@ -738,10 +750,6 @@ impl Executor {
     /// Plans, encodes and submits one batch; on a wgpu error gives the jobs back.
     fn try_submit(&mut self, ready: Vec<Ready>) -> std::result::Result<(), (Error, Vec<Ready>)> {
         let started = Instant::now();
-        let limits = self.device.limits();
-        let align = limits
-            .min_storage_buffer_offset_alignment
-            .max(limits.min_uniform_buffer_offset_alignment);
         let args: Vec<Vec<&[Arg]>> = ready
             .iter()
             .map(|(r, _)| r.job.steps.iter().map(|s| s.args.as_slice()).collect())
@@ -750,7 +758,7 @@ impl Executor {
             .queries
             .as_ref()
             .filter(|_| ready.len() <= MAX_TIMED_JOBS);
-        let plan = Plan::new(&args, align as u64, queries.is_some());
+        let plan = Plan::new(&args, self.align, queries.is_some());
         let buffers = self.take_buffers(&plan);
         let jobs: Vec<Vec<EncodeStep<'_>>> = ready
             .iter()
