@@ -38,6 +38,7 @@ use std::num::NonZeroU64;
 
 use crate::error::Error;
 use crate::job::{Arg, ArgData};
+use crate::pipelines::Pipeline;
 
 /// Where one argument lives within the batch's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +92,9 @@ pub(crate) struct Plan {
     pub(crate) readback_size: u64,
 }
 
-/// Rounds `v` up to a multiple of `align` (a power of two).
-fn align_up(v: u64, align: u64) -> u64 {
-    v.div_ceil(align) * align
+/// Rounds `v` up to a multiple of `align` (a power of two), saturating.
+pub(crate) fn align_up(v: u64, align: u64) -> u64 {
+    v.div_ceil(align).saturating_mul(align)
 }
 
 /// Offset alignment of resolved query results and of the copy that moves them.
@@ -198,6 +199,19 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The largest binding offset in the plan: a dynamic offset must fit in a `u32`.
+    pub(crate) fn max_offset(&self) -> u64 {
+        self.jobs
+            .iter()
+            .flatten()
+            .flatten()
+            .map(Placement::offset)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// The pooled buffers of one batch; a role with nothing in it has no buffer.
 #[derive(Default)]
 pub(crate) struct Buffers {
@@ -207,20 +221,6 @@ pub(crate) struct Buffers {
     pub(crate) scratch: Vec<wgpu::Buffer>,
     /// Where the timestamp queries are resolved, if measured.
     pub(crate) resolve: Option<wgpu::Buffer>,
-}
-
-/// A pipeline ready to bind: what encoding one step needs from the device's cache.
-#[derive(Clone)]
-pub(crate) struct Pipeline {
-    pub(crate) pipeline: wgpu::ComputePipeline,
-    /// `None` for a kernel without bindings.
-    pub(crate) layout: Option<wgpu::BindGroupLayout>,
-    /// Every binding takes a dynamic offset: steps whose bindings have the same sizes (and the
-    /// same resident buffers) share one bind group per batch instead of creating one each (a
-    /// few microseconds per job in wgpu).
-    pub(crate) dynamic: bool,
-    /// The kernel's id: with the binding sizes, the key of a shared bind group.
-    pub(crate) kernel: u64,
 }
 
 /// One step of one job as the encoder sees it.
@@ -301,10 +301,21 @@ pub(crate) fn encode(
     Ok(enc.finish())
 }
 
-/// A shared bind group's identity: kernel, binding sizes, and the resident buffers bound.
-/// (`wgpu::Buffer` hashes by its id, which never changes, whatever clippy's interior-mutability
-/// lint infers.)
-type BindKey = (u64, Vec<(u64, Option<wgpu::Buffer>)>);
+/// A shared bind group's identity: the kernel, and per binding (in binding order) the buffer
+/// bound and the size of the range. The offsets are dynamic, so they are not part of it; the
+/// buffers are: two steps that bind a binding in different buffers (the read buffer or the
+/// read-write buffer, different scratch buffers, different resident buffers) must never share
+/// a bind group. (`wgpu::Buffer` hashes by its id, which never changes, whatever clippy's
+/// interior-mutability lint infers.)
+type BindKey = (u64, Vec<(wgpu::Buffer, u64)>);
+
+/// One binding of one step, resolved to the buffer and range it binds.
+struct Bound<'a> {
+    binding: u32,
+    buffer: &'a wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
 
 /// Records one step: pipeline, bind group (shared when the layout allows), dispatch.
 #[allow(clippy::mutable_key_type)] // BindKey hashes buffer ids, which are immutable
@@ -316,24 +327,44 @@ fn dispatch(
     shared: &mut HashMap<BindKey, wgpu::BindGroup>,
 ) {
     pass.set_pipeline(&step.pipeline.pipeline);
-    let mut bound: Vec<(&Arg, &Placement)> = step.args.iter().zip(step.placements).collect();
-    bound.sort_by_key(|(_, p)| p.binding);
+    let mut bound: Vec<Bound<'_>> = step
+        .args
+        .iter()
+        .zip(step.placements)
+        .filter_map(|(arg, p)| {
+            let buffer = match p.region {
+                Region::Read(_) => bufs.read.as_ref(),
+                Region::ReadWrite { .. } => bufs.rw.as_ref(),
+                Region::Scratch(i) => bufs.scratch.get(i),
+                Region::Resident => resident(arg, t.index),
+            }?;
+            Some(Bound {
+                binding: p.binding,
+                buffer,
+                offset: p.offset(),
+                size: p.size,
+            })
+        })
+        .collect();
+    bound.sort_by_key(|b| b.binding);
     match &step.pipeline.layout {
         Some(layout) if step.pipeline.dynamic => {
             let key = (
                 step.pipeline.kernel,
-                bound
-                    .iter()
-                    .map(|(a, p)| (p.size, resident(a, t.index).cloned()))
-                    .collect(),
+                bound.iter().map(|b| (b.buffer.clone(), b.size)).collect(),
             );
             let group = shared
                 .entry(key)
-                .or_insert_with(|| bind_group(t, layout, &bound, bufs, false));
-            let offsets: Vec<u32> = bound.iter().map(|(_, p)| p.offset() as u32).collect();
+                .or_insert_with(|| bind_group(t.device, layout, &bound, false));
+            // The executor binds plainly any plan with an offset past `u32`; an offset that
+            // did not fit would fail validation here (never alias another range).
+            let offsets: Vec<u32> = bound
+                .iter()
+                .map(|b| u32::try_from(b.offset).unwrap_or(u32::MAX))
+                .collect();
             pass.set_bind_group(0, &*group, &offsets);
         }
-        Some(layout) => pass.set_bind_group(0, &bind_group(t, layout, &bound, bufs, true), &[]),
+        Some(layout) => pass.set_bind_group(0, &bind_group(t.device, layout, &bound, true), &[]),
         None => {}
     }
     let [x, y, z] = step.workgroups;
@@ -370,7 +401,8 @@ fn upload(
                 (ArgData::InOut(b), Region::ReadWrite { .. }) if !read => b,
                 _ => continue,
             };
-            let start = p.offset() as usize;
+            let start = usize::try_from(p.offset())
+                .map_err(|_| Error::Wgpu("an upload offset exceeds this host's memory".into()))?;
             view.slice(start..start + bytes.len())
                 .copy_from_slice(bytes);
         }
@@ -381,34 +413,23 @@ fn upload(
 /// A bind group for one step's bindings: at their offsets (`at_offsets`), or at offset zero
 /// for a layout whose offsets are dynamic.
 fn bind_group(
-    t: &Target<'_>,
+    device: &wgpu::Device,
     layout: &wgpu::BindGroupLayout,
-    bound: &[(&Arg, &Placement)],
-    bufs: &Buffers,
+    bound: &[Bound<'_>],
     at_offsets: bool,
 ) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry<'_>> = bound
         .iter()
-        .filter_map(|(arg, p)| {
-            let buffer = match p.region {
-                Region::Read(_) => bufs.read.as_ref(),
-                Region::ReadWrite { .. } => bufs.rw.as_ref(),
-                Region::Scratch(i) => bufs.scratch.get(i),
-                Region::Resident => resident(arg, t.index),
-            }?;
-            let offset = if at_offsets { p.offset() } else { 0 };
-            let binding = wgpu::BufferBinding {
-                buffer,
-                offset,
-                size: NonZeroU64::new(p.size),
-            };
-            Some(wgpu::BindGroupEntry {
-                binding: p.binding,
-                resource: wgpu::BindingResource::Buffer(binding),
-            })
+        .map(|b| wgpu::BindGroupEntry {
+            binding: b.binding,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: b.buffer,
+                offset: if at_offsets { b.offset } else { 0 },
+                size: NonZeroU64::new(b.size),
+            }),
         })
         .collect();
-    t.device.create_bind_group(&wgpu::BindGroupDescriptor {
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout,
         entries: &entries,
@@ -426,11 +447,12 @@ pub(crate) fn outputs(mapped: &[u8], steps: &[Vec<Placement>]) -> Vec<(usize, u3
                 read_back: true,
             } = p.region
             {
-                out.push((
-                    s,
-                    p.binding,
-                    mapped[offset as usize..(offset + p.size) as usize].to_vec(),
-                ));
+                // The plan fits every range inside the readback buffer, so `get` always finds it.
+                let range = usize::try_from(offset)
+                    .and_then(|a| Ok(a..a + usize::try_from(p.size)?))
+                    .ok();
+                let bytes = range.and_then(|r| mapped.get(r)).unwrap_or_default();
+                out.push((s, p.binding, bytes.to_vec()));
             }
         }
     }
@@ -444,7 +466,9 @@ pub(crate) fn gpu_time(
     j: usize,
     period_ns: f32,
 ) -> Option<std::time::Duration> {
-    let at = timestamps as usize + 16 * j;
+    let at = usize::try_from(timestamps)
+        .ok()?
+        .checked_add(j.checked_mul(16)?)?;
     let ticks: [u64; 2] = bytemuck::pod_read_unaligned(mapped.get(at..at + 16)?);
     let ns = ticks[1].checked_sub(ticks[0])? as f64 * period_ns as f64;
     Some(std::time::Duration::from_nanos(ns as u64))

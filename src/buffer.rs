@@ -1,90 +1,30 @@
-//! The per-device buffer pool. A batch takes three buffers (uploads, read-write data, readback)
-//! and gives them back when its results are read, so a steady load allocates nothing.
-//!
-//! Buffers are pooled by role and power-of-two size class. A pooled buffer still holds the data
-//! of the batch that used it last; the batch plan never lets that reach a job: every byte a job
-//! can bind is either uploaded or cleared in the same command buffer before the dispatch.
+//! Resident buffers: data that stays on the GPU between jobs.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use crate::engine::EngineInner;
+use crate::error::{Error, Result, scoped};
 
-/// What a pooled buffer is used for; each role has its own usage flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Role {
-    /// Uniforms and read-only storage inputs (written with `queue.write_buffer`).
-    Read,
-    /// Read-write storage: in-out and output bindings.
-    ReadWrite,
-    /// Host-mappable copy of a batch's read-write buffer and timestamps.
-    Readback,
-    /// A multi-step job's GPU-only intermediate.
-    Scratch,
-    /// Resolved timestamp queries.
-    Resolve,
-}
-
-impl Role {
-    fn usage(self) -> wgpu::BufferUsages {
-        use wgpu::BufferUsages as U;
-        match self {
-            Role::Read => U::UNIFORM | U::STORAGE | U::COPY_DST,
-            Role::ReadWrite => U::STORAGE | U::COPY_DST | U::COPY_SRC,
-            Role::Readback => U::MAP_READ | U::COPY_DST,
-            Role::Scratch => U::STORAGE | U::COPY_DST,
-            Role::Resolve => U::QUERY_RESOLVE | U::COPY_SRC,
+/// A buffer on `device` holding `bytes`, for a [`DeviceBuffer`]. Written through a mapping at
+/// creation, so no submit is involved.
+pub(crate) fn create_resident(device: &wgpu::Device, bytes: &[u8]) -> Result<wgpu::Buffer> {
+    use wgpu::BufferUsages as U;
+    let (buffer, caught) = scoped(device, || {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-batch resident"),
+            size: bytes.len() as u64,
+            usage: U::STORAGE | U::UNIFORM | U::COPY_SRC | U::COPY_DST,
+            mapped_at_creation: true,
+        });
+        if let Ok(mut view) = buffer.slice(..).get_mapped_range_mut() {
+            view.copy_from_slice(bytes);
         }
-    }
-}
-
-/// Smallest buffer the pool hands out: small jobs share a few size classes.
-const MIN_CLASS: u64 = 64 * 1024;
-/// Free buffers kept per (role, class); more are dropped so memory stays bounded.
-const KEEP_PER_CLASS: usize = 4;
-
-/// Free buffers of one device. Lives in the device's state, under the device lock.
-pub(crate) struct BufferPool {
-    free: HashMap<(Role, u64), Vec<wgpu::Buffer>>,
-    /// The device's largest buffer: the cap on size classes.
-    max_buffer_size: u64,
-}
-
-/// The size class for a request: the next power of two, at least [`MIN_CLASS`], at most `max`
-/// (a request over the device's largest buffer gets its exact size and fails validation there).
-pub(crate) fn size_class(size: u64, max: u64) -> u64 {
-    let class = size.max(MIN_CLASS).next_power_of_two();
-    if class > max { size.max(4) } else { class }
-}
-
-impl BufferPool {
-    pub(crate) fn new(max_buffer_size: u64) -> Self {
-        BufferPool {
-            free: HashMap::new(),
-            max_buffer_size,
-        }
-    }
-
-    /// A buffer of at least `size` bytes for `role`, reused when one is free.
-    pub(crate) fn take(&mut self, device: &wgpu::Device, role: Role, size: u64) -> wgpu::Buffer {
-        let class = size_class(size, self.max_buffer_size);
-        if let Some(buf) = self.free.get_mut(&(role, class)).and_then(Vec::pop) {
-            return buf;
-        }
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-batch pooled"),
-            size: class,
-            usage: role.usage(),
-            mapped_at_creation: false,
-        })
-    }
-
-    /// Returns a buffer that no submitted work uses any more.
-    pub(crate) fn give(&mut self, role: Role, buffer: wgpu::Buffer) {
-        let list = self.free.entry((role, buffer.size())).or_default();
-        if list.len() < KEEP_PER_CLASS {
-            list.push(buffer);
-        }
+        buffer.unmap();
+        buffer
+    });
+    match caught {
+        Some(e) => Err(Error::from(e)),
+        None => Ok(buffer),
     }
 }
 
@@ -105,6 +45,8 @@ struct Resident {
     /// Per device index, that device's copy.
     copies: Vec<Option<wgpu::Buffer>>,
     size: u64,
+    /// Made by `replicate`: read-only on the GPU, so the copies never drift apart.
+    replicated: bool,
     /// For [`DeviceBuffer::read`]; weak, so buffers do not keep a dropped engine alive.
     engine: Weak<EngineInner>,
 }
@@ -113,15 +55,23 @@ impl DeviceBuffer {
     pub(crate) fn new(
         copies: Vec<Option<wgpu::Buffer>>,
         size: u64,
+        replicated: bool,
         engine: Weak<EngineInner>,
     ) -> Self {
         DeviceBuffer {
             inner: Arc::new(Resident {
                 copies,
                 size,
+                replicated,
                 engine,
             }),
         }
+    }
+
+    /// Whether [`Engine::replicate`](crate::Engine::replicate) made it: such a buffer binds as
+    /// uniform or read-only storage only, so every device's copy stays the same.
+    pub fn is_replicated(&self) -> bool {
+        self.inner.replicated
     }
 
     /// Size in bytes.
@@ -158,19 +108,5 @@ impl std::fmt::Debug for DeviceBuffer {
             .field("size", &self.size())
             .field("devices", &self.devices())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn size_classes_are_powers_of_two_within_the_limit() {
-        assert_eq!(size_class(1, 1 << 30), MIN_CLASS);
-        assert_eq!(size_class(MIN_CLASS + 1, 1 << 30), 2 * MIN_CLASS);
-        assert_eq!(size_class(3 << 20, 1 << 30), 4 << 20);
-        assert_eq!(size_class(600 << 20, 1 << 30), 1 << 30);
-        assert_eq!(size_class(700 << 20, 1000 << 20), 700 << 20);
     }
 }

@@ -1,331 +1,41 @@
-//! The [`Engine`]: adapter enumeration (the one global lock), device choice and submission.
+//! The [`Engine`]: device choice and submission, resident buffers, shutdown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
-
-use parking_lot::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::balance::{Balance, Candidate};
-use crate::buffer::DeviceBuffer;
-use crate::device::{BatchConfig, DeviceInfo, DeviceSlot, Request};
+use crate::buffer::{DeviceBuffer, create_resident};
+use crate::builder::EngineBuilder;
+use crate::device::{DeviceInfo, DeviceSlot, Request};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobHandle, JobOutput};
+use crate::job::{Job, JobOutput};
 use crate::kernel::{Kernel, KernelSource};
+use crate::reply::{DeadlineTimer, JobHandle};
 use crate::stats::EngineStats;
+use crate::watchdog::Watchdog;
 
-/// How to get a software adapter, for every "no adapter" message.
-const INSTALL_HINT: &str = "on Debian/Ubuntu without a GPU, `apt-get install mesa-vulkan-drivers` \
-     provides the lavapipe software Vulkan adapter";
-
-/// Configures and builds an [`Engine`]. Every setting has a default; see each method.
-#[derive(Debug, Clone)]
-pub struct EngineBuilder {
-    backends: Option<wgpu::Backends>,
-    adapter_name: Option<String>,
-    devices_per_adapter: usize,
-    batch: BatchConfig,
-    queue_capacity: usize,
-    default_timeout: Option<Duration>,
-    balance: Balance,
-}
-
-impl Default for EngineBuilder {
-    fn default() -> Self {
-        EngineBuilder {
-            backends: None,
-            adapter_name: None,
-            devices_per_adapter: 1,
-            batch: BatchConfig {
-                max_jobs: 64,
-                max_bytes: 64 << 20,
-                max_delay: Duration::ZERO,
-                max_in_flight: 2,
-                shared_bind_groups: true,
-                priority_aging: Duration::from_millis(100),
-                gpu_timing: false,
-            },
-            queue_capacity: 4096,
-            default_timeout: None,
-            balance: Balance::default(),
-        }
-    }
-}
-
-impl EngineBuilder {
-    /// Which graphics APIs to use. Default: `WGPU_BACKEND` if set, else every backend except
-    /// noop. The noop backend (no execution, for measuring host overhead) is used only when
-    /// named here or in `WGPU_BACKEND=noop`.
-    pub fn backends(mut self, backends: wgpu::Backends) -> Self {
-        self.backends = Some(backends);
-        self
-    }
-
-    /// Keeps only adapters whose name contains `name`, case-insensitively. Default:
-    /// `WGPU_ADAPTER_NAME` if set, else every adapter.
-    pub fn adapter_name(mut self, name: impl Into<String>) -> Self {
-        self.adapter_name = Some(name.into());
-        self
-    }
-
-    /// Opens this many devices (each with its own queue and executor) per adapter. Default 1.
-    pub fn devices_per_adapter(mut self, n: usize) -> Self {
-        self.devices_per_adapter = n.max(1);
-        self
-    }
-
-    /// Most jobs in one batch (one command buffer, one submit). Default 64.
-    pub fn max_batch_jobs(mut self, n: usize) -> Self {
-        self.batch.max_jobs = n.max(1);
-        self
-    }
-
-    /// Most argument bytes in one batch; a larger job runs alone. Default 64 MiB.
-    pub fn max_batch_bytes(mut self, bytes: u64) -> Self {
-        self.batch.max_bytes = bytes.max(1);
-        self
-    }
-
-    /// How long a batch stays open for more jobs once its first job is taken. Default zero:
-    /// a batch holds what is queued at that moment, so an idle device adds no delay.
-    pub fn max_batch_delay(mut self, delay: Duration) -> Self {
-        self.batch.max_delay = delay;
-        self
-    }
-
-    /// Batches submitted and not yet read back, per device. Default 2: batch N+1 is encoded
-    /// while batch N runs. More in flight holds more memory.
-    pub fn max_batches_in_flight(mut self, n: usize) -> Self {
-        self.batch.max_in_flight = n.max(1);
-        self
-    }
-
-    /// Whether jobs of one kernel whose bindings have the same sizes share one bind group per
-    /// batch, through dynamic offsets (saves a bind group creation per job). Kernels with more
-    /// bindings than the device allows dynamic offsets for always get one per job. Turn it off
-    /// for drivers where dynamic offsets are slow. Default true.
-    pub fn shared_bind_groups(mut self, on: bool) -> Self {
-        self.batch.shared_bind_groups = on;
-        self
-    }
-
-    /// How long a lower-priority job waits before it is served ahead of higher-priority ones,
-    /// so none starves. Default 100 ms.
-    pub fn priority_aging(mut self, aging: Duration) -> Self {
-        self.batch.priority_aging = aging;
-        self
-    }
-
-    /// The budget of a job that sets no [`Job::timeout`] or [`Job::deadline`]: past it, a job
-    /// not yet encoded resolves [`Error::Timeout`]. Default: none.
-    pub fn default_timeout(mut self, budget: Duration) -> Self {
-        self.default_timeout = Some(budget);
-        self
-    }
-
-    /// Whether each job's GPU time is measured with timestamp queries (where the adapter
-    /// supports them inside compute passes) and reported in [`JobOutput::gpu_time`] and the
-    /// stats. Default false: on lavapipe it cost 40-60% of small-job throughput
-    /// (`GPU_TIMING=1 cargo run --release --example many_threads`).
-    pub fn gpu_timing(mut self, on: bool) -> Self {
-        self.batch.gpu_timing = on;
-        self
-    }
-
-    /// How jobs are spread over devices. Default [`Balance::LeastOutstanding`]; see [`Balance`].
-    pub fn balance(mut self, balance: Balance) -> Self {
-        self.balance = balance;
-        self
-    }
-
-    /// Jobs each device's request queue holds; `submit` blocks and `try_submit` fails with
-    /// [`Error::QueueFull`] when it is full. Default 4096.
-    pub fn queue_capacity(mut self, n: usize) -> Self {
-        self.queue_capacity = n.max(1);
-        self
-    }
-
-    /// Enumerates adapters, opens the devices and starts one executor per device.
-    pub fn build(self) -> Result<Engine> {
-        let (backends, explicit) = match self.backends.or_else(wgpu::Backends::from_env) {
-            Some(b) => (b, true),
-            None => (wgpu::Backends::all() - wgpu::Backends::NOOP, false),
-        };
-        let filter = self
-            .adapter_name
-            .clone()
-            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = backends;
-        desc.flags = wgpu::InstanceFlags::empty().with_env();
-        desc.backend_options = wgpu::BackendOptions::from_env_or_default();
-        if explicit && backends.contains(wgpu::Backends::NOOP) {
-            desc.backend_options.noop = wgpu::NoopBackendOptions::enabled();
-        }
-        let instance = wgpu::Instance::new(desc);
-        let adapters = pick_adapters(&instance, backends, filter.as_deref())?;
-        let slots = self.open_devices(&adapters)?;
-        let infos = adapters.iter().map(|a| a.get_info()).collect();
-        let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
-        let engine = Engine {
-            inner: Arc::new(EngineInner {
-                enumeration: Mutex::new(Enumeration {
-                    _instance: instance,
-                    adapters: infos,
-                }),
-                slots,
-                rotate: AtomicUsize::new(0),
-                shutting_down: AtomicBool::new(false),
-                default_timeout: self.default_timeout,
-                balance: self.balance,
-                copy: copy.clone(),
-            }),
-        };
-        for slot in &engine.inner.slots {
-            slot.prepare(&copy)?;
-        }
-        Ok(engine)
-    }
-
-    fn open_devices(&self, adapters: &[wgpu::Adapter]) -> Result<Vec<Arc<DeviceSlot>>> {
-        let mut slots = Vec::new();
-        let mut last_err = None;
-        for adapter in adapters {
-            for _ in 0..self.devices_per_adapter {
-                match open_device(adapter, slots.len(), self.batch, self.queue_capacity) {
-                    Ok(slot) => slots.push(Arc::new(slot)),
-                    Err(e) => {
-                        log::warn!("skipping a device: {e}");
-                        last_err = Some(e);
-                    }
-                }
-            }
-        }
-        match (slots.is_empty(), last_err) {
-            (true, Some(e)) => Err(e),
-            (true, None) => Err(Error::NoAdapter(INSTALL_HINT.into())),
-            _ => Ok(slots),
-        }
-    }
-}
-
-/// Lists adapters for `backends` and keeps those that match `filter` and can run compute.
-fn pick_adapters(
-    instance: &wgpu::Instance,
-    backends: wgpu::Backends,
-    filter: Option<&str>,
-) -> Result<Vec<wgpu::Adapter>> {
-    let all = pollster::block_on(instance.enumerate_adapters(backends));
-    let names: Vec<String> = all.iter().map(|a| describe(&a.get_info())).collect();
-    let needle = filter.map(str::to_lowercase);
-    let picked: Vec<wgpu::Adapter> = all
-        .into_iter()
-        .filter(|a| {
-            needle
-                .as_ref()
-                .is_none_or(|n| a.get_info().name.to_lowercase().contains(n))
-        })
-        .filter(|a| {
-            let ok = a
-                .get_downlevel_capabilities()
-                .flags
-                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
-            if !ok {
-                log::warn!("skipping {}: no compute shaders", describe(&a.get_info()));
-            }
-            ok
-        })
-        .collect();
-    if picked.is_empty() {
-        let found = if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join("; ")
-        };
-        let wanted = filter
-            .map(|f| format!(" matching name `{f}`"))
-            .unwrap_or_default();
-        return Err(Error::NoAdapter(format!(
-            "no compute-capable adapter{wanted} for backends {backends:?} (adapters found: {found}); {INSTALL_HINT}"
-        )));
-    }
-    Ok(picked)
-}
-
-fn describe(info: &wgpu::AdapterInfo) -> String {
-    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
-}
-
-fn open_device(
-    adapter: &wgpu::Adapter,
-    index: usize,
-    cfg: BatchConfig,
-    capacity: usize,
-) -> Result<DeviceSlot> {
-    let info = adapter.get_info();
-    let desc = wgpu::DeviceDescriptor {
-        label: Some("wgpu-batch"),
-        required_features: if cfg.gpu_timing {
-            features_for(adapter)
-        } else {
-            wgpu::Features::empty()
-        },
-        required_limits: limits_for(adapter),
-        ..Default::default()
-    };
-    let (device, queue) =
-        pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
-    let limits = device.limits();
-    let info = DeviceInfo {
-        index,
-        adapter: info.name.clone(),
-        backend: info.backend,
-        device_type: info.device_type,
-        driver: format!("{} {}", info.driver, info.driver_info)
-            .trim()
-            .to_owned(),
-        max_storage_binding: limits.max_storage_buffer_binding_size,
-        max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
-    };
-    log::info!(
-        "device {index}: {} ({:?}, {:?})",
-        info.adapter,
-        info.backend,
-        info.device_type
-    );
-    DeviceSlot::start(info, device, queue, cfg, capacity)
-}
-
-/// Everything the adapter offers, so large jobs fit; except bind groups, which wgpu-core can
-/// only track up to 8 of (the noop adapter reports more, and pipeline creation would panic).
-/// Timestamp queries inside passes, where the adapter has them, for per-job GPU time.
-fn features_for(adapter: &wgpu::Adapter) -> wgpu::Features {
-    let timing = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-    adapter.features() & timing
-}
-
-fn limits_for(adapter: &wgpu::Adapter) -> wgpu::Limits {
-    let mut limits = adapter.limits();
-    limits.max_bind_groups = limits.max_bind_groups.min(8);
-    limits
-}
-
-/// What the global enumeration lock protects.
-struct Enumeration {
-    /// Kept alive for the devices' sake; enumeration goes through it.
-    _instance: wgpu::Instance,
-    adapters: Vec<wgpu::AdapterInfo>,
+/// What [`EngineBuilder::build`](crate::EngineBuilder::build) hands over.
+pub(crate) struct EngineParts {
+    pub(crate) instance: wgpu::Instance,
+    pub(crate) adapters: Vec<DeviceInfo>,
+    pub(crate) slots: Vec<Arc<DeviceSlot>>,
+    pub(crate) watchdog: Watchdog,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) balance: Balance,
 }
 
 pub(crate) struct EngineInner {
-    /// The one global lock: the wgpu instance and the adapter list. Taken by `build` and
-    /// [`Engine::adapters`]; never on the submit path, never while holding a device lock.
-    enumeration: Mutex<Enumeration>,
+    /// Kept alive for the devices' sake.
+    _instance: wgpu::Instance,
+    /// The devices as opened (their adapters' names, backends, types).
+    adapters: Vec<DeviceInfo>,
     /// Every opened device; fixed after build.
     slots: Vec<Arc<DeviceSlot>>,
+    /// Fails stalled devices and wakes async waiters at their deadlines.
+    watchdog: Watchdog,
+    /// Where async waiters register their deadlines.
+    deadlines: DeadlineTimer,
     /// Rotates the starting point of device choice so ties spread out.
     rotate: AtomicUsize,
     /// Set once by shutdown; submit checks it first.
@@ -345,11 +55,14 @@ impl Drop for EngineInner {
 }
 
 impl EngineInner {
+    /// Stops accepting jobs, lets every executor finish (or leaves behind one stuck after a
+    /// loss), then stops the watchdog. Idempotent.
     fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         for slot in &self.slots {
             slot.stop();
         }
+        self.watchdog.stop();
     }
 }
 
@@ -393,9 +106,33 @@ impl Engine {
         self.inner.slots.iter().map(|s| s.info.clone()).collect()
     }
 
-    /// Every adapter the engine chose at build time. Takes the enumeration lock.
-    pub fn adapters(&self) -> Vec<wgpu::AdapterInfo> {
-        self.inner.enumeration.lock().adapters.clone()
+    /// Builds the engine from what the builder opened, and prepares the read-back kernel.
+    pub(crate) fn assemble(parts: EngineParts) -> Result<Engine> {
+        let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
+        let engine = Engine {
+            inner: Arc::new(EngineInner {
+                _instance: parts.instance,
+                adapters: parts.adapters,
+                deadlines: parts.watchdog.deadlines(),
+                watchdog: parts.watchdog,
+                slots: parts.slots,
+                rotate: AtomicUsize::new(0),
+                shutting_down: AtomicBool::new(false),
+                default_timeout: parts.default_timeout,
+                balance: parts.balance,
+                copy: copy.clone(),
+            }),
+        };
+        for slot in &engine.inner.slots {
+            slot.prepare(&copy)?;
+        }
+        Ok(engine)
+    }
+
+    /// The devices as the engine opened them, lost ones included (a lost device keeps its
+    /// index).
+    pub fn adapters(&self) -> Vec<DeviceInfo> {
+        self.inner.adapters.clone()
     }
 
     /// Validates `source` (naga, on this thread) and builds its pipeline on every device, so
@@ -412,14 +149,14 @@ impl Engine {
     /// device's queue is full.
     pub fn submit(&self, job: Job) -> Result<JobHandle> {
         let slot = self.choose(&job)?;
-        job.validate(&slot.limits)?;
+        job.validate(&slot.limits, slot.binding_alignment())?;
         let Some(tx) = slot.tx.upgrade() else {
             return Err(Error::Shutdown);
         };
         let (handle, request) = self.request(&slot, job);
         match tx.send(request) {
             Ok(()) => {
-                slot.shared.stats.record_submit();
+                slot.health.stats.record_submit();
                 Ok(handle)
             }
             Err(flume::SendError(request)) => Err(refuse(&slot, request).0),
@@ -432,7 +169,7 @@ impl Engine {
     pub fn try_submit(&self, job: Job) -> std::result::Result<JobHandle, Rejected> {
         let slot = match self
             .choose(&job)
-            .and_then(|s| job.validate(&s.limits).map(|_| s))
+            .and_then(|s| job.validate(&s.limits, s.binding_alignment()).map(|_| s))
         {
             Ok(slot) => slot,
             Err(error) => return Err(Rejected { error, job }),
@@ -446,7 +183,7 @@ impl Engine {
         let (handle, request) = self.request(&slot, job);
         match tx.try_send(request) {
             Ok(()) => {
-                slot.shared.stats.record_submit();
+                slot.health.stats.record_submit();
                 Ok(handle)
             }
             Err(flume::TrySendError::Full(request)) => {
@@ -463,22 +200,18 @@ impl Engine {
         }
     }
 
-    /// Wraps `job` for `slot`'s channel, with its handle and its deadline from now.
+    /// Wraps `job` for `slot`'s channel, with its handle and its deadline from now. A budget
+    /// past the end of time (`Duration::MAX`) means no deadline.
     fn request(&self, slot: &DeviceSlot, job: Job) -> (JobHandle, Request) {
-        let (handle, responder) = JobHandle::pair(slot.info.index, slot.shared.clone());
-        let now = responder.submitted();
-        let deadline = match (job.deadline, job.timeout.map(|b| now + b)) {
-            (None, None) => self.inner.default_timeout.map(|b| now + b),
-            (at, within) => at.into_iter().chain(within).min(),
+        let now = Instant::now();
+        let within = |b: Duration| now.checked_add(b);
+        let deadline = match (job.deadline, job.timeout) {
+            (None, None) => self.inner.default_timeout.and_then(within),
+            (at, budget) => at.into_iter().chain(budget.and_then(within)).min(),
         };
-        (
-            handle,
-            Request {
-                job,
-                responder,
-                deadline,
-            },
-        )
+        let timer = deadline.map(|_| self.inner.deadlines.clone());
+        let (handle, responder) = JobHandle::pair(slot.health.clone(), deadline, timer);
+        (handle, Request { job, responder })
     }
 
     /// Submits `job` and waits for it.
@@ -492,7 +225,7 @@ impl Engine {
             .inner
             .slots
             .iter()
-            .map(|s| s.shared.stats.snapshot(s.info.index, s.queue_depth()))
+            .map(|s| s.health.stats.snapshot(s.info.index, s.queue_depth()))
             .collect();
         EngineStats { devices }
     }
@@ -510,6 +243,24 @@ impl Engine {
         if let Some(slot) = self.inner.slots.get(index) {
             slot.destroy();
         }
+    }
+
+    /// Makes device `index`'s executor panic at its next batch, to test that a panic becomes
+    /// a device loss.
+    #[cfg(feature = "test-hooks")]
+    pub fn panic_executor(&self, index: usize) {
+        if let Some(slot) = self.inner.slots.get(index) {
+            slot.health
+                .panic_next
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The most threads that were ever inside the process-wide enumeration lock at once (it
+    /// must be one).
+    #[cfg(feature = "test-hooks")]
+    pub fn max_concurrent_enumerations() -> usize {
+        crate::adapters::hooks::most()
     }
 
     /// Destroys device `index` without telling the engine: the loss is noticed only when wgpu
@@ -547,7 +298,7 @@ impl Engine {
             return if slot.usable() {
                 Ok(slot.clone())
             } else {
-                Err(slot.shared.drop_error())
+                Err(slot.health.drop_error())
             };
         }
         let candidates: Vec<Candidate> = inner
@@ -556,8 +307,8 @@ impl Engine {
             .filter(|s| eligible[s.info.index] && s.usable())
             .map(|s| Candidate {
                 index: s.info.index,
-                outstanding: s.shared.stats.outstanding(),
-                cost_ns: s.shared.stats.cost_ns(),
+                outstanding: s.health.stats.outstanding(),
+                cost_ns: s.health.stats.cost_ns(),
             })
             .collect();
         let turn = inner.rotate.fetch_add(1, Ordering::Relaxed);
@@ -569,7 +320,7 @@ impl Engine {
                     .iter()
                     .find(|s| eligible[s.info.index])
                     .unwrap_or(&inner.slots[0]);
-                Err(holder.shared.drop_error())
+                Err(holder.health.drop_error())
             }
         }
     }
@@ -608,21 +359,19 @@ impl Engine {
     /// buffer is dropped (and no job uses it).
     pub fn upload_to<T: bytemuck::Pod>(&self, device: usize, data: &[T]) -> Result<DeviceBuffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let slot = self.inner.slots.get(device).ok_or(Error::Limit {
-            what: "device index",
-            requested: device as u64,
-            limit: self.inner.slots.len().saturating_sub(1) as u64,
-        })?;
-        self.place(std::slice::from_ref(slot), bytes)
+        let slot = self.slot(device)?;
+        self.place(std::slice::from_ref(slot), bytes, false)
     }
 
     /// Copies `data` to the least-loaded usable device.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
         let slot = self.choose(&Job::new(&self.inner.copy))?;
-        self.place(&[slot], bytemuck::cast_slice(data))
+        self.place(&[slot], bytemuck::cast_slice(data), false)
     }
 
     /// Copies `data` to every usable device, so jobs that bind it can still go to any of them.
+    /// A replicated buffer is read-only on the GPU: binding it to a `read_write` binding is an
+    /// [`Error::Binding`], because a write would change one device's copy only.
     pub fn replicate<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
         let usable: Vec<Arc<DeviceSlot>> = self
             .inner
@@ -631,14 +380,22 @@ impl Engine {
             .filter(|s| s.usable())
             .cloned()
             .collect();
-        if usable.is_empty() {
-            return Err(self.inner.slots[0].shared.drop_error());
+        let Some(first) = usable.first() else {
+            return Err(self.inner.slots[0].health.drop_error());
+        };
+        if usable.len() == 1 {
+            log::debug!("replicating on device {} alone", first.info.index);
         }
-        self.place(&usable, bytemuck::cast_slice(data))
+        self.place(&usable, bytemuck::cast_slice(data), true)
     }
 
     /// One resident copy of `bytes` on each of `slots`.
-    fn place(&self, slots: &[Arc<DeviceSlot>], bytes: &[u8]) -> Result<DeviceBuffer> {
+    fn place(
+        &self,
+        slots: &[Arc<DeviceSlot>],
+        bytes: &[u8],
+        replicated: bool,
+    ) -> Result<DeviceBuffer> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
@@ -651,7 +408,7 @@ impl Engine {
         let mut copies = vec![None; self.inner.slots.len()];
         for slot in slots {
             if !slot.usable() {
-                return Err(slot.shared.drop_error());
+                return Err(slot.health.drop_error());
             }
             if size > slot.limits.max_buffer_size {
                 return Err(Error::Limit {
@@ -660,9 +417,25 @@ impl Engine {
                     limit: slot.limits.max_buffer_size,
                 });
             }
-            copies[slot.info.index] = Some(slot.create_resident(bytes)?);
+            let created = create_resident(&slot.device, bytes).map_err(|e| {
+                match slot.health.lost_reason() {
+                    Some(_) => slot.health.drop_error(),
+                    None => e,
+                }
+            })?;
+            copies[slot.info.index] = Some(created);
         }
-        Ok(DeviceBuffer::new(copies, size, Arc::downgrade(&self.inner)))
+        let engine = Arc::downgrade(&self.inner);
+        Ok(DeviceBuffer::new(copies, size, replicated, engine))
+    }
+
+    /// Device `index`, or a `Limit` error naming the highest index.
+    fn slot(&self, index: usize) -> Result<&Arc<DeviceSlot>> {
+        self.inner.slots.get(index).ok_or(Error::Limit {
+            what: "device index",
+            requested: index as u64,
+            limit: self.inner.slots.len().saturating_sub(1) as u64,
+        })
     }
 }
 
@@ -686,24 +459,31 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
 
 impl DeviceBuffer {
     /// Reads the buffer back, from a device that holds a copy. Goes through the device's
-    /// queue like any job, so it sees every write of jobs submitted before it on that device.
+    /// queue as a job ranked after every job already submitted there (whatever their
+    /// priority), so it sees every write of jobs submitted before it on that device.
     pub fn read<T: bytemuck::Pod>(&self) -> Result<Vec<T>> {
         let engine = Engine {
             inner: self.engine().ok_or(Error::Shutdown)?,
         };
-        let device = self
-            .devices()
-            .into_iter()
+        let devices = self.devices();
+        let device = devices
+            .iter()
+            .copied()
             .find(|&i| engine.inner.slots[i].usable())
-            .ok_or_else(|| engine.inner.slots[self.devices()[0]].shared.drop_error())?;
-        let words = (self.size() / 4) as usize;
-        let groups = words.div_ceil(256) as u32;
-        let x = groups.min(65_535);
+            .ok_or_else(|| engine.inner.slots[devices[0]].health.drop_error())?;
+        let too_big = || Error::Limit {
+            what: "bytes of a resident buffer to read back",
+            requested: self.size(),
+            limit: u64::from(u32::MAX),
+        };
+        let words = usize::try_from(self.size() / 4).map_err(|_| too_big())?;
+        let groups = u32::try_from(words.div_ceil(256)).map_err(|_| too_big())?;
+        let x = groups.clamp(1, 65_535);
         let job = Job::new(&engine.inner.copy)
             .buffer(0, self)
             .output::<u32>(1, words)
             .workgroups(x, groups.div_ceil(x), 1);
-        let out = engine.run(job.on_device(device).priority(crate::Priority::High))?;
+        let out = engine.run(job.on_device(device).priority(crate::Priority::Low))?;
         out.read::<T>(1)
     }
 }
@@ -712,5 +492,5 @@ impl DeviceBuffer {
 /// return why, with the job.
 fn refuse(slot: &DeviceSlot, request: Request) -> (Error, Job) {
     request.responder.disarm();
-    (slot.shared.drop_error(), request.job)
+    (slot.health.drop_error(), request.job)
 }

@@ -71,9 +71,15 @@ pub enum Error {
     /// [`Rejected`](crate::Rejected); retry later or use the blocking `submit`.
     #[error("the request queue of every eligible device is full")]
     QueueFull,
-    /// `wait_timeout` gave up. The job keeps running and the handle can be waited on again.
+    /// `wait_timeout` gave up. The job is still queued or running: wait on the handle again.
+    /// (A job whose own deadline passed gives [`Error::DeadlineExpired`] instead.)
     #[error("timed out waiting for the job")]
     Timeout,
+    /// The job's deadline (`Job::timeout`, `Job::deadline` or the engine's default timeout)
+    /// passed before it was encoded: it never ran and never will. Submit it again with more
+    /// time, or lighten the device's load.
+    #[error("the job's deadline passed before it ran; it never ran")]
+    DeadlineExpired,
     /// The job was cancelled before it ran.
     #[error("the job was cancelled")]
     Cancelled,
@@ -107,6 +113,17 @@ impl Error {
             problem: problem.to_string(),
         }
     }
+}
+
+/// Runs `f` inside validation, out-of-memory and internal error scopes on this thread (wgpu's
+/// scopes are per thread) and returns the first error they caught.
+pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (T, Option<wgpu::Error>) {
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let errors = [validation.pop(), oom.pop(), internal.pop()].map(pollster::block_on);
+    (value, errors.into_iter().flatten().next())
 }
 
 impl From<wgpu::Error> for Error {

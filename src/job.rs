@@ -1,15 +1,11 @@
-//! Jobs: what a caller submits ([`Job`]), what it gets back ([`JobHandle`], [`JobOutput`]), and
-//! the [`Responder`] that guarantees every job resolves exactly once.
+//! Jobs: what a caller submits ([`Job`]) and what a finished one gives back ([`JobOutput`]).
+//! How the result travels back is in `reply.rs`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::batch::align_up;
 use crate::buffer::DeviceBuffer;
-use crate::device::Shared;
 use crate::error::{Error, Result};
 use crate::kernel::{BindingKind, Kernel};
 use crate::queue::Priority;
@@ -282,7 +278,9 @@ impl Job {
     }
 
     /// Gives the job at most `budget` from its submission until it is encoded into a batch;
-    /// after that it resolves [`Error::Timeout`] without running. Overrides the engine's
+    /// after that it resolves [`Error::DeadlineExpired`] without running (a caller waiting on
+    /// it learns at the deadline). `Duration::MAX` (or any budget past the end of time) means
+    /// no limit. Overrides the engine's
     /// [`default_timeout`](crate::EngineBuilder::default_timeout).
     pub fn timeout(mut self, budget: Duration) -> Job {
         self.timeout = Some(budget);
@@ -297,7 +295,12 @@ impl Job {
 
     /// The kernel of the job's first step.
     pub fn kernel(&self) -> &Kernel {
-        &self.steps[0].kernel
+        &self.steps[0].kernel // never empty: `new` makes the first step
+    }
+
+    /// The kernel of the job's last step.
+    pub(crate) fn last_kernel(&self) -> &Kernel {
+        &self.steps[self.steps.len() - 1].kernel
     }
 
     fn last(&mut self) -> &mut Step {
@@ -310,9 +313,23 @@ impl Job {
         self
     }
 
-    /// Bytes this job adds to a batch's pooled buffers: its share of a batch's memory.
-    pub(crate) fn bytes(&self) -> u64 {
-        self.args().map(|a| a.data.batch_bytes()).sum()
+    /// What this job adds to a batch's buffers when every binding offset is a multiple of
+    /// `align` (an upper bound of where the batch plan puts it).
+    pub(crate) fn footprint(&self, align: u64) -> Footprint {
+        self.args().fold(Footprint::default(), |f, a| {
+            let size = a.data.size();
+            let slot = align_up(size, align);
+            let (read, rw) = match a.data {
+                ArgData::Uniform(_) | ArgData::Input(_) => (slot, 0),
+                ArgData::InOut(_) | ArgData::Output(_) => (0, slot),
+                ArgData::Scratch { .. } | ArgData::Resident(_) => (0, 0),
+            };
+            f.plus(Footprint {
+                read,
+                rw,
+                bytes: a.data.batch_bytes(),
+            })
+        })
     }
 
     /// Every argument of every step.
@@ -320,9 +337,51 @@ impl Job {
         self.steps.iter().flat_map(|s| s.args.iter())
     }
 
-    /// Checks every step against its kernel's reflected bindings and `limits`. No lock.
-    pub(crate) fn validate(&self, limits: &wgpu::Limits) -> Result<()> {
-        self.steps.iter().try_for_each(|s| s.validate(limits))
+    /// Checks every step against its kernel's reflected bindings and `limits`, and that the
+    /// job's arguments fit the device's buffers. No lock.
+    pub(crate) fn validate(&self, limits: &wgpu::Limits, align: u64) -> Result<()> {
+        self.steps.iter().try_for_each(|s| s.validate(limits))?;
+        let f = self.footprint(align);
+        for (what, bytes) in [
+            ("bytes of one job's uniform and input arguments", f.read),
+            ("bytes of one job's inout and output arguments", f.rw),
+        ] {
+            if bytes > limits.max_buffer_size {
+                return Err(Error::Limit {
+                    what,
+                    requested: bytes,
+                    limit: limits.max_buffer_size,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The bytes a job takes in a batch: in its read buffer, in its read-write buffer (each
+/// binding padded to the batch's offset alignment), and in all (scratch included, padding not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    pub(crate) read: u64,
+    pub(crate) rw: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Footprint {
+    /// Both together, saturating.
+    pub(crate) fn plus(self, o: Footprint) -> Footprint {
+        Footprint {
+            read: self.read.saturating_add(o.read),
+            rw: self.rw.saturating_add(o.rw),
+            bytes: self.bytes.saturating_add(o.bytes),
+        }
+    }
+
+    /// Whether `add` joins a batch that uses `self` without a read or read-write buffer over
+    /// `buffer_cap` or more than `max_bytes` in all.
+    pub(crate) fn fits(self, add: Footprint, buffer_cap: u64, max_bytes: u64) -> bool {
+        let sum = self.plus(add);
+        sum.read <= buffer_cap && sum.rw <= buffer_cap && sum.bytes <= max_bytes
     }
 }
 
@@ -365,6 +424,14 @@ impl Step {
                 arg.data.name(),
                 info.kind
             );
+            return Err(Error::binding(k.label(), arg.binding, problem));
+        }
+        if let ArgData::Resident(b) = &arg.data
+            && b.is_replicated()
+            && info.kind == BindingKind::StorageReadWrite
+        {
+            let problem = "a replicated buffer is read-only on the GPU (a write would change \
+                           one device's copy only); upload it to one device to write it";
             return Err(Error::binding(k.label(), arg.binding, problem));
         }
         let size = arg.data.size();
@@ -469,7 +536,11 @@ impl JobOutput {
         let bytes = bytes.ok_or_else(|| {
             Error::binding(label, binding, "not an inout or output binding of this job")
         })?;
-        let size = std::mem::size_of::<T>().max(1);
+        let size = std::mem::size_of::<T>();
+        if size == 0 {
+            let problem = "the element type has size zero: read a type with a size";
+            return Err(Error::binding(label, binding, problem));
+        }
         if bytes.len() % size != 0 {
             let problem = format!(
                 "{} bytes are not a whole number of {size}-byte elements",
@@ -478,150 +549,5 @@ impl JobOutput {
             return Err(Error::binding(label, binding, problem));
         }
         Ok(bytemuck::pod_collect_to_vec(bytes))
-    }
-}
-
-type Reply = Result<JobOutput>;
-
-/// The device side of a job's reply channel. Sends exactly once: [`Responder::send`], or on
-/// drop (a job dropped by a shutdown, a lost device or a panic) an error saying why.
-pub(crate) struct Responder {
-    tx: Option<flume::Sender<Reply>>,
-    shared: Arc<Shared>,
-    submitted: Instant,
-    /// Set by [`JobHandle::cancel`].
-    cancelled: Arc<AtomicBool>,
-}
-
-impl Responder {
-    /// Delivers the result and counts it. A caller that stopped waiting is normal.
-    pub(crate) fn send(mut self, reply: Reply) {
-        self.deliver(reply);
-    }
-
-    /// Records how long the job waited in the queue; called when its batch is encoded.
-    pub(crate) fn note_encoding(&self) {
-        self.shared
-            .stats
-            .record_queue_wait(self.submitted.elapsed());
-    }
-
-    /// When the job was submitted.
-    pub(crate) fn submitted(&self) -> Instant {
-        self.submitted
-    }
-
-    /// Whether the caller cancelled the job.
-    pub(crate) fn cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
-    }
-
-    /// Drops the responder without replying or counting: the job never entered a queue.
-    pub(crate) fn disarm(mut self) {
-        self.tx = None;
-    }
-
-    fn deliver(&mut self, reply: Reply) {
-        if let Some(tx) = self.tx.take() {
-            self.shared
-                .stats
-                .record_done(reply.is_ok(), self.submitted.elapsed());
-            let _ = tx.send(reply);
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        if self.tx.is_some() {
-            let err = self.shared.drop_error();
-            self.deliver(Err(err));
-        }
-    }
-}
-
-/// A submitted job. Block on it with [`wait`](JobHandle::wait), poll it with
-/// [`try_get`](JobHandle::try_get), or `.await` it on any executor.
-///
-/// The result is delivered once: after one call returned it, later calls give
-/// [`Error::ResultTaken`].
-#[derive(Debug)]
-pub struct JobHandle {
-    rx: flume::Receiver<Reply>,
-    fut: Option<flume::r#async::RecvFut<'static, Reply>>,
-    device: usize,
-    cancelled: Arc<AtomicBool>,
-}
-
-impl JobHandle {
-    /// A handle and its responder, for a job queued on device `device`.
-    pub(crate) fn pair(device: usize, shared: Arc<Shared>) -> (JobHandle, Responder) {
-        let (tx, rx) = flume::bounded(1);
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let responder = Responder {
-            tx: Some(tx),
-            shared,
-            submitted: Instant::now(),
-            cancelled: cancelled.clone(),
-        };
-        (
-            JobHandle {
-                rx,
-                fut: None,
-                device,
-                cancelled,
-            },
-            responder,
-        )
-    }
-
-    /// Cancels the job. One not yet encoded into a batch is removed and never runs; one already
-    /// encoded finishes on the device and its result is dropped. Either way the handle
-    /// resolves [`Error::Cancelled`], unless the result was delivered before the call.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
-    }
-
-    /// The index of the device the job was queued on.
-    pub fn device(&self) -> usize {
-        self.device
-    }
-
-    /// Blocks until the job resolves.
-    pub fn wait(self) -> Result<JobOutput> {
-        self.rx.recv().unwrap_or(Err(Error::ResultTaken))
-    }
-
-    /// Blocks for at most `timeout`. On [`Error::Timeout`] the job keeps running and the handle
-    /// stays usable.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<JobOutput> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(reply) => reply,
-            Err(flume::RecvTimeoutError::Timeout) => Err(Error::Timeout),
-            Err(flume::RecvTimeoutError::Disconnected) => Err(Error::ResultTaken),
-        }
-    }
-
-    /// The result if the job has resolved, without blocking.
-    pub fn try_get(&self) -> Option<Result<JobOutput>> {
-        match self.rx.try_recv() {
-            Ok(reply) => Some(reply),
-            Err(flume::TryRecvError::Empty) => None,
-            Err(flume::TryRecvError::Disconnected) => Some(Err(Error::ResultTaken)),
-        }
-    }
-}
-
-impl Future for JobHandle {
-    type Output = Result<JobOutput>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let fut = this
-            .fut
-            .get_or_insert_with(|| this.rx.clone().into_recv_async());
-        Pin::new(fut)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::ResultTaken)))
     }
 }

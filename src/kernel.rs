@@ -20,6 +20,8 @@ pub struct KernelSource {
     label: String,
     source: Cow<'static, str>,
     entry_point: Option<String>,
+    /// Values for the module's `override` declarations, by name (or `@id` number).
+    constants: Vec<(String, f64)>,
 }
 
 impl KernelSource {
@@ -29,7 +31,16 @@ impl KernelSource {
             label: label.into(),
             source: source.into(),
             entry_point: None,
+            constants: Vec::new(),
         }
+    }
+
+    /// Sets a pipeline-overridable constant (`override name: T = default;`), by name or by
+    /// its `@id` number, for reflection (an override-sized `@workgroup_size`, an override-sized
+    /// array) and for the pipeline alike. Overrides without a value keep their default.
+    pub fn constant(mut self, name: impl Into<String>, value: f64) -> Self {
+        self.constants.push((name.into(), value));
+        self
     }
 
     /// Chooses the `@compute` entry point. Needed only when the module has several.
@@ -61,6 +72,9 @@ pub struct BindingInfo {
     pub fixed_size: u64,
     /// Element stride of a trailing runtime-sized array, if the type ends in one.
     pub stride: Option<u64>,
+    /// The smallest buffer the binding accepts: the type's size, or with a runtime-sized array
+    /// its size with one element (WGSL's minimum binding size, rounded to the type's alignment).
+    pub min_size: u64,
 }
 
 impl BindingInfo {
@@ -73,9 +87,9 @@ impl BindingInfo {
             return Err(format!("size {bytes} bytes is not a multiple of 4"));
         }
         match self.stride {
-            Some(stride) if bytes < self.fixed_size + stride => Err(format!(
-                "size {bytes} bytes is smaller than the {} bytes of one element",
-                self.fixed_size + stride
+            Some(_) if bytes < self.min_size => Err(format!(
+                "size {bytes} bytes is smaller than the {} bytes the type needs with one element",
+                self.min_size
             )),
             Some(stride) if !(bytes - self.fixed_size).is_multiple_of(stride) => Err(format!(
                 "size {bytes} bytes is not a whole number of {stride}-byte elements"
@@ -103,6 +117,10 @@ pub(crate) struct KernelInner {
     pub(crate) entry_point: String,
     pub(crate) workgroup_size: [u32; 3],
     pub(crate) bindings: Vec<BindingInfo>,
+    /// Bytes of `var<workgroup>` the entry point uses (each rounded up to 16, as WebGPU counts).
+    pub(crate) workgroup_memory: u64,
+    /// The overrides given in the source, passed to every pipeline.
+    pub(crate) constants: Vec<(String, f64)>,
 }
 
 /// Source of [`Kernel::id`]: unique per process so per-device pipeline caches never confuse
@@ -110,7 +128,9 @@ pub(crate) struct KernelInner {
 static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Kernel {
-    /// Parses, validates and reflects `src` with naga. Needs no device.
+    /// Parses, validates and reflects `src` with naga. Needs no device. Overrides are
+    /// resolved first (with [`KernelSource::constant`] values, else their defaults), so an
+    /// override-sized workgroup is reflected at its real size.
     pub fn compile(src: KernelSource) -> Result<Kernel> {
         let shader_err = |message: String| Error::Shader {
             kernel: src.label.clone(),
@@ -125,19 +145,80 @@ impl Kernel {
         .validate(&module)
         .map_err(|e| shader_err(e.emit_to_string(&src.source)))?;
         let index = find_entry_point(&module, src.entry_point.as_deref()).map_err(shader_err)?;
-        let ep = &module.entry_points[index];
-        let bindings =
-            reflect_bindings(&module, info.get_entry_point(index)).map_err(shader_err)?;
+        let name = module.entry_points[index].name.clone();
+        let constants: naga::back::PipelineConstants = src.constants.iter().cloned().collect();
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, &name)),
+            &constants,
+        )
+        .map_err(|e| shader_err(format!("resolving overrides: {e}")))?;
+        let index = find_entry_point(&module, Some(&name)).map_err(shader_err)?;
+        let uses = info.get_entry_point(index);
+        let bindings = reflect_bindings(&module, uses).map_err(shader_err)?;
         Ok(Kernel {
             inner: Arc::new(KernelInner {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
-                entry_point: ep.name.clone(),
-                workgroup_size: ep.workgroup_size,
+                entry_point: name,
+                workgroup_size: module.entry_points[index].workgroup_size,
                 bindings,
+                workgroup_memory: workgroup_memory(&module, uses),
+                constants: src.constants,
                 label: src.label,
                 source: src.source,
             }),
         })
+    }
+
+    /// Checks the kernel against a device's limits that wgpu 30 does not check itself (the
+    /// workgroup memory) or reports only as a pipeline error (the workgroup size).
+    pub(crate) fn check_limits(&self, limits: &wgpu::Limits) -> Result<()> {
+        let [x, y, z] = self.inner.workgroup_size;
+        let invocations = u64::from(x) * u64::from(y) * u64::from(z);
+        let checks = [
+            (
+                "workgroup_size x",
+                u64::from(x),
+                limits.max_compute_workgroup_size_x,
+            ),
+            (
+                "workgroup_size y",
+                u64::from(y),
+                limits.max_compute_workgroup_size_y,
+            ),
+            (
+                "workgroup_size z",
+                u64::from(z),
+                limits.max_compute_workgroup_size_z,
+            ),
+            (
+                "invocations per workgroup",
+                invocations,
+                limits.max_compute_invocations_per_workgroup,
+            ),
+            (
+                "bytes of var<workgroup> memory",
+                self.inner.workgroup_memory,
+                limits.max_compute_workgroup_storage_size,
+            ),
+        ];
+        match checks
+            .into_iter()
+            .find(|&(_, got, max)| got > u64::from(max))
+        {
+            Some((what, requested, limit)) => Err(Error::Limit {
+                what,
+                requested,
+                limit: u64::from(limit),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of `var<workgroup>` memory the entry point uses.
+    pub fn workgroup_memory(&self) -> u64 {
+        self.inner.workgroup_memory
     }
 
     /// The label given in [`KernelSource::wgsl`].
@@ -219,6 +300,10 @@ fn reflect_bindings(
     module: &naga::Module,
     uses: &naga::valid::FunctionInfo,
 ) -> std::result::Result<Vec<BindingInfo>, String> {
+    let mut layouter = naga::proc::Layouter::default();
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| format!("laying out types: {e}"))?;
     let mut out = Vec::new();
     for (handle, var) in module.global_variables.iter() {
         let Some(rb) = &var.binding else { continue };
@@ -246,43 +331,72 @@ fn reflect_bindings(
                 rb.binding, rb.group
             ));
         }
-        let (fixed_size, stride) = size_rule(module, var.ty);
+        let (fixed_size, stride, min_size) = size_rule(module, &layouter, var.ty);
         out.push(BindingInfo {
             binding: rb.binding,
             kind,
             fixed_size,
             stride,
+            min_size,
         });
     }
     out.sort_by_key(|b| b.binding);
     Ok(out)
 }
 
-/// (bytes before a trailing runtime-sized array, its stride) for a buffer's type.
-fn size_rule(module: &naga::Module, ty: naga::Handle<naga::Type>) -> (u64, Option<u64>) {
+/// (bytes before a trailing runtime-sized array, its stride, the minimum binding size) for a
+/// buffer's type.
+fn size_rule(
+    module: &naga::Module,
+    layouter: &naga::proc::Layouter,
+    ty: naga::Handle<naga::Type>,
+) -> (u64, Option<u64>, u64) {
     let dynamic_stride = |ty: naga::Handle<naga::Type>| match module.types[ty].inner {
         naga::TypeInner::Array {
             size: naga::ArraySize::Dynamic,
             stride,
             ..
-        } => Some(stride as u64),
+        } => Some(u64::from(stride)),
         _ => None,
+    };
+    let align = |n: u64| {
+        let a = u64::from(layouter[ty].alignment.round_up(1));
+        n.div_ceil(a) * a
     };
     match &module.types[ty].inner {
         naga::TypeInner::Array {
             size: naga::ArraySize::Dynamic,
             stride,
             ..
-        } => (0, Some(*stride as u64)),
-        naga::TypeInner::Struct { members, span } => match members.last() {
-            Some(last) => match dynamic_stride(last.ty) {
-                Some(stride) => (last.offset as u64, Some(stride)),
-                None => (*span as u64, None),
-            },
-            None => (*span as u64, None),
-        },
-        inner => (inner.size(module.to_ctx()) as u64, None),
+        } => (0, Some(u64::from(*stride)), u64::from(*stride)),
+        naga::TypeInner::Struct { members, span } => {
+            match members
+                .last()
+                .and_then(|last| Some((last, dynamic_stride(last.ty)?)))
+            {
+                Some((last, stride)) => {
+                    let fixed = u64::from(last.offset);
+                    (fixed, Some(stride), align(fixed + stride))
+                }
+                None => (u64::from(*span), None, u64::from(*span)),
+            }
+        }
+        inner => {
+            let size = u64::from(inner.size(module.to_ctx()));
+            (size, None, size)
+        }
     }
+}
+
+/// Bytes of the `var<workgroup>` globals `uses` touches, each rounded up to 16 bytes (the way
+/// WebGPU counts them against `max_compute_workgroup_storage_size`).
+fn workgroup_memory(module: &naga::Module, uses: &naga::valid::FunctionInfo) -> u64 {
+    module
+        .global_variables
+        .iter()
+        .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+        .map(|(_, v)| u64::from(module.types[v.ty].inner.size(module.to_ctx())).div_ceil(16) * 16)
+        .sum()
 }
 
 #[cfg(test)]

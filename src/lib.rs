@@ -38,25 +38,35 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod adapters;
 mod balance;
 mod batch;
 mod buffer;
+mod builder;
 mod device;
 mod engine;
 mod error;
+mod executor;
+mod health;
 mod job;
 mod kernel;
 pub mod kernels;
+mod pipelines;
+mod pool;
 mod queue;
+mod reply;
 mod stats;
+mod watchdog;
 
 pub use balance::Balance;
 pub use buffer::DeviceBuffer;
+pub use builder::{DEFAULT_PRIORITY_AGING, EngineBuilder};
 pub use device::DeviceInfo;
-pub use engine::{Engine, EngineBuilder, Rejected};
+pub use engine::{Engine, Rejected};
 pub use error::{Error, Result};
-pub use job::{Job, JobHandle, JobOutput};
+pub use job::{Job, JobOutput};
 pub use kernel::{BindingInfo, BindingKind, Kernel, KernelSource};
 pub use queue::Priority;
+pub use reply::JobHandle;
 pub use stats::{DeviceStatsSnapshot, EngineStats};
 pub use wgpu;

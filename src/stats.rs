@@ -63,7 +63,8 @@ impl Histogram {
     }
 }
 
-/// One device's counters. Every field is only ever incremented (or maxed) with `Relaxed`.
+/// One device's counters, written with `Relaxed` atomics: counters only grow (or take a
+/// maximum); `cost_ns` and `pool_bytes` are stored by the executor alone.
 pub(crate) struct DeviceStats {
     /// Jobs accepted onto this device's queue.
     submitted: AtomicU64,
@@ -87,6 +88,8 @@ pub(crate) struct DeviceStats {
     /// Moving average of the device time per job, in nanoseconds (0 until measured); what
     /// weighted balancing divides work by.
     cost_ns: AtomicU64,
+    /// Bytes of free buffers the device's pool keeps.
+    pool_bytes: AtomicU64,
 }
 
 impl DeviceStats {
@@ -104,6 +107,7 @@ impl DeviceStats {
             gpu_ns: z(),
             gpu_jobs: z(),
             cost_ns: z(),
+            pool_bytes: z(),
         }
     }
 
@@ -148,6 +152,11 @@ impl DeviceStats {
         self.cost_ns.load(Relaxed)
     }
 
+    /// Records the bytes the pool keeps (the executor's pool only).
+    pub(crate) fn set_pool_bytes(&self, bytes: u64) {
+        self.pool_bytes.store(bytes, Relaxed);
+    }
+
     pub(crate) fn record_queue_wait(&self, d: Duration) {
         self.queue_wait.record(d);
     }
@@ -182,6 +191,7 @@ impl DeviceStats {
             cost_per_job: Duration::from_nanos(self.cost_ns()),
             gpu_time: Duration::from_nanos(self.gpu_ns.load(Relaxed)),
             gpu_timed_jobs: self.gpu_jobs.load(Relaxed),
+            pool_bytes: self.pool_bytes.load(Relaxed),
         }
     }
 }
@@ -221,6 +231,9 @@ pub struct DeviceStatsSnapshot {
     pub gpu_time: Duration,
     /// How many jobs `gpu_time` covers.
     pub gpu_timed_jobs: u64,
+    /// Bytes of free buffers the device's pool keeps for reuse (at most
+    /// [`EngineBuilder::pool_budget`](crate::EngineBuilder::pool_budget)).
+    pub pool_bytes: u64,
 }
 
 /// Statistics of every device of an engine.

@@ -48,7 +48,7 @@ fn a_deadline_expires_while_the_device_is_busy() {
     let late = engine
         .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]).timeout(Duration::from_millis(1)))
         .unwrap();
-    assert_eq!(late.wait_timeout(WAIT).unwrap_err(), Error::Timeout);
+    assert_eq!(late.wait_timeout(WAIT).unwrap_err(), Error::DeadlineExpired);
     assert!(start.elapsed() < WAIT);
     settle(blockers);
     // The expired job was never encoded: exactly the 20 blockers went through batches.
@@ -76,7 +76,7 @@ fn the_engine_default_timeout_applies_to_jobs_without_one() {
     let late = engine
         .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]))
         .unwrap();
-    assert_eq!(late.wait_timeout(WAIT).unwrap_err(), Error::Timeout);
+    assert_eq!(late.wait_timeout(WAIT).unwrap_err(), Error::DeadlineExpired);
     // The earliest blockers were encoded in time; later ones may have expired too.
     let ran = blockers
         .into_iter()
@@ -118,9 +118,12 @@ fn a_high_priority_job_overtakes_a_thousand_low_priority_ones() {
 
 #[test]
 fn aging_keeps_low_priority_jobs_from_starving() {
-    let engine = one_at_a_time(common::builder().priority_aging(Duration::from_millis(5)));
+    // A steady stream of High jobs (8 outstanding at a time, for as long as it takes) must not
+    // starve a Low job: once the stream's new jobs were submitted two aging intervals after
+    // it, the Low job ranks first.
+    let engine = one_at_a_time(common::builder().priority_aging(Duration::from_millis(20)));
     let k = engine.kernel(kernels::scale()).unwrap();
-    let x: std::sync::Arc<[f32]> = data(1 << 18, 3).into();
+    let x: std::sync::Arc<[f32]> = data(1 << 16, 3).into();
     let job = |p| {
         wgpu_batch::Job::new(&k)
             .uniform(0, &2.0f32)
@@ -128,20 +131,35 @@ fn aging_keeps_low_priority_jobs_from_starving() {
             .workgroups_for(x.len())
             .priority(p)
     };
-    let mut high: Vec<JobHandle> = (0..50)
-        .map(|_| engine.submit(job(Priority::High)).unwrap())
-        .collect();
-    let low = engine.submit(job(Priority::Low)).unwrap();
-    high.extend((0..300).map(|_| engine.submit(job(Priority::High)).unwrap()));
-    low.wait_timeout(WAIT).unwrap();
-    let done_before = high.iter().filter(|h| h.try_get().is_some()).count();
+    let low_done = std::sync::atomic::AtomicBool::new(false);
+    let stream_end = Instant::now() + Duration::from_secs(60);
+    let submitted = std::thread::scope(|s| {
+        let stream = s.spawn(|| {
+            let mut window = std::collections::VecDeque::new();
+            let mut submitted = 0;
+            while !low_done.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < stream_end
+            {
+                window.push_back(engine.submit(job(Priority::High)).unwrap());
+                if window.len() >= 8 {
+                    window.pop_front().unwrap().wait_timeout(WAIT).unwrap();
+                }
+                submitted += 1;
+            }
+            window
+                .into_iter()
+                .for_each(|h| drop(h.wait_timeout(WAIT).unwrap()));
+            submitted
+        });
+        std::thread::sleep(Duration::from_millis(50)); // the stream is running
+        let low = engine.submit(job(Priority::Low)).unwrap();
+        low.wait_timeout(WAIT).unwrap();
+        low_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        stream.join().unwrap()
+    });
     assert!(
-        done_before < 300,
-        "the low job waited for {done_before} of 350 high-priority jobs"
+        Instant::now() < stream_end,
+        "the low job ran only once the high stream stopped ({submitted} high jobs)"
     );
-    for h in high {
-        let _ = h.wait_timeout(WAIT);
-    }
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! fail, never skip, when there is none.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wgpu_batch::{Engine, EngineBuilder, wgpu};
+use wgpu_batch::{Engine, EngineBuilder, Job, Kernel, KernelSource, wgpu};
 
 /// Every wait in the tests is bounded by this, so a deadlock fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -57,5 +57,65 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32) {
             (g - w).abs() <= tol * (1.0 + w.abs()),
             "element {i}: got {g}, want {w}"
         );
+    }
+}
+
+/// A kernel that keeps the device busy: every invocation loops `iters` times (uniform `x`).
+const SPIN: &str = "
+@group(0) @binding(0) var<uniform> p: vec4<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
+    let i = id.x + id.y * n.x * 64u;
+    var acc = f32(i);
+    for (var k = 0u; k < p.x; k++) { acc = acc * 0.999 + 1.0; }
+    if i < arrayLength(&out) { out[i] = acc; }
+}";
+
+/// Jobs that each keep one device busy for about a given time (calibrated on the device).
+pub struct Spinner {
+    pub kernel: Kernel,
+    pub groups: (u32, u32),
+}
+
+/// Loop length per invocation: well under llvmpipe's 65,535-iteration cap.
+const SPIN_ITERS: u32 = 4_000;
+
+impl Spinner {
+    /// Calibrates on `engine`'s device `device` so one job takes about `target`.
+    pub fn new(engine: &Engine, device: usize, target: Duration) -> Spinner {
+        let kernel = engine.kernel(KernelSource::wgsl("spin", SPIN)).unwrap();
+        let probe = Spinner {
+            kernel,
+            groups: (16, 1),
+        };
+        let mut times: Vec<Duration> = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                engine
+                    .submit(probe.job().on_device(device))
+                    .unwrap()
+                    .wait_timeout(WAIT)
+                    .unwrap();
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        let per_group = times[1].as_secs_f64() / 16.0;
+        let total = (target.as_secs_f64() / per_group).ceil().max(1.0) as u64;
+        let x = total.min(65_535) as u32;
+        let y = total.div_ceil(x as u64).min(65_535) as u32;
+        Spinner {
+            kernel: probe.kernel,
+            groups: (x, y),
+        }
+    }
+
+    /// One busy job.
+    pub fn job(&self) -> Job {
+        Job::new(&self.kernel)
+            .uniform(0, &[SPIN_ITERS, 0, 0, 0])
+            .output::<f32>(1, 64)
+            .workgroups(self.groups.0, self.groups.1, 1)
     }
 }

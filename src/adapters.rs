@@ -1,0 +1,162 @@
+//! Finding adapters and opening devices, under the one process-wide lock.
+//!
+//! [`ENUMERATION`] serializes instance creation, adapter enumeration and device requests
+//! across every engine of the process: drivers are least tested (and some are not safe) when
+//! several threads enumerate or open devices at once, and engines built at once on several
+//! threads then open their devices one at a time. It is taken only in
+//! [`EngineBuilder::build`](crate::EngineBuilder::build), never on the submit path, and
+//! nothing else is taken while it is held.
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The one global lock (see the module docs).
+static ENUMERATION: Mutex<()> = Mutex::new(());
+
+/// How to get a software adapter, for every "no adapter" message.
+pub(crate) const INSTALL_HINT: &str = "on Debian/Ubuntu without a GPU, `apt-get install \
+     mesa-vulkan-drivers` provides the lavapipe software Vulkan adapter";
+
+/// Runs `f` under the enumeration lock.
+pub(crate) fn enumerating<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = ENUMERATION.lock();
+    #[cfg(feature = "test-hooks")]
+    let _inside = hooks::Inside::enter();
+    f()
+}
+
+/// Test hooks: how many threads have been inside the enumeration lock at once.
+#[cfg(feature = "test-hooks")]
+pub(crate) mod hooks {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static INSIDE: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts a thread inside the lock while it lives.
+    pub(crate) struct Inside;
+
+    impl Inside {
+        pub(crate) fn enter() -> Inside {
+            let now = INSIDE.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST.fetch_max(now, Ordering::SeqCst);
+            Inside
+        }
+    }
+
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The most threads ever inside at once.
+    pub(crate) fn most() -> usize {
+        MOST.load(Ordering::SeqCst)
+    }
+}
+
+/// Lists adapters for `backends` and keeps those that match `filter` and can run compute.
+pub(crate) fn pick_adapters(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+    filter: Option<&str>,
+) -> Result<Vec<wgpu::Adapter>> {
+    let all = pollster::block_on(instance.enumerate_adapters(backends));
+    let names: Vec<String> = all.iter().map(|a| describe(&a.get_info())).collect();
+    let needle = filter.map(str::to_lowercase);
+    let picked: Vec<wgpu::Adapter> = all
+        .into_iter()
+        .filter(|a| {
+            needle
+                .as_ref()
+                .is_none_or(|n| a.get_info().name.to_lowercase().contains(n))
+        })
+        .filter(|a| {
+            let ok = a
+                .get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
+            if !ok {
+                log::warn!("skipping {}: no compute shaders", describe(&a.get_info()));
+            }
+            ok
+        })
+        .collect();
+    if picked.is_empty() {
+        let found = if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join("; ")
+        };
+        let wanted = filter
+            .map(|f| format!(" matching name `{f}`"))
+            .unwrap_or_default();
+        return Err(Error::NoAdapter(format!(
+            "no compute-capable adapter{wanted} for backends {backends:?} (adapters found: {found}); {INSTALL_HINT}"
+        )));
+    }
+    Ok(picked)
+}
+
+pub(crate) fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+/// Opens a device on `adapter` (under the enumeration lock, with the caller holding it).
+pub(crate) fn request_device(
+    adapter: &wgpu::Adapter,
+    gpu_timing: bool,
+) -> Result<(wgpu::Device, wgpu::Queue)> {
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("wgpu-batch"),
+        required_features: if gpu_timing {
+            timing_features(adapter)
+        } else {
+            wgpu::Features::empty()
+        },
+        required_limits: limits_for(adapter),
+        ..Default::default()
+    };
+    pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
+        adapter: adapter.get_info().name,
+        message: e.to_string(),
+    })
+}
+
+/// How the engine describes device `index`, opened on `adapter`.
+pub(crate) fn device_info(
+    adapter: &wgpu::Adapter,
+    device: &wgpu::Device,
+    index: usize,
+) -> crate::device::DeviceInfo {
+    let info = adapter.get_info();
+    let limits = device.limits();
+    crate::device::DeviceInfo {
+        index,
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_owned(),
+        adapter: info.name,
+        backend: info.backend,
+        device_type: info.device_type,
+        max_storage_binding: limits.max_storage_buffer_binding_size,
+        max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+    }
+}
+
+/// The timestamp-query features for per-job GPU time (queries inside compute passes), those of
+/// them the adapter has.
+pub(crate) fn timing_features(adapter: &wgpu::Adapter) -> wgpu::Features {
+    let timing = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    adapter.features() & timing
+}
+
+/// Everything the adapter offers, so large jobs fit; except bind groups, which wgpu-core can
+/// only track up to 8 of (the noop adapter reports more, and pipeline creation would panic).
+pub(crate) fn limits_for(adapter: &wgpu::Adapter) -> wgpu::Limits {
+    let mut limits = adapter.limits();
+    limits.max_bind_groups = limits.max_bind_groups.min(8);
+    limits
+}

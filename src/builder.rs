@@ -1,0 +1,255 @@
+//! [`EngineBuilder`]: the engine's settings, and building it (enumeration and device requests
+//! under the one global lock, then one executor per device and the watchdog).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::adapters;
+use crate::balance::Balance;
+use crate::device::{BatchConfig, DeviceSlot};
+use crate::engine::{Engine, EngineParts};
+use crate::error::{Error, Result};
+use crate::health::Health;
+use crate::watchdog::Watchdog;
+
+/// The default of [`EngineBuilder::priority_aging`].
+pub const DEFAULT_PRIORITY_AGING: Duration = Duration::from_millis(100);
+
+/// Configures and builds an [`Engine`]. Every setting has a default; see each method.
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    backends: Option<wgpu::Backends>,
+    adapter_name: Option<String>,
+    devices_per_adapter: usize,
+    batch: BatchConfig,
+    queue_capacity: usize,
+    default_timeout: Option<Duration>,
+    balance: Balance,
+    gpu_timeout: Duration,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            backends: None,
+            adapter_name: None,
+            devices_per_adapter: 1,
+            batch: BatchConfig {
+                max_jobs: 64,
+                max_bytes: 64 << 20,
+                max_delay: Duration::ZERO,
+                max_in_flight: 2,
+                shared_bind_groups: true,
+                priority_aging: DEFAULT_PRIORITY_AGING,
+                gpu_timing: false,
+                pool_budget: 256 << 20,
+            },
+            queue_capacity: 4096,
+            default_timeout: None,
+            balance: Balance::default(),
+            gpu_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Which graphics APIs to use. Default: `WGPU_BACKEND` if set, else every backend except
+    /// noop. The noop backend (no execution, for measuring host overhead) is used only when
+    /// named here or in `WGPU_BACKEND=noop`.
+    pub fn backends(mut self, backends: wgpu::Backends) -> Self {
+        self.backends = Some(backends);
+        self
+    }
+
+    /// Keeps only adapters whose name contains `name`, case-insensitively. Default:
+    /// `WGPU_ADAPTER_NAME` if set, else every adapter.
+    pub fn adapter_name(mut self, name: impl Into<String>) -> Self {
+        self.adapter_name = Some(name.into());
+        self
+    }
+
+    /// Opens this many devices (each with its own queue and executor) per adapter. Default 1.
+    pub fn devices_per_adapter(mut self, n: usize) -> Self {
+        self.devices_per_adapter = n.max(1);
+        self
+    }
+
+    /// Most jobs in one batch (one command buffer, one submit). Default 64.
+    pub fn max_batch_jobs(mut self, n: usize) -> Self {
+        self.batch.max_jobs = n.max(1);
+        self
+    }
+
+    /// Most argument bytes in one batch; a larger job runs alone. Default 64 MiB.
+    pub fn max_batch_bytes(mut self, bytes: u64) -> Self {
+        self.batch.max_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long a batch stays open for more jobs once its first job is taken. Default zero:
+    /// a batch holds what is queued at that moment, so an idle device adds no delay.
+    /// `Duration::MAX`: a partial batch waits until it is full (or a job's deadline comes).
+    pub fn max_batch_delay(mut self, delay: Duration) -> Self {
+        self.batch.max_delay = delay;
+        self
+    }
+
+    /// Batches submitted and not yet read back, per device. Default 2: batch N+1 is encoded
+    /// while batch N runs. More in flight holds more memory.
+    pub fn max_batches_in_flight(mut self, n: usize) -> Self {
+        self.batch.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Whether jobs of one kernel whose bindings have the same sizes share one bind group per
+    /// batch, through dynamic offsets (saves a bind group creation per job). Kernels with more
+    /// bindings than the device allows dynamic offsets for always get one per job. Turn it off
+    /// for drivers where dynamic offsets are slow. Default true.
+    pub fn shared_bind_groups(mut self, on: bool) -> Self {
+        self.batch.shared_bind_groups = on;
+        self
+    }
+
+    /// How much waiting one priority level is worth: a job is served as if submitted this much
+    /// later per level below `High` (see [`Priority`](crate::Priority)), so priorities age
+    /// gradually and no job starves. Default [`DEFAULT_PRIORITY_AGING`]; `Duration::MAX`:
+    /// strict priorities (a steady stream of higher-priority work can then starve lower).
+    pub fn priority_aging(mut self, aging: Duration) -> Self {
+        self.batch.priority_aging = aging;
+        self
+    }
+
+    /// The budget of a job that sets no [`Job::timeout`] or [`Job::deadline`]: past it, a job
+    /// not yet encoded resolves [`Error::DeadlineExpired`]. Default: none (`Duration::MAX`
+    /// also means none).
+    pub fn default_timeout(mut self, budget: Duration) -> Self {
+        self.default_timeout = Some(budget);
+        self
+    }
+
+    /// The GPU watchdog: a device whose submitted work makes no progress (no batch completes)
+    /// for this long is declared lost: its jobs resolve [`Error::DeviceLost`] with a reason
+    /// that says so, later jobs go to the other devices, and shutdown no longer waits for it.
+    /// Catches kernels that never finish and hung drivers. Default 10 s, longer than any
+    /// batch of a sane job and than the operating systems' own GPU timeouts (about 2 s on
+    /// Windows), so on real hardware the driver usually reports first. `Duration::MAX` turns
+    /// the watchdog off; shutdown then waits for a hung GPU.
+    pub fn gpu_timeout(mut self, timeout: Duration) -> Self {
+        self.gpu_timeout = timeout;
+        self
+    }
+
+    /// Bytes of free buffers each device's pool may keep for reuse; past it, the least
+    /// recently used are freed, and an idle device frees them all after a second. Default
+    /// 256 MiB. The buffers of batches in flight are not counted (they are in use).
+    pub fn pool_budget(mut self, bytes: u64) -> Self {
+        self.batch.pool_budget = bytes;
+        self
+    }
+
+    /// Whether each job's GPU time is measured with timestamp queries (where the adapter
+    /// supports them inside compute passes) and reported in [`JobOutput::gpu_time`] and the
+    /// stats. Default false: on lavapipe it cost 40-60% of small-job throughput
+    /// (`GPU_TIMING=1 cargo run --release --example many_threads`).
+    pub fn gpu_timing(mut self, on: bool) -> Self {
+        self.batch.gpu_timing = on;
+        self
+    }
+
+    /// How jobs are spread over devices. Default [`Balance::LeastOutstanding`]; see [`Balance`].
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// Jobs each device's request queue holds; `submit` blocks and `try_submit` fails with
+    /// [`Error::QueueFull`] when it is full. Default 4096.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Enumerates adapters, opens the devices and starts one executor per device and the
+    /// engine's watchdog. Enumeration and device requests run under the process-wide
+    /// enumeration lock, so engines built at once on several threads take turns there.
+    pub fn build(self) -> Result<Engine> {
+        let (instance, opened) = adapters::enumerating(|| self.open())?;
+        let watch = Watchdog::channel();
+        let mut slots = Vec::new();
+        for (adapter, device, queue) in opened {
+            let index = slots.len();
+            let info = adapters::device_info(&adapter, &device, index);
+            log::info!(
+                "device {index}: {} ({:?}, {:?})",
+                info.adapter,
+                info.backend,
+                info.device_type
+            );
+            let health = Arc::new(Health::new(index, Watchdog::waker(&watch.0, &watch.2)));
+            let slot =
+                DeviceSlot::start(info, device, queue, health, self.batch, self.queue_capacity)?;
+            slots.push(Arc::new(slot));
+        }
+        let inboxes = slots.iter().map(|s| s.inbox.clone()).collect();
+        let watchdog = Watchdog::start(watch, inboxes, self.gpu_timeout).map_err(|e| {
+            Error::RequestDevice {
+                adapter: "(watchdog)".into(),
+                message: e.to_string(),
+            }
+        })?;
+        let adapters = slots.iter().map(|s| s.info.clone()).collect();
+        Engine::assemble(EngineParts {
+            instance,
+            adapters,
+            slots,
+            watchdog,
+            default_timeout: self.default_timeout,
+            balance: self.balance,
+        })
+    }
+
+    /// The instance, and every device opened on the adapters that match the filters.
+    #[allow(clippy::type_complexity)] // one use, named by the caller's destructuring
+    fn open(
+        &self,
+    ) -> Result<(
+        wgpu::Instance,
+        Vec<(wgpu::Adapter, wgpu::Device, wgpu::Queue)>,
+    )> {
+        let (backends, explicit) = match self.backends.or_else(wgpu::Backends::from_env) {
+            Some(b) => (b, true),
+            None => (wgpu::Backends::all() - wgpu::Backends::NOOP, false),
+        };
+        let filter = self
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        desc.flags = wgpu::InstanceFlags::empty().with_env();
+        desc.backend_options = wgpu::BackendOptions::from_env_or_default();
+        if explicit && backends.contains(wgpu::Backends::NOOP) {
+            desc.backend_options.noop = wgpu::NoopBackendOptions::enabled();
+        }
+        let instance = wgpu::Instance::new(desc);
+        let found = adapters::pick_adapters(&instance, backends, filter.as_deref())?;
+        let mut opened = Vec::new();
+        let mut last_err = None;
+        for adapter in found {
+            for _ in 0..self.devices_per_adapter {
+                match adapters::request_device(&adapter, self.batch.gpu_timing) {
+                    Ok((device, queue)) => opened.push((adapter.clone(), device, queue)),
+                    Err(e) => {
+                        log::warn!("skipping a device: {e}");
+                        last_err = Some(e);
+                    }
+                }
+            }
+        }
+        match (opened.is_empty(), last_err) {
+            (true, Some(e)) => Err(e),
+            (true, None) => Err(Error::NoAdapter(adapters::INSTALL_HINT.into())),
+            _ => Ok((instance, opened)),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! How a job's result gets back to its caller, exactly once.
+//!
+//! Each submitted job has one [`Ticket`], shared by three parties:
+//! - the [`Responder`], which travels with the job to its device and replies with the output
+//!   (or, when dropped unanswered, with the reason: `DeviceLost` or `Shutdown`);
+//! - the [`JobHandle`], which waits for the reply, and itself resolves the job when the caller
+//!   cancels it or its deadline passes while it is still queued;
+//! - the device's watchdog, which fails the jobs of a device that stopped making progress.
+//!
+//! # The protocol
+//! The ticket's state moves `QUEUED -> ENCODED -> REPLIED`, or `QUEUED -> REPLIED` for a job
+//! that never runs. The executor claims a job (`QUEUED -> ENCODED`) before it encodes it; a
+//! job it cannot claim was already resolved and is skipped, so a job answered by its deadline
+//! or a cancel never runs. Whoever moves the state to `REPLIED` (one compare-and-swap, so one
+//! party) sends the reply into the job's one-slot channel and counts it in the device's
+//! statistics. The handle marks the result taken when a call returns it, so later calls give
+//! [`Error::ResultTaken`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::health::Health;
+use crate::job::JobOutput;
+
+/// What a job resolves to.
+pub(crate) type Reply = Result<JobOutput>;
+
+/// Where async waiters register a deadline so the job is expired (and they are woken) at it:
+/// the engine's watchdog. Returns false when the watchdog has stopped.
+pub(crate) type DeadlineTimer = Arc<dyn Fn(Instant, Arc<Ticket>) -> bool + Send + Sync>;
+
+const QUEUED: u8 = 0;
+const ENCODED: u8 = 1;
+const REPLIED: u8 = 2;
+
+/// The state one job's parties share (see the module docs).
+pub(crate) struct Ticket {
+    /// `QUEUED`, `ENCODED` or `REPLIED`; moved only forward, by compare-and-swap.
+    state: AtomicU8,
+    /// Set by [`JobHandle::cancel`]; an encoded job's output is then replaced by `Cancelled`.
+    cancel: AtomicBool,
+    /// The reply slot. The ticket holds the sender, so the channel never disconnects.
+    tx: flume::Sender<Reply>,
+    health: Arc<Health>,
+    submitted: Instant,
+    /// After this instant the job is not encoded any more.
+    deadline: Option<Instant>,
+}
+
+impl Ticket {
+    /// Moves the state from one of `from` to `REPLIED` and, if this call did, delivers `reply`.
+    fn resolve_from(&self, from: &[u8], reply: Reply) -> bool {
+        let won = from.iter().any(|&f| {
+            self.state
+                .compare_exchange(f, REPLIED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if won {
+            let reply = match reply {
+                Ok(_) if self.cancel.load(Ordering::Acquire) => Err(Error::Cancelled),
+                other => other,
+            };
+            self.health
+                .stats
+                .record_done(reply.is_ok(), self.submitted.elapsed());
+            let _ = self.tx.try_send(reply); // one slot, one send: never full
+        }
+        won
+    }
+
+    /// Resolves the job with `reply` unless it was resolved already.
+    pub(crate) fn resolve(&self, reply: Reply) -> bool {
+        self.resolve_from(&[QUEUED, ENCODED], reply)
+    }
+
+    /// Resolves the job with `DeadlineExpired` if it is still queued and its deadline has come.
+    pub(crate) fn expire_if_due(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+            && self.resolve_from(&[QUEUED], Err(Error::DeadlineExpired))
+    }
+
+    /// Takes the job for encoding; false when it was already resolved (it must not run).
+    pub(crate) fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, ENCODED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether the job is still queued (neither claimed nor resolved).
+    pub(crate) fn is_queued(&self) -> bool {
+        self.state.load(Ordering::Acquire) == QUEUED
+    }
+
+    /// The deadline, while it still matters: the job is queued.
+    fn queued_deadline(&self) -> Option<Instant> {
+        self.deadline
+            .filter(|_| self.state.load(Ordering::Acquire) == QUEUED)
+    }
+
+    /// When the job was submitted.
+    pub(crate) fn submitted(&self) -> Instant {
+        self.submitted
+    }
+
+    /// The job's deadline, if it has one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// The device side of a job's ticket. Replies exactly once: through [`Responder::send`], or
+/// when dropped (a job dropped by a shutdown, a lost device or a panic) with the reason.
+pub(crate) struct Responder {
+    ticket: Arc<Ticket>,
+    /// Cleared once it replied or was disarmed.
+    armed: bool,
+}
+
+impl Responder {
+    /// Delivers the result, unless the job was resolved already (cancelled or expired while
+    /// queued, or failed by the watchdog).
+    pub(crate) fn send(mut self, reply: Reply) {
+        self.armed = false;
+        self.ticket.resolve(reply);
+    }
+
+    /// The shared ticket (the device keeps a clone of each job's in flight for the watchdog).
+    pub(crate) fn ticket(&self) -> &Arc<Ticket> {
+        &self.ticket
+    }
+
+    /// Records how long the job waited in the queue; called when its batch is encoded.
+    pub(crate) fn note_encoding(&self) {
+        let t = &self.ticket;
+        t.health.stats.record_queue_wait(t.submitted.elapsed());
+    }
+
+    /// Drops the responder without replying or counting: the job never entered a queue.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl std::ops::Deref for Responder {
+    type Target = Ticket;
+    fn deref(&self) -> &Ticket {
+        &self.ticket
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ticket.resolve(Err(self.ticket.health.drop_error()));
+        }
+    }
+}
+
+/// A submitted job. Block on it with [`wait`](JobHandle::wait), poll it with
+/// [`try_get`](JobHandle::try_get), or `.await` it on any executor.
+///
+/// The result is delivered once: after one call returned it, later calls give
+/// [`Error::ResultTaken`]. A job whose deadline passes while it is still queued resolves
+/// [`Error::DeadlineExpired`] at the deadline, for a caller blocked in `wait` as for one that
+/// `.await`s it, and never runs.
+pub struct JobHandle {
+    rx: flume::Receiver<Reply>,
+    fut: Option<flume::r#async::RecvFut<'static, Reply>>,
+    ticket: Arc<Ticket>,
+    /// A call already returned the result.
+    taken: AtomicBool,
+    /// Wakes an async waiter at the deadline (present when the job has one).
+    timer: Option<DeadlineTimer>,
+    /// The deadline was registered with `timer`.
+    armed: bool,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("device", &self.device())
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+impl JobHandle {
+    /// A handle and its responder, for a job queued on `health`'s device with `deadline`.
+    pub(crate) fn pair(
+        health: Arc<Health>,
+        deadline: Option<Instant>,
+        timer: Option<DeadlineTimer>,
+    ) -> (JobHandle, Responder) {
+        let (tx, rx) = flume::bounded(1);
+        let ticket = Arc::new(Ticket {
+            state: AtomicU8::new(QUEUED),
+            cancel: AtomicBool::new(false),
+            tx,
+            health,
+            submitted: Instant::now(),
+            deadline,
+        });
+        let handle = JobHandle {
+            rx,
+            fut: None,
+            ticket: ticket.clone(),
+            taken: AtomicBool::new(false),
+            timer: timer.filter(|_| deadline.is_some()),
+            armed: false,
+        };
+        (
+            handle,
+            Responder {
+                ticket,
+                armed: true,
+            },
+        )
+    }
+
+    /// Cancels the job. One not yet encoded into a batch resolves [`Error::Cancelled`] at once
+    /// and never runs; one already encoded finishes on the device and the handle then gets
+    /// `Cancelled` instead of its output. A job already resolved is unaffected.
+    pub fn cancel(&self) {
+        self.ticket.cancel.store(true, Ordering::Release);
+        self.ticket.resolve_from(&[QUEUED], Err(Error::Cancelled));
+    }
+
+    /// The index of the device the job was queued on.
+    pub fn device(&self) -> usize {
+        self.ticket.health.index
+    }
+
+    /// Blocks until the job resolves.
+    pub fn wait(self) -> Result<JobOutput> {
+        self.wait_until(None).unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Blocks for at most `timeout` (`Duration::MAX`: no limit). On [`Error::Timeout`] the job
+    /// keeps running and the handle stays usable.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<JobOutput> {
+        self.wait_until(Instant::now().checked_add(timeout))
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Waits for the reply until `give_up` (never when `None`), expiring the job at its
+    /// deadline on the way. `None` when it gave up.
+    fn wait_until(&self, give_up: Option<Instant>) -> Option<Result<JobOutput>> {
+        if self.taken.load(Ordering::Acquire) {
+            return Some(Err(Error::ResultTaken));
+        }
+        loop {
+            let until = match (give_up, self.ticket.queued_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let got = match until {
+                Some(at) => self.rx.recv_deadline(at),
+                None => self
+                    .rx
+                    .recv()
+                    .map_err(|_| flume::RecvTimeoutError::Disconnected),
+            };
+            match got {
+                Ok(reply) => return Some(self.take(reply)),
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if !self.ticket.expire_if_due(now) && give_up.is_some_and(|g| now >= g) {
+                        return None;
+                    }
+                }
+                // The ticket holds a sender, so this cannot happen; answer rather than panic.
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    return Some(Err(Error::ResultTaken));
+                }
+            }
+        }
+    }
+
+    /// The result if the job has resolved, without blocking.
+    pub fn try_get(&self) -> Option<Result<JobOutput>> {
+        if self.taken.load(Ordering::Acquire) {
+            return Some(Err(Error::ResultTaken));
+        }
+        self.ticket.expire_if_due(Instant::now());
+        self.rx.try_recv().ok().map(|reply| self.take(reply))
+    }
+
+    /// Marks the result taken; a second taker (two threads racing on one handle) gets
+    /// `ResultTaken`, though only one of them can have received the reply anyway.
+    fn take(&self, reply: Reply) -> Reply {
+        self.taken.store(true, Ordering::Release);
+        reply
+    }
+}
+
+impl Future for JobHandle {
+    type Output = Result<JobOutput>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.taken.load(Ordering::Acquire) {
+            return Poll::Ready(Err(Error::ResultTaken));
+        }
+        this.ticket.expire_if_due(Instant::now());
+        let fut = this
+            .fut
+            .get_or_insert_with(|| this.rx.clone().into_recv_async());
+        match Pin::new(fut).poll(cx) {
+            Poll::Ready(reply) => {
+                let reply = reply.unwrap_or(Err(Error::ResultTaken));
+                Poll::Ready(this.take(reply))
+            }
+            Poll::Pending => {
+                // The watchdog expires the job at its deadline, which sends the reply and
+                // wakes this future through the channel.
+                if let (false, Some(at), Some(timer)) =
+                    (this.armed, this.ticket.queued_deadline(), &this.timer)
+                {
+                    this.armed = timer(at, this.ticket.clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
