@@ -275,6 +275,7 @@ pub(crate) fn encode(
             timestamp_writes: None,
         });
         let mut shared: HashMap<BindKey, wgpu::BindGroup> = HashMap::new();
+        // Timed batches hold at most 2,048 jobs: `2 * j + 1` fits the query set's u32.
         for (j, steps) in jobs.iter().enumerate() {
             if let Some(q) = t.queries {
                 pass.write_timestamp(q, 2 * j as u32);
@@ -584,6 +585,55 @@ mod tests {
         assert_eq!(plan.rw_size, 256 + 16);
         assert_eq!(plan.timestamps, Some(512));
         assert_eq!(plan.readback_size, 512 + 32);
+    }
+
+    #[test]
+    fn a_batch_never_places_a_binding_past_a_dynamic_offsets_reach() {
+        use crate::job::{Footprint, footprint};
+        // Jobs of about 1.5 GiB of outputs (and a small input), gathered as the executor does
+        // with a 4 GiB buffer cap: two fit a batch, a third does not, and every offset of
+        // every batch's plan fits the u32 of a dynamic offset.
+        let cap = 1u64 << 32;
+        let align = 256;
+        let jobs: Vec<Vec<Arg>> = (0..7u64)
+            .map(|i| {
+                vec![
+                    arg(0, ArgData::Input(vec![0; 4].into())),
+                    arg(1, ArgData::Output((3 << 29) + 4 * i)),
+                    arg(2, ArgData::Output(4 + 252 * i)),
+                ]
+            })
+            .collect();
+        let mut batches: Vec<Vec<&Vec<Arg>>> = vec![Vec::new()];
+        let mut used = Footprint::default();
+        for job in &jobs {
+            let add = footprint(job.iter(), align);
+            let current = batches.last_mut().unwrap();
+            if !current.is_empty() && !used.fits(add, cap, u64::MAX) {
+                batches.push(Vec::new());
+                used = Footprint::default();
+            }
+            used = used.plus(add);
+            batches.last_mut().unwrap().push(job);
+        }
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 2, 2, 1]
+        );
+        for batch in batches {
+            let steps: Vec<Vec<&[Arg]>> = batch.iter().map(|j| vec![j.as_slice()]).collect();
+            let plan = Plan::new(&steps, align, false);
+            assert!(plan.rw_size <= cap, "{} bytes", plan.rw_size);
+            assert!(
+                plan.max_offset() <= u64::from(u32::MAX),
+                "{}",
+                plan.max_offset()
+            );
+        }
+        // A lone job past the range is planned as it is: the executor binds it plainly.
+        let huge = [arg(0, ArgData::Output(3 << 31)), arg(1, ArgData::Output(4))];
+        let plan = Plan::new(&[vec![&huge[..]]], align, false);
+        assert!(plan.max_offset() > u64::from(u32::MAX));
     }
 
     #[test]

@@ -316,20 +316,7 @@ impl Job {
     /// What this job adds to a batch's buffers when every binding offset is a multiple of
     /// `align` (an upper bound of where the batch plan puts it).
     pub(crate) fn footprint(&self, align: u64) -> Footprint {
-        self.args().fold(Footprint::default(), |f, a| {
-            let size = a.data.size();
-            let slot = align_up(size, align);
-            let (read, rw) = match a.data {
-                ArgData::Uniform(_) | ArgData::Input(_) => (slot, 0),
-                ArgData::InOut(_) | ArgData::Output(_) => (0, slot),
-                ArgData::Scratch { .. } | ArgData::Resident(_) => (0, 0),
-            };
-            f.plus(Footprint {
-                read,
-                rw,
-                bytes: a.data.batch_bytes(),
-            })
-        })
+        footprint(self.args(), align)
     }
 
     /// Every argument of every step.
@@ -356,6 +343,23 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// What `args` add to a batch's buffers when every binding offset is a multiple of `align`.
+pub(crate) fn footprint<'a>(args: impl Iterator<Item = &'a Arg>, align: u64) -> Footprint {
+    args.fold(Footprint::default(), |f, a| {
+        let slot = align_up(a.data.size(), align);
+        let (read, rw) = match a.data {
+            ArgData::Uniform(_) | ArgData::Input(_) => (slot, 0),
+            ArgData::InOut(_) | ArgData::Output(_) => (0, slot),
+            ArgData::Scratch { .. } | ArgData::Resident(_) => (0, 0),
+        };
+        f.plus(Footprint {
+            read,
+            rw,
+            bytes: a.data.batch_bytes(),
+        })
+    })
 }
 
 /// The bytes a job takes in a batch: in its read buffer, in its read-write buffer (each

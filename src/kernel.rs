@@ -175,7 +175,9 @@ impl Kernel {
     /// workgroup memory) or reports only as a pipeline error (the workgroup size).
     pub(crate) fn check_limits(&self, limits: &wgpu::Limits) -> Result<()> {
         let [x, y, z] = self.inner.workgroup_size;
-        let invocations = u64::from(x) * u64::from(y) * u64::from(z);
+        let invocations = u64::from(x)
+            .saturating_mul(u64::from(y))
+            .saturating_mul(u64::from(z));
         let checks = [
             (
                 "workgroup_size x",
@@ -361,7 +363,7 @@ fn size_rule(
     };
     let align = |n: u64| {
         let a = u64::from(layouter[ty].alignment.round_up(1));
-        n.div_ceil(a) * a
+        n.div_ceil(a).saturating_mul(a)
     };
     match &module.types[ty].inner {
         naga::TypeInner::Array {
@@ -395,7 +397,11 @@ fn workgroup_memory(module: &naga::Module, uses: &naga::valid::FunctionInfo) -> 
         .global_variables
         .iter()
         .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
-        .map(|(_, v)| u64::from(module.types[v.ty].inner.size(module.to_ctx())).div_ceil(16) * 16)
+        .map(|(_, v)| {
+            u64::from(module.types[v.ty].inner.size(module.to_ctx()))
+                .div_ceil(16)
+                .saturating_mul(16)
+        })
         .sum()
 }
 

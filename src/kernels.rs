@@ -93,7 +93,7 @@ pub fn sum_job(kernel: &Kernel, data: &[f32]) -> Job {
     Job::new(kernel)
         .input(0, data)
         .output::<f32>(1, groups)
-        .workgroups(groups as u32, 1, 1)
+        .workgroups(u32::try_from(groups).unwrap_or(u32::MAX), 1, 1) // too many: a Limit error
 }
 
 /// The sum of `data`, reduced on the device by repeated [`sum`] jobs.

@@ -142,7 +142,7 @@ impl DeviceStats {
         let new = if old == 0 {
             per_job
         } else {
-            old - old / 8 + per_job / 8
+            (old - old / 8).saturating_add(per_job / 8)
         };
         self.cost_ns.store(new.max(1), Relaxed);
     }
