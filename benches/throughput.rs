@@ -238,10 +238,15 @@ impl EngineSys {
     }
 
     fn submit(&self, w: &Work) -> JobHandle {
+        self.submit_with(w, wgpu_batch::Priority::Normal)
+    }
+
+    fn submit_with(&self, w: &Work, priority: wgpu_batch::Priority) -> JobHandle {
         let job = Job::new(&self.kernel)
             .uniform(0, &2.0f32)
             .input_shared(1, w.xs.clone())
-            .inout_shared(2, w.ys.clone());
+            .inout_shared(2, w.ys.clone())
+            .priority(priority);
         self.engine
             .submit(job.workgroups_for(w.y.len()))
             .expect("submit")
@@ -702,6 +707,99 @@ fn latency(b: &mut Bench) {
     );
 }
 
+/// Latency percentiles of `v`: (p50, p99, max).
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+/// 6. Priority aging: what one aging interval buys a High job and costs a Low one, on one
+/// lavapipe device. (a) A backlog of Low work (8 threads keep 256 Low jobs outstanding each)
+/// while a High job is submitted every 20 ms: the High job's latency. (b) The reverse: a
+/// stream of High work and a Low job every 20 ms: the Low job's latency (how long aging lets
+/// a steady stream of higher-priority work hold it back).
+fn priority(b: &mut Bench) {
+    use wgpu_batch::Priority;
+    let work = Work::new(4096);
+    b.md("\n### Priority aging on lavapipe: latency of the rare job against a backlog of the other priority (4,096-element SAXPY, 8 threads x 256 outstanding)\n".into());
+    b.md("| priority_aging | High among Low: p50 | p99 | Low among High: p50 | p99 | max |".into());
+    b.md("|---|---|---|---|---|---|".into());
+    for aging in [
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        Duration::MAX,
+    ] {
+        let engine = EngineSys::new(
+            engine_builder(wgpu::Backends::VULKAN).priority_aging(aging),
+            256,
+            "engine",
+        );
+        let probe = |bulk: Priority, rare: Priority| {
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        let mut window = std::collections::VecDeque::new();
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            while window.len() < engine.window {
+                                window.push_back(engine.submit_with(&work, bulk));
+                            }
+                            window.pop_front().unwrap().wait().expect("job");
+                        }
+                        window
+                            .into_iter()
+                            .for_each(|h| drop(h.wait().expect("job")));
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(500)); // the backlog builds up
+                let mut lat = Vec::new();
+                for _ in 0..40 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let t = Instant::now();
+                    let h = engine.submit_with(&work, rare);
+                    // A job held back 5 s is starved: stop the stream to let it through.
+                    let done = h.wait_timeout(Duration::from_secs(5));
+                    lat.push(t.elapsed());
+                    if done.is_err() {
+                        break;
+                    }
+                }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                percentiles(lat)
+            })
+        };
+        let (h50, h99, _) = probe(Priority::Low, Priority::High);
+        let (l50, l99, lmax) = probe(Priority::High, Priority::Low);
+        let name = if aging == Duration::MAX {
+            "MAX (strict)".to_string()
+        } else {
+            format!("{aging:?}")
+        };
+        let starved = |d: Duration| {
+            if d >= Duration::from_secs(5) {
+                "starved (> 5 s)".to_string()
+            } else {
+                format!("{d:.1?}")
+            }
+        };
+        b.md(format!(
+            "| {name} | {h50:.1?} | {h99:.1?} | {} | {} | {} |",
+            starved(l50),
+            starved(l99),
+            starved(lmax)
+        ));
+        let _ = writeln!(
+            b.csv,
+            "priority,lavapipe,{name},8,4096,{:.1},{:.1},{:.1},",
+            h50.as_secs_f64() * 1e3,
+            l50.as_secs_f64() * 1e3,
+            lmax.as_secs_f64() * 1e3
+        );
+    }
+}
+
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -792,6 +890,9 @@ fn main() {
     }
     if want("memory") {
         memory(&mut b);
+    }
+    if want("priority") {
+        priority(&mut b);
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.csv");
     let _ = std::fs::write(&path, &b.csv);

@@ -12,7 +12,21 @@ use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::watchdog::Watchdog;
 
-/// The default of [`EngineBuilder::priority_aging`].
+/// The default of [`EngineBuilder::priority_aging`]: 100 ms.
+///
+/// Measured on lavapipe (`cargo bench --bench throughput -- priority`; 8 threads x 256
+/// outstanding 4,096-element jobs of one priority, one job of the other every 20 ms):
+///
+/// | aging | High job among Low work, p50 | Low job among High work, p50 |
+/// |---|---|---|
+/// | 10 ms | 109 ms | 150 ms |
+/// | **100 ms** | **9.4 ms** | **325 ms** |
+/// | 1 s | 10.8 ms | 2.1 s |
+/// | `Duration::MAX` (strict) | 8.0 ms | starved (> 5 s) |
+///
+/// At 100 ms a High job is as fast as with strict priorities (the backlog ahead of it is the
+/// batches already formed), while a steady stream of High work holds a Low job back about a
+/// third of a second, not seconds.
 pub const DEFAULT_PRIORITY_AGING: Duration = Duration::from_millis(100);
 
 /// Configures and builds an [`Engine`]. Every setting has a default; see each method.
