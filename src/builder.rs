@@ -133,7 +133,7 @@ impl EngineBuilder {
         self
     }
 
-    /// The budget of a job that sets no [`Job::timeout`] or [`Job::deadline`]: past it, a job
+    /// The budget of a job that sets no [`Job::timeout`](crate::Job::timeout) or [`Job::deadline`](crate::Job::deadline): past it, a job
     /// not yet encoded resolves [`Error::DeadlineExpired`]. Default: none (`Duration::MAX`
     /// also means none).
     pub fn default_timeout(mut self, budget: Duration) -> Self {
@@ -162,7 +162,7 @@ impl EngineBuilder {
     }
 
     /// Whether each job's GPU time is measured with timestamp queries (where the adapter
-    /// supports them inside compute passes) and reported in [`JobOutput::gpu_time`] and the
+    /// supports them inside compute passes) and reported in [`JobOutput::gpu_time`](crate::JobOutput::gpu_time) and the
     /// stats. Default false: on lavapipe it cost 40-60% of small-job throughput
     /// (`GPU_TIMING=1 cargo run --release --example many_threads`).
     pub fn gpu_timing(mut self, on: bool) -> Self {

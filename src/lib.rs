@@ -17,22 +17,26 @@
 //! ```
 //!
 //! ## Design
-//! - [`Engine`] enumerates adapters once, under the only global lock; nothing on the submit
-//!   path takes it.
+//! - [`Engine`] enumerates adapters and opens devices under the one process-wide lock;
+//!   nothing on the submit path takes it.
 //! - Each device has its own queue of requests (a bounded channel), its own executor thread
-//!   that alone submits to and polls it, and its own lock over its pipeline cache and buffer
-//!   pool. The lock order and a job's life are written down in the `device` module.
+//!   that alone submits to and polls it, its own pipeline cache and buffer pool. The lock
+//!   order, a job's life, loss and shutdown are written down in the `device` module.
 //! - A batch is planned as plain data, then encoded into one command buffer (see the `batch`
 //!   module for its memory layout and why jobs cannot see each other's data).
-//! - The executor serves its queue by [`Priority`] with aging, drops jobs whose deadline
-//!   passed or that were cancelled before they are encoded (the `queue` module), and holds a
-//!   partial batch open for at most `max_batch_delay`, never past a job's deadline.
+//! - The executor serves its queue by [`Priority`] as virtual deadlines (priority ages one
+//!   level per [`EngineBuilder::priority_aging`], so none starves), never encodes a job that
+//!   was cancelled or whose deadline passed, and holds a partial batch open for at most
+//!   `max_batch_delay`, never past a job's deadline.
+//! - Every submitted job resolves exactly once, with its output or a typed [`Error`]: one
+//!   ticket per job whose state only moves forward (the `reply` module). A waiting caller gets
+//!   its deadline error at the deadline; a watchdog fails a device whose work stops making
+//!   progress ([`EngineBuilder::gpu_timeout`]); shutdown, device loss and executor panics
+//!   answer every job.
 //! - Device choice ([`Balance`]) is by fewest outstanding jobs, or weighted by each device's
 //!   measured cost per job, using atomics only.
 //! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in
 //!   one submission, passing intermediates through GPU-only scratch buffers.
-//! - Every submitted job resolves exactly once, with its output or a typed [`Error`], also on
-//!   shutdown, device loss and executor panics.
 //!
 //! [wgpu]: https://wgpu.rs
 #![forbid(unsafe_code)]
