@@ -217,6 +217,17 @@ impl EngineSys {
                     s.spawn(move || {
                         let mut window = std::collections::VecDeque::new();
                         let (mut done, mut i) = (0u64, t);
+                        if self.window == 0 {
+                            // One at a time, the way most callers use `run`.
+                            while Instant::now() < end {
+                                i += 1;
+                                self.engine
+                                    .run(self.job(works[i % works.len()]))
+                                    .expect("job");
+                                done += 1;
+                            }
+                            return done;
+                        }
                         while Instant::now() < end {
                             while window.len() < self.window {
                                 i += 1;
@@ -242,14 +253,17 @@ impl EngineSys {
     }
 
     fn submit_with(&self, w: &Work, priority: wgpu_batch::Priority) -> JobHandle {
-        let job = Job::new(&self.kernel)
+        self.engine
+            .submit(self.job(w).priority(priority))
+            .expect("submit")
+    }
+
+    fn job(&self, w: &Work) -> Job {
+        Job::new(&self.kernel)
             .uniform(0, &2.0f32)
             .input_shared(1, w.xs.clone())
             .inout_shared(2, w.ys.clone())
-            .priority(priority);
-        self.engine
-            .submit(job.workgroups_for(w.y.len()))
-            .expect("submit")
+            .workgroups_for(w.y.len())
     }
 }
 
@@ -433,6 +447,131 @@ fn scaling(b: &mut Bench, backend: wgpu::Backends, name: &str) {
             );
         }
     }
+}
+
+/// The host path on noop (no execution: host cost alone), against plain wgpu on one thread: one
+/// thread waiting on each job (`run`), one thread with 16 in flight, and T threads with 32 in
+/// flight each; throughput(T) against the best T; host time per job at 8 threads.
+fn host(b: &mut Bench) {
+    let plain = LockSys {
+        naive: Mutex::new(Naive::new(wgpu::Backends::NOOP)),
+    };
+    let builder = || engine_builder(wgpu::Backends::NOOP);
+    let each = EngineSys::new(builder(), 0, "engine, wait each job");
+    let sixteen = EngineSys::new(builder(), 16, "engine, 16 in flight");
+    let many = EngineSys::new(builder(), 32, "engine, 32 in flight per thread");
+    for n in [4096, 256] {
+        let work = Work::new(n);
+        for s in [&plain as &dyn System, &each, &sixteen, &many] {
+            s.verify(&work, false); // noop runs no kernel: only the plumbing is checked
+        }
+        let threads = [1, 2, 4, 8, 16];
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 3 + threads.len()];
+        for _ in 0..b.reps {
+            let runs: Vec<(&dyn System, usize)> =
+                [(&plain as &dyn System, 1), (&each, 1), (&sixteen, 1)]
+                    .into_iter()
+                    .chain(threads.iter().map(|&t| (&many as &dyn System, t)))
+                    .collect();
+            for (i, (s, t)) in runs.into_iter().enumerate() {
+                let start = Instant::now();
+                let jobs = s.run_for(&work, t, b.secs);
+                samples[i].push(jobs as f64 / start.elapsed().as_secs_f64());
+            }
+        }
+        let r: Vec<Rate> = samples.into_iter().map(Rate::of).collect();
+        let base = r[0].median;
+        let best = r[3..].iter().map(|x| x.median).fold(0.0, f64::max);
+        b.md(format!("\n### Host path on noop, SAXPY {n} elements: jobs/s median (min–max), ratio to plain wgpu on one thread\n"));
+        b.md("| system | jobs/s | vs plain |".into());
+        b.md("|---|---|---|".into());
+        let line = |b: &mut Bench, name: String, rate: Rate, t: usize| {
+            b.row("host", "noop", &name, t, n, rate, rate.median / base);
+            b.md(format!(
+                "| {name} | {} | {:.2}x |",
+                rate.cell(),
+                rate.median / base
+            ));
+        };
+        line(b, "plain wgpu, 1 thread".into(), r[0], 1);
+        line(b, "engine, 1 thread, wait each job".into(), r[1], 1);
+        line(b, "engine, 1 thread, 16 in flight".into(), r[2], 1);
+        for (i, t) in threads.iter().enumerate() {
+            line(
+                b,
+                format!("engine, {t} threads x 32 in flight"),
+                r[3 + i],
+                *t,
+            );
+        }
+        let scaling: Vec<String> = threads[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("T={t}: {:.2}", r[4 + i].median / best))
+            .collect();
+        b.md(format!(
+            "\nBest over threads {:.2}x plain; throughput(T) / best: {}; host time per job at 8 threads: {:.2} µs",
+            best / base,
+            scaling.join(", "),
+            1e6 / r[6].median
+        ));
+    }
+}
+
+/// 8. Idle latency and large jobs against plain wgpu: one job at a time, on noop and lavapipe.
+fn idle(b: &mut Bench) {
+    for (backend, name) in [
+        (wgpu::Backends::NOOP, "noop"),
+        (wgpu::Backends::VULKAN, "lavapipe"),
+    ] {
+        let work = Work::new(4096);
+        let mut naive = Naive::new(backend);
+        let engine = EngineSys::new(engine_builder(backend), 0, "engine");
+        let (mut tn, mut te) = (Vec::new(), Vec::new());
+        for i in 0..4000 {
+            if (i / 100) % 2 == 0 {
+                let t = Instant::now();
+                naive.run(2.0, &work.x, &work.y);
+                tn.push(t.elapsed());
+            } else {
+                let t = Instant::now();
+                engine.engine.run(engine.job(&work)).expect("job");
+                te.push(t.elapsed());
+            }
+        }
+        let ((n50, n99, _), (e50, e99, _)) = (percentiles(tn), percentiles(te));
+        b.md(format!("\nIdle latency on {name} (4,096 elements, one at a time, 2,000 each in alternating blocks of 100): plain p50 {n50:.1?} p99 {n99:.1?}; engine p50 {e50:.1?} p99 {e99:.1?}: x{:.2}", e50.as_secs_f64() / n50.as_secs_f64()));
+        let _ = writeln!(
+            b.csv,
+            "idle,{name},engine/plain p50,1,4096,{:.2},{:.2},,{:.3}",
+            e50.as_secs_f64() * 1e6,
+            n50.as_secs_f64() * 1e6,
+            e50.as_secs_f64() / n50.as_secs_f64()
+        );
+    }
+    // Large jobs on lavapipe: 1M elements, one thread, one at a time.
+    let work = Work::new(1 << 20);
+    let plain = LockSys {
+        naive: Mutex::new(Naive::new(wgpu::Backends::VULKAN)),
+    };
+    let engine = EngineSys::new(
+        engine_builder(wgpu::Backends::VULKAN),
+        0,
+        "engine, wait each job",
+    );
+    plain.verify(&work, true);
+    engine.verify(&work, true);
+    let r = b.measure(&[&plain, &engine], &work, 1);
+    b.md(format!("\n1M-element jobs on lavapipe, one thread, one at a time: plain {} jobs/s, engine {} ({:.2}x)", r[0].cell(), r[1].cell(), r[1].median / r[0].median));
+    b.row(
+        "large",
+        "lavapipe",
+        "engine/plain",
+        1,
+        1 << 20,
+        r[1],
+        r[1].median / r[0].median,
+    );
 }
 
 /// 6. Host overhead per job: the engine on noop (no execution), 32 outstanding per thread.
@@ -714,11 +853,11 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     (at(0.5), at(0.99), v[v.len() - 1])
 }
 
-/// 6. Priority aging: what one aging interval buys a High job and costs a Low one, on one
-/// lavapipe device. (a) A backlog of Low work (8 threads keep 256 Low jobs outstanding each)
-/// while a High job is submitted every 20 ms: the High job's latency. (b) The reverse: a
-/// stream of High work and a Low job every 20 ms: the Low job's latency (how long aging lets
-/// a steady stream of higher-priority work hold it back).
+/// Priority aging: what one aging interval buys a High job and costs a Low one, on one lavapipe
+/// device. First a backlog of Low work (8 threads keep 256 Low jobs outstanding each) while a
+/// High job is submitted every 20 ms: the High job's latency. Then the reverse, a stream of
+/// High work and a Low job every 20 ms: the Low job's latency (how long aging lets a steady
+/// stream of higher-priority work hold it back).
 fn priority(b: &mut Bench) {
     use wgpu_batch::Priority;
     let work = Work::new(4096);
@@ -893,6 +1032,12 @@ fn main() {
     }
     if want("priority") {
         priority(&mut b);
+    }
+    if want("host") {
+        host(&mut b);
+    }
+    if want("idle") {
+        idle(&mut b);
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.csv");
     let _ = std::fs::write(&path, &b.csv);

@@ -153,9 +153,11 @@ impl EngineBuilder {
         self
     }
 
-    /// Bytes of free buffers each device's pool may keep for reuse; past it, the least
-    /// recently used are freed, and an idle device frees them all after a second. Default
-    /// 256 MiB. The buffers of batches in flight are not counted (they are in use).
+    /// Bytes of free buffers each device keeps for reuse (half for batch buffers, half for
+    /// upload buffers); past it, the least recently used are freed, and an idle device frees
+    /// them all after a second. An eighth of it bounds the upload buffers that queued jobs
+    /// hold: past that, a job keeps its own data until its batch forms. Default 256 MiB. The buffers of
+    /// batches in flight are not counted (they are in use).
     pub fn pool_budget(mut self, bytes: u64) -> Self {
         self.batch.pool_budget = bytes;
         self

@@ -5,32 +5,43 @@
 //! 1. The process-wide enumeration lock (`adapters.rs`): instance creation, adapter
 //!    enumeration and device requests, in `EngineBuilder::build` only. Never held while
 //!    taking any other lock; never taken on the submit path.
-//! 2. Per device, [`Inbox::board`]: the jobs taken off the channel and not yet batched, and
-//!    the tickets of the batches in flight. Taken by the executor a few times per batch
-//!    (intake and gather, register, complete), and by whoever fails the device (the watchdog,
-//!    the executor, the `lose_device` hook). Nothing else is taken while it is held, and it is
-//!    never held across a channel wait, `queue.submit`, `device.poll` or a reply.
-//! 3. Per device, the pipeline cache's map (`pipelines.rs`): taken to look up or insert a
-//!    pipeline; pipelines are created outside it.
-//! 4. Per device, [`Inbox::sender`] and [`DeviceSlot::executor`]: taken once each, by shutdown
-//!    or by a loss, to drop the channel's owning sender or join the thread.
+//! 2. Per device, [`DeviceSlot::submitter`]: the device's queue, buffer pool, kept bind groups
+//!    and timestamp queries (`submitter.rs`); whoever holds it is the one thread that submits
+//!    to and polls the device. Taken by the executor to launch a batch and to wait for one,
+//!    and by `Engine::run`'s idle fast path (with `try_lock`, so a caller never waits for a
+//!    busy device). May be held across `queue.submit` and `device.poll`; never across a
+//!    channel wait or a reply.
+//! 3. Per device, [`Inbox::board`]: the jobs taken off the channel and not yet batched, and
+//!    the tickets of the batches in flight. Taken briefly by the executor (intake, gather,
+//!    register, complete), by the fast path (to see that nothing is pending), and by whoever
+//!    fails the device (the watchdog, the executor, the `lose_device` hook). Nothing is taken
+//!    while it is held, and it is never held across a wait, a submit, a poll or a reply.
+//! 4. Leaves, taken with nothing else taken while held: the pipeline cache's map
+//!    (`pipelines.rs`; pipelines are created outside it), the upload pool's free list
+//!    (`mapped.rs`; taken once per submitted job), [`Inbox::sender`] and
+//!    [`DeviceSlot::executor`] (taken once each, by shutdown or a loss).
 //!
-//! The buffer pool belongs to the executor alone and needs no lock. Submitting takes no lock:
-//! it reads atomics ([`Health`]) to choose a device and sends on that device's bounded channel.
+//! Submitting takes no lock of the engine: it reads atomics ([`Health`]) to choose a device,
+//! takes an upload buffer from the device's pool, writes its data and sends on the device's
+//! bounded channel.
 //!
 //! # A job's life
-//! queued (in the channel) -> pending (moved by the executor onto its board, by priority, see
+//! laid out and uploaded (on the submitting thread, into a mapped upload buffer) -> queued
+//! (in the channel) -> pending (moved by the executor onto its board, by priority, see
 //! `queue.rs`; at most `queue_capacity` of them) -> claimed (taken by rank; a job already
 //! resolved by a cancel or its deadline is skipped and never encoded) -> encoded (one command
 //! buffer per batch) -> in flight (its ticket on the board, one `queue.submit`) -> read back
 //! (the batch's readback buffer is mapped) -> replied (through the job's `Responder`, see
-//! `reply.rs`). A caller waiting on a job gets its deadline error at the deadline, whatever the
-//! device is doing.
+//! `reply.rs`) -> copied out (by the thread that takes the result). A caller waiting on a job
+//! gets its deadline error at the deadline, whatever the device is doing.
 //!
-//! Only the executor thread submits to and polls its device: wgpu serializes submits per
-//! device anyway, lavapipe's submit blocks until the previous one finishes, and a timed poll
-//! racing a submit can panic in wgpu 30.0.2. So its own polls may be timed: it waits in slices
-//! and notices a loss between them.
+//! On an idle device (nothing outstanding), `Engine::run` skips the queue: the caller takes
+//! the submitter lock and runs its job as a batch of one itself, without a thread hand-off.
+//!
+//! Only the holder of the submitter lock submits to and polls the device: wgpu serializes
+//! submits per device anyway, lavapipe's submit blocks until the previous one finishes, and a
+//! timed poll racing a submit can panic in wgpu 30.0.2. So polls may be timed: the holder waits
+//! in slices and notices a loss between them.
 //!
 //! # Loss
 //! A device-lost callback, an executor panic, a fatal poll error, the watchdog (a device that
@@ -58,14 +69,18 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::batch::Ready;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, ExecutorSetup};
 use crate::health::Health;
-use crate::job::Job;
+use crate::job::{Job, JobOutput};
 use crate::kernel::Kernel;
+use crate::layout::Layout;
+use crate::mapped::{StagingPool, Upload};
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::queue::{Pending, Priority, Queued};
 use crate::reply::{Responder, Ticket};
+use crate::submitter::{Submitter, binding_alignment, pipelines_for};
 
 /// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
 #[derive(Debug, Clone)]
@@ -111,6 +126,11 @@ pub(crate) const ABANDON_AFTER: Duration = Duration::from_millis(250);
 pub(crate) struct Request {
     pub(crate) job: Job,
     pub(crate) responder: Responder,
+    /// Where the job's data goes (computed on the submitting thread).
+    pub(crate) layout: Layout,
+    /// The job's upload buffer, written and unmapped by the submitting thread (`None` when
+    /// the upload budget was full: the submitter writes it when the batch forms).
+    pub(crate) upload: Option<Upload>,
 }
 
 impl Queued for Request {
@@ -226,6 +246,12 @@ pub(crate) struct DeviceSlot {
     pub(crate) tx: flume::WeakSender<Request>,
     pub(crate) device: wgpu::Device,
     pub(crate) pipelines: Arc<PipelineCache>,
+    /// The device's submit and poll lock (lock order: see the module docs).
+    pub(crate) submitter: Arc<Mutex<Submitter>>,
+    /// Mapped upload buffers, taken by submitting threads.
+    staging: Arc<StagingPool>,
+    /// The offset alignment of bindings in this device's batches.
+    align: u64,
     /// The executor thread, and a channel that disconnects when it returns; taken by `stop`.
     executor: Mutex<Option<(JoinHandle<()>, flume::Receiver<()>)>>,
 }
@@ -257,11 +283,21 @@ impl DeviceSlot {
         let weak = tx.downgrade();
         *inbox.sender.lock() = Some(tx);
         let pipelines = Arc::new(PipelineCache::new(device.clone(), cfg.shared_bind_groups));
+        let budget = cfg.pool_budget;
+        let staging = Arc::new(StagingPool::new(device.clone(), budget / 2, budget / 8));
+        let submitter = Arc::new(Mutex::new(Submitter::new(
+            device.clone(),
+            queue,
+            health.clone(),
+            pipelines.clone(),
+            staging.clone(),
+            &cfg,
+        )));
+        let limits = device.limits();
         let setup = ExecutorSetup {
             inbox: inbox.clone(),
-            device: device.clone(),
-            queue,
-            pipelines: pipelines.clone(),
+            submitter: submitter.clone(),
+            limits: limits.clone(),
             cfg,
             capacity,
         };
@@ -276,15 +312,17 @@ impl DeviceSlot {
                 adapter: info.adapter.clone(),
                 message: e.to_string(),
             })?;
-        let limits = device.limits();
         Ok(DeviceSlot {
             info,
+            align: binding_alignment(&limits),
             limits,
             health,
             inbox,
             tx: weak,
             device,
             pipelines,
+            submitter,
+            staging,
             executor: Mutex::new(Some((join, exit_rx))),
         })
     }
@@ -297,7 +335,106 @@ impl DeviceSlot {
 
     /// The offset alignment of bindings in this device's batches.
     pub(crate) fn binding_alignment(&self) -> u64 {
-        crate::executor::binding_alignment(&self.limits)
+        self.align
+    }
+
+    /// Lays `job` out and writes its uploads into one of this device's mapped upload
+    /// buffers, on the calling thread (unless queued jobs hold the upload budget already). A
+    /// failure here usually means the device was lost and nobody knows yet: the submitter is
+    /// asked (it polls, so wgpu's lost callback runs), and the error is then `DeviceLost`, so
+    /// the job can go to another device.
+    pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Upload>)> {
+        let layout = Layout::of(job, self.align);
+        let len = layout.upload_len();
+        if len == 0 {
+            return Ok((layout, None));
+        }
+        match self.staging.write(len, &layout.uploads(job), true) {
+            Ok(upload) => Ok((layout, upload)),
+            Err(e) => {
+                let e = Error::Wgpu(format!("could not write a job's uploads: {e}"));
+                Err(self.submitter.lock().failure(&e))
+            }
+        }
+    }
+
+    /// The idle fast path: if this device has nothing outstanding and its submitter is free,
+    /// runs `job` as a batch of one on the calling thread and returns its result; otherwise
+    /// hands the job back. `deadline` is the job's, from its submission now.
+    pub(crate) fn run_now(
+        &self,
+        job: Job,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Result<JobOutput>, Job> {
+        let stats = &self.health.stats;
+        if stats.outstanding() != 0 || !self.usable() {
+            return Err(job);
+        }
+        let Some(mut sub) = self.submitter.try_lock() else {
+            return Err(job);
+        };
+        // Holding the submitter, nothing can be launched; anything outstanding was submitted
+        // before this job, by this thread or another, and must not be overtaken.
+        if stats.outstanding() != 0 || !self.inbox.rx.is_empty() {
+            return Err(job);
+        }
+        let submitted = Instant::now();
+        let (layout, upload) = match self.stage_locked(&mut sub, &job) {
+            Ok(staged) => staged,
+            Err(_) => return Err(job), // the queue path reports it (and re-routes a loss)
+        };
+        stats.enter();
+        stats.record_submit();
+        let result = self.run_locked(&mut sub, job, (layout, upload), deadline);
+        drop(sub);
+        stats.record_queue_wait(Duration::ZERO);
+        stats.record_done(result.is_ok(), submitted.elapsed());
+        Ok(result)
+    }
+
+    /// [`stage`](DeviceSlot::stage) for a caller that holds the submitter already.
+    fn stage_locked(&self, sub: &mut Submitter, job: &Job) -> Result<(Layout, Option<Upload>)> {
+        let layout = Layout::of(job, self.align);
+        let len = layout.upload_len();
+        if len == 0 {
+            return Ok((layout, None));
+        }
+        let upload = self
+            .staging
+            .write(len, &layout.uploads(job), false)
+            .map_err(|e| {
+                sub.failure(&Error::Wgpu(format!(
+                    "could not write a job's uploads: {e}"
+                )))
+            })?;
+        Ok((layout, upload))
+    }
+
+    /// Runs one staged job as a batch of one, holding the submitter.
+    fn run_locked(
+        &self,
+        sub: &mut Submitter,
+        job: Job,
+        (layout, upload): (Layout, Option<Upload>),
+        deadline: Option<Instant>,
+    ) -> Result<JobOutput> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::DeadlineExpired);
+        }
+        let pipelines = pipelines_for(&self.pipelines, &job, true)?;
+        let ready = vec![Ready {
+            job,
+            layout,
+            upload,
+            pipelines,
+        }];
+        let prepared = sub.prepare(ready).map_err(|(e, _)| sub.failure(&e))?;
+        let batch = sub.submit(prepared).map_err(|(e, _)| sub.failure(&e))?;
+        let result = sub.wait(&batch);
+        let reply = sub.finish(batch, result).pop();
+        reply
+            .unwrap_or(Err(Error::Wgpu("a batch of one gave no reply".into())))
+            .map(crate::job::Finished::into_output)
     }
 
     /// Whether submit may send here.

@@ -146,27 +146,38 @@ impl Engine {
     }
 
     /// Validates `job` and queues it on the least-loaded eligible device, blocking while that
-    /// device's queue is full.
+    /// device's queue is full. The job's uploads are written into the device's mapped upload
+    /// memory on this thread.
     pub fn submit(&self, job: Job) -> Result<JobHandle> {
+        self.enqueue(job, true).map_err(|r| r.error)
+    }
+
+    /// Like [`submit`](Engine::submit) but never blocks: when the chosen device's queue is
+    /// full the job comes back in [`Rejected`] with [`Error::QueueFull`].
+    #[allow(clippy::result_large_err)] // the job comes back by value, as flume's TrySendError does
+    pub fn try_submit(&self, job: Job) -> std::result::Result<JobHandle, Rejected> {
+        self.enqueue(job, false)
+    }
+
+    /// Submits `job` and waits for it. On a device with nothing outstanding this thread runs
+    /// the job itself, as a batch of one, without handing it to the device's executor and
+    /// back (the idle fast path); otherwise it queues it like [`submit`](Engine::submit).
+    pub fn run(&self, job: Job) -> Result<JobOutput> {
         let slot = self.choose(&job)?;
         job.validate(&slot.limits, slot.binding_alignment())?;
-        let Some(tx) = slot.tx.upgrade() else {
-            return Err(Error::Shutdown);
-        };
-        let (handle, request) = self.request(&slot, job);
-        match tx.send(request) {
-            Ok(()) => {
-                slot.health.stats.record_submit();
-                Ok(handle)
-            }
-            Err(flume::SendError(request)) => Err(refuse(&slot, request).0),
+        let deadline = self.deadline_of(&job, Instant::now());
+        match slot.run_now(job, deadline) {
+            Ok(result) => result,
+            Err(job) => self
+                .enqueue_on(&slot, job, true)
+                .map_err(|r| r.error)?
+                .wait(),
         }
     }
 
-    /// Like [`submit`](Engine::submit) but never blocks: when every eligible queue is full the
-    /// job comes back in [`Rejected`] with [`Error::QueueFull`].
-    #[allow(clippy::result_large_err)] // the job comes back by value, as flume's TrySendError does
-    pub fn try_submit(&self, job: Job) -> std::result::Result<JobHandle, Rejected> {
+    /// Chooses a device for `job`, validates it there and queues it.
+    #[allow(clippy::result_large_err)] // as `try_submit`
+    fn enqueue(&self, job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
         let slot = match self
             .choose(&job)
             .and_then(|s| job.validate(&s.limits, s.binding_alignment()).map(|_| s))
@@ -174,49 +185,83 @@ impl Engine {
             Ok(slot) => slot,
             Err(error) => return Err(Rejected { error, job }),
         };
+        self.enqueue_on(&slot, job, block)
+    }
+
+    /// Writes `job`'s uploads and queues it on `slot` (waiting for room when `block`).
+    #[allow(clippy::result_large_err)] // as `try_submit`
+    fn enqueue_on(
+        &self,
+        slot: &DeviceSlot,
+        job: Job,
+        block: bool,
+    ) -> std::result::Result<JobHandle, Rejected> {
         let Some(tx) = slot.tx.upgrade() else {
-            return Err(Rejected {
-                error: Error::Shutdown,
-                job,
-            });
+            let error = slot.health.drop_error();
+            return Err(Rejected { error, job });
         };
-        let (handle, request) = self.request(&slot, job);
-        match tx.try_send(request) {
-            Ok(()) => {
-                slot.health.stats.record_submit();
+        if !block && tx.is_full() {
+            // Checked first so a caller retrying on a full queue pays for no upload.
+            let error = Error::QueueFull;
+            return Err(Rejected { error, job });
+        }
+        let (layout, upload) = match slot.stage(&job) {
+            Ok(staged) => staged,
+            // Nothing was queued yet: a job that may go elsewhere tries the other devices.
+            Err(Error::DeviceLost { .. }) if job.device.is_none() && !slot.usable() => {
+                return self.enqueue(job, block);
+            }
+            Err(error) => return Err(Rejected { error, job }),
+        };
+        let deadline = self.deadline_of(&job, Instant::now());
+        let timer = deadline.map(|_| self.inner.deadlines.clone());
+        let (handle, responder) = JobHandle::pair(slot.health.clone(), deadline, timer);
+        let request = Request {
+            job,
+            responder,
+            layout,
+            upload,
+        };
+        let stats = &slot.health.stats;
+        stats.enter();
+        let refused = if block {
+            tx.send(request).err().map(|e| (e.0, false))
+        } else {
+            tx.try_send(request).err().map(|e| match e {
+                flume::TrySendError::Full(r) => (r, true),
+                flume::TrySendError::Disconnected(r) => (r, false),
+            })
+        };
+        match refused {
+            None => {
+                stats.record_submit();
                 Ok(handle)
             }
-            Err(flume::TrySendError::Full(request)) => {
-                let (_, job) = refuse(&slot, request);
+            Some((request, full)) => {
+                stats.abandon();
+                request.responder.disarm(); // the job never entered a queue
+                let error = if full {
+                    Error::QueueFull
+                } else {
+                    slot.health.drop_error()
+                };
                 Err(Rejected {
-                    error: Error::QueueFull,
-                    job,
+                    error,
+                    job: request.job,
                 })
-            }
-            Err(flume::TrySendError::Disconnected(request)) => {
-                let (error, job) = refuse(&slot, request);
-                Err(Rejected { error, job })
             }
         }
     }
 
-    /// Wraps `job` for `slot`'s channel, with its handle and its deadline from now. A budget
-    /// past the end of time (`Duration::MAX`) means no deadline.
-    fn request(&self, slot: &DeviceSlot, job: Job) -> (JobHandle, Request) {
-        let now = Instant::now();
+    /// `job`'s deadline if submitted at `now`: the earlier of its own deadline and timeout, or
+    /// the engine's default timeout if it sets neither. A budget past the end of time
+    /// (`Duration::MAX`) means no deadline.
+    fn deadline_of(&self, job: &Job, now: Instant) -> Option<Instant> {
         let within = |b: Duration| now.checked_add(b);
-        let deadline = match (job.deadline, job.timeout) {
+        match (job.deadline, job.timeout) {
             (None, None) => self.inner.default_timeout.and_then(within),
             (at, budget) => at.into_iter().chain(budget.and_then(within)).min(),
-        };
-        let timer = deadline.map(|_| self.inner.deadlines.clone());
-        let (handle, responder) = JobHandle::pair(slot.health.clone(), deadline, timer);
-        (handle, Request { job, responder })
-    }
-
-    /// Submits `job` and waits for it.
-    pub fn run(&self, job: Job) -> Result<JobOutput> {
-        self.submit(job)?.wait()
+        }
     }
 
     /// Per-device counters and latency percentiles; lock-free.
@@ -486,11 +531,4 @@ impl DeviceBuffer {
         let out = engine.run(job.on_device(device).priority(crate::Priority::Low))?;
         out.read::<T>(1)
     }
-}
-
-/// A request the channel refused: silence its responder (the job never entered a queue) and
-/// return why, with the job.
-fn refuse(slot: &DeviceSlot, request: Request) -> (Error, Job) {
-    request.responder.disarm();
-    (slot.health.drop_error(), request.job)
 }

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::align_up;
 use crate::buffer::DeviceBuffer;
 use crate::error::{Error, Result};
 use crate::kernel::{BindingKind, Kernel};
+use crate::layout::align_up;
+use crate::mapped::Readback;
 use crate::queue::Priority;
 
 /// Work for one device: one dispatch of a kernel with its arguments, or several kernels in
@@ -478,6 +479,46 @@ impl Step {
                 limit: limit as u64,
             }),
             _ => Ok(()),
+        }
+    }
+}
+
+/// A finished job as its device replies it: where its bytes are in the batch's shared mapped
+/// readback. The thread that takes the result copies them out ([`Finished::into_output`]), so
+/// the executor copies nothing.
+pub(crate) struct Finished {
+    pub(crate) device: usize,
+    /// The kernel of the last step.
+    pub(crate) kernel: Kernel,
+    /// (step, binding, offset in the readback, size) of every binding read back.
+    pub(crate) ranges: Vec<(usize, u32, u64, u64)>,
+    /// `None` for a batch that reads nothing back.
+    pub(crate) readback: Option<Arc<Readback>>,
+    pub(crate) gpu_time: Option<Duration>,
+}
+
+impl Finished {
+    /// Copies the job's bytes out of the readback; dropping the last reference to it hands
+    /// the buffer back to its device.
+    pub(crate) fn into_output(self) -> JobOutput {
+        let mapped = self.readback.as_deref().map_or(&[][..], Readback::bytes);
+        let buffers = self
+            .ranges
+            .iter()
+            .map(|&(step, binding, at, size)| {
+                // The plan fits every range inside the readback, so `get` always finds it.
+                let range = usize::try_from(at)
+                    .and_then(|a| Ok(a..a + usize::try_from(size)?))
+                    .ok();
+                let bytes = range.and_then(|r| mapped.get(r)).unwrap_or_default();
+                (step, binding, bytes.to_vec())
+            })
+            .collect();
+        JobOutput {
+            device: self.device,
+            kernel: self.kernel,
+            buffers,
+            gpu_time: self.gpu_time,
         }
     }
 }

@@ -55,11 +55,14 @@ mod health;
 mod job;
 mod kernel;
 pub mod kernels;
+mod layout;
+mod mapped;
 mod pipelines;
 mod pool;
 mod queue;
 mod reply;
 mod stats;
+mod submitter;
 mod watchdog;
 
 pub use balance::Balance;

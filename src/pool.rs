@@ -73,6 +73,9 @@ pub(crate) struct BufferPool {
     max_buffer_size: u64,
     /// Next return's sequence number (orders returns for eviction).
     seq: u64,
+    /// Buffers dropped so far (evicted, over budget, trimmed): whoever caches references to
+    /// pooled buffers forgets them when this changes.
+    drops: u64,
 }
 
 impl BufferPool {
@@ -83,6 +86,7 @@ impl BufferPool {
             budget,
             max_buffer_size,
             seq: 0,
+            drops: 0,
         }
     }
 
@@ -106,6 +110,7 @@ impl BufferPool {
     pub(crate) fn give(&mut self, role: Role, buffer: wgpu::Buffer) {
         let size = buffer.size();
         if size > self.budget {
+            self.drops += 1;
             return;
         }
         while self.free_bytes + size > self.budget && self.evict_oldest() {}
@@ -130,6 +135,7 @@ impl BufferPool {
         if let Some(list) = self.free.get_mut(&key) {
             let (_, buf) = list.remove(0);
             self.free_bytes -= buf.size();
+            self.drops += 1;
             if list.is_empty() {
                 self.free.remove(&key);
             }
@@ -139,8 +145,14 @@ impl BufferPool {
 
     /// Drops every free buffer (the device has been idle).
     pub(crate) fn trim(&mut self) {
+        self.drops += self.free.values().map(|l| l.len() as u64).sum::<u64>();
         self.free.clear();
         self.free_bytes = 0;
+    }
+
+    /// Buffers dropped so far.
+    pub(crate) fn drops(&self) -> u64 {
+        self.drops
     }
 
     /// Bytes of the free buffers held.

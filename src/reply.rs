@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::health::Health;
-use crate::job::JobOutput;
+use crate::job::{Finished, JobOutput};
 
-/// What a job resolves to.
-pub(crate) type Reply = Result<JobOutput>;
+/// What a job resolves to on its device's side; the taker turns it into a [`JobOutput`].
+pub(crate) type Reply = Result<Finished>;
 
 /// Where async waiters register a deadline so the job is expired (and they are woken) at it:
 /// the engine's watchdog. Returns false when the watchdog has stopped.
@@ -299,11 +299,11 @@ impl JobHandle {
         self.rx.try_recv().ok().map(|reply| self.take(reply))
     }
 
-    /// Marks the result taken; a second taker (two threads racing on one handle) gets
-    /// `ResultTaken`, though only one of them can have received the reply anyway.
-    fn take(&self, reply: Reply) -> Reply {
+    /// Marks the result taken and copies the job's bytes out of the batch's readback, on the
+    /// taking thread. (Two threads racing on one handle: only one receives the reply.)
+    fn take(&self, reply: Reply) -> Result<JobOutput> {
         self.taken.store(true, Ordering::Release);
-        reply
+        reply.map(Finished::into_output)
     }
 }
 
@@ -320,10 +320,8 @@ impl Future for JobHandle {
             .fut
             .get_or_insert_with(|| this.rx.clone().into_recv_async());
         match Pin::new(fut).poll(cx) {
-            Poll::Ready(reply) => {
-                let reply = reply.unwrap_or(Err(Error::ResultTaken));
-                Poll::Ready(this.take(reply))
-            }
+            Poll::Ready(Ok(reply)) => Poll::Ready(this.take(reply)),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::ResultTaken)),
             Poll::Pending => {
                 // The watchdog expires the job at its deadline, which sends the reply and
                 // wakes this future through the channel.

@@ -2,7 +2,8 @@
 //! snapshots. A snapshot's fields are read one by one, so under load they can disagree by the
 //! few jobs that moved between two reads.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
 
 /// Log-linear latency histogram: 4 buckets per power of two of nanoseconds (about 19% wide),
@@ -90,6 +91,9 @@ pub(crate) struct DeviceStats {
     cost_ns: AtomicU64,
     /// Bytes of free buffers the device's pool keeps.
     pool_bytes: AtomicU64,
+    /// Jobs entered (about to be queued, queued, running) and not yet resolved: what device
+    /// choice balances, and what the idle fast path needs to be zero.
+    outstanding: AtomicU64,
 }
 
 impl DeviceStats {
@@ -108,16 +112,31 @@ impl DeviceStats {
             gpu_jobs: z(),
             cost_ns: z(),
             pool_bytes: z(),
+            outstanding: z(),
         }
     }
 
+    /// A job is about to be queued (or run at once): outstanding from now. `SeqCst`, like
+    /// its reads, so a job entered on one thread is seen by another's idle check.
+    pub(crate) fn enter(&self) {
+        self.outstanding.fetch_add(1, SeqCst);
+    }
+
+    /// A job entered but never queued (its channel refused it).
+    pub(crate) fn abandon(&self) {
+        self.outstanding.fetch_sub(1, SeqCst);
+    }
+
+    /// A job was accepted onto the device's queue (or run at once).
     pub(crate) fn record_submit(&self) {
         self.submitted.fetch_add(1, Relaxed);
     }
 
+    /// A job resolved.
     pub(crate) fn record_done(&self, ok: bool, latency: Duration) {
         if ok { &self.completed } else { &self.failed }.fetch_add(1, Relaxed);
         self.latency.record(latency);
+        self.outstanding.fetch_sub(1, SeqCst);
     }
 
     pub(crate) fn record_batch(&self, jobs: usize) {
@@ -161,10 +180,9 @@ impl DeviceStats {
         self.queue_wait.record(d);
     }
 
-    /// Jobs submitted and not yet resolved: the load figure that device choice balances.
+    /// Jobs entered and not yet resolved: the load figure that device choice balances.
     pub(crate) fn outstanding(&self) -> u64 {
-        let done = self.completed.load(Relaxed) + self.failed.load(Relaxed);
-        self.submitted.load(Relaxed).saturating_sub(done)
+        self.outstanding.load(SeqCst)
     }
 
     pub(crate) fn snapshot(&self, device: usize, queue_depth: usize) -> DeviceStatsSnapshot {

@@ -8,7 +8,8 @@
 //! buffers, a resident histogram every job adds to), random sizes (1, around the workgroup
 //! size, large), priorities and pinning, and random engine settings (`max_batch_jobs`,
 //! `max_batch_delay`, `shared_bind_groups`, batches in flight, one or two devices). The jobs
-//! are submitted from several threads at once.
+//! are submitted from several threads at once, or run one at a time with `Engine::run` (which
+//! takes the idle fast path whenever the device has nothing else).
 //!
 //! CI runs `MODEL_CASES` (default 24) cases; `MODEL_CASES=2000 cargo test --release --test
 //! model` runs more. A failure prints the program (and proptest shrinks it) and is saved in
@@ -424,6 +425,11 @@ fn run(p: &Program, world: &World) -> (Vec<wgpu_batch::Result<JobOutput>>, Vec<u
                     let mut mine = Vec::new();
                     let mut window = std::collections::VecDeque::new();
                     for (i, spec) in p.jobs.iter().enumerate().skip(t).step_by(s.threads) {
+                        if s.window == 1 {
+                            // `run`: the idle fast path when the device has nothing else.
+                            mine.push((i, engine.run(build(spec, k, b))));
+                            continue;
+                        }
                         window.push_back((i, engine.submit(build(spec, k, b)).unwrap()));
                         if window.len() >= s.window {
                             let (i, h) = window.pop_front().unwrap();

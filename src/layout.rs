@@ -1,0 +1,448 @@
+//! Where a batch's data lives: plain data, computed without a device and unit-tested.
+//!
+//! A job's own [`Layout`] is computed on the submitting thread: every uniform and `input`
+//! argument at an aligned offset of the job's **read block**, every `inout` of its **inout
+//! block**, every `output` of its **output block**, and one scratch buffer per scratch id.
+//! The caller writes the read and inout blocks, back to back, into one upload buffer.
+//!
+//! A batch's [`Plan`] then only places whole blocks: the jobs' read blocks one after another
+//! in the batch's **read** buffer; their inout blocks, then all their output blocks, in its
+//! **read-write** buffer (so the outputs are one range to clear). Every block starts at a
+//! multiple of the binding alignment, and every argument sits at an aligned offset within its
+//! block, so every binding offset is aligned.
+//!
+//! Read-only and read-write data live in different buffers because wgpu forbids one buffer
+//! bound both as uniform/read-only storage and as read-write storage in one dispatch.
+
+use crate::job::{ArgData, Job};
+
+/// Where one argument of one step lives, relative to its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// At this offset of the job's read block.
+    Read(u64),
+    /// At this offset of the job's inout block (uploaded, read back).
+    InOut(u64),
+    /// At this offset of the job's output block (zeroed, read back).
+    Output(u64),
+    /// The job's scratch buffer with this index.
+    Scratch(usize),
+    /// The argument's own resident buffer, whole.
+    Resident,
+}
+
+/// One argument: its binding, where it lives, and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) binding: u32,
+    pub(crate) slot: Slot,
+    pub(crate) size: u64,
+}
+
+/// A job's own layout (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Per step, its arguments in argument order.
+    pub(crate) steps: Vec<Vec<Placement>>,
+    pub(crate) read_len: u64,
+    pub(crate) inout_len: u64,
+    pub(crate) output_len: u64,
+    /// Sizes of the job's scratch buffers (one per scratch id, first use first).
+    pub(crate) scratch: Vec<u64>,
+}
+
+/// Rounds `v` up to a multiple of `align` (a power of two), saturating.
+pub(crate) fn align_up(v: u64, align: u64) -> u64 {
+    v.div_ceil(align).saturating_mul(align)
+}
+
+impl Layout {
+    /// Lays out `job` with every offset a multiple of `align`.
+    pub(crate) fn of(job: &Job, align: u64) -> Layout {
+        let (mut read, mut inout, mut output) = (0u64, 0u64, 0u64);
+        let place = |size: u64, cursor: &mut u64| {
+            let at = align_up(*cursor, align);
+            *cursor = at.saturating_add(size);
+            at
+        };
+        let mut ids: Vec<u32> = Vec::new();
+        let mut scratch: Vec<u64> = Vec::new();
+        let steps = job
+            .steps
+            .iter()
+            .map(|step| {
+                step.args
+                    .iter()
+                    .map(|a| {
+                        let size = a.data.size();
+                        let slot = match a.data {
+                            ArgData::Uniform(_) | ArgData::Input(_) => {
+                                Slot::Read(place(size, &mut read))
+                            }
+                            ArgData::InOut(_) => Slot::InOut(place(size, &mut inout)),
+                            ArgData::Output(_) => Slot::Output(place(size, &mut output)),
+                            ArgData::Scratch { id, .. } => {
+                                let i = ids.iter().position(|&x| x == id).unwrap_or_else(|| {
+                                    ids.push(id);
+                                    scratch.push(0);
+                                    ids.len() - 1
+                                });
+                                scratch[i] = scratch[i].max(align_up(size, 4));
+                                Slot::Scratch(i)
+                            }
+                            ArgData::Resident(_) => Slot::Resident,
+                        };
+                        Placement {
+                            binding: a.binding,
+                            slot,
+                            size,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Layout {
+            steps,
+            read_len: read,
+            inout_len: inout,
+            output_len: output,
+            scratch,
+        }
+    }
+
+    /// Bytes of the job's upload buffer: its read block, then its inout block.
+    pub(crate) fn upload_len(&self) -> u64 {
+        self.read_len + self.inout_len
+    }
+
+    /// Every uploaded argument of `job` as (offset in the upload buffer, bytes).
+    pub(crate) fn uploads<'a>(&self, job: &'a Job) -> Vec<(u64, &'a [u8])> {
+        let args = job.steps.iter().flat_map(|s| s.args.iter());
+        let places = self.steps.iter().flatten();
+        args.zip(places)
+            .filter_map(|(a, p)| match (&a.data, p.slot) {
+                (ArgData::Uniform(b) | ArgData::Input(b), Slot::Read(at)) => Some((at, &b[..])),
+                (ArgData::InOut(b), Slot::InOut(at)) => Some((self.read_len + at, &b[..])),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Where a placed argument ended up in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Region {
+    /// At this offset of the read buffer.
+    Read(u64),
+    /// At this offset of the read-write buffer (every such range is read back).
+    ReadWrite(u64),
+    /// The batch's scratch buffer with this index.
+    Scratch(usize),
+    /// The argument's own resident buffer.
+    Resident,
+}
+
+impl Region {
+    /// The offset to bind at within its buffer.
+    pub(crate) fn offset(self) -> u64 {
+        match self {
+            Region::Read(o) | Region::ReadWrite(o) => o,
+            Region::Scratch(_) | Region::Resident => 0,
+        }
+    }
+}
+
+/// Offset alignment of resolved query results and of the copy that moves them.
+const QUERY_ALIGN: u64 = 256;
+
+/// Where every job's blocks live in a batch, and the batch's buffer sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Per job, the offset of its read block in the read buffer.
+    pub(crate) read_base: Vec<u64>,
+    /// Per job, the offset of its inout block in the read-write buffer.
+    pub(crate) inout_base: Vec<u64>,
+    /// Per job, the offset of its output block in the read-write buffer.
+    pub(crate) output_base: Vec<u64>,
+    /// Per job, the index of its first scratch buffer.
+    pub(crate) scratch_first: Vec<usize>,
+    /// Sizes of the batch's scratch buffers.
+    pub(crate) scratch: Vec<u64>,
+    /// Bytes of the read buffer in use.
+    pub(crate) read_size: u64,
+    /// End of the inout blocks in the read-write buffer; `[rw_upload_end, rw_size)` is cleared.
+    pub(crate) rw_upload_end: u64,
+    /// Bytes of the read-write buffer in use.
+    pub(crate) rw_size: u64,
+    /// Offset of the timestamps (two `u64` per job) in the readback buffer, if measured.
+    pub(crate) timestamps: Option<u64>,
+    /// Bytes of the readback buffer: the read-write buffer, then the timestamps.
+    pub(crate) readback_size: u64,
+}
+
+impl Plan {
+    /// Places the blocks of `jobs` (their layouts), each block at a multiple of `align`.
+    pub(crate) fn new(jobs: &[&Layout], align: u64, timestamps: bool) -> Plan {
+        let blocks = |len: fn(&Layout) -> u64, cursor: &mut u64| -> Vec<u64> {
+            jobs.iter()
+                .map(|l| {
+                    if len(l) == 0 {
+                        return *cursor; // an empty block takes no room
+                    }
+                    let at = align_up(*cursor, align);
+                    *cursor = at.saturating_add(len(l));
+                    at
+                })
+                .collect()
+        };
+        let (mut read, mut rw) = (0u64, 0u64);
+        let read_base = blocks(|l| l.read_len, &mut read);
+        let inout_base = blocks(|l| l.inout_len, &mut rw);
+        let rw_upload_end = align_up(rw, 4);
+        let output_base = blocks(|l| l.output_len, &mut rw);
+        let mut scratch_first = Vec::with_capacity(jobs.len());
+        let mut scratch = Vec::new();
+        for l in jobs {
+            scratch_first.push(scratch.len());
+            scratch.extend_from_slice(&l.scratch);
+        }
+        let rw_size = align_up(rw, 4);
+        let timestamps = (timestamps && !jobs.is_empty()).then(|| align_up(rw_size, QUERY_ALIGN));
+        let readback_size = match timestamps {
+            Some(at) => at + 16 * jobs.len() as u64,
+            None => rw_size,
+        };
+        Plan {
+            read_base,
+            inout_base,
+            output_base,
+            scratch_first,
+            scratch,
+            read_size: align_up(read, 4),
+            rw_upload_end,
+            rw_size,
+            timestamps,
+            readback_size,
+        }
+    }
+
+    /// Where job `j`'s argument in `slot` lives in the batch.
+    pub(crate) fn region(&self, j: usize, slot: Slot) -> Region {
+        match slot {
+            Slot::Read(o) => Region::Read(self.read_base[j] + o),
+            Slot::InOut(o) => Region::ReadWrite(self.inout_base[j] + o),
+            Slot::Output(o) => Region::ReadWrite(self.output_base[j] + o),
+            Slot::Scratch(i) => Region::Scratch(self.scratch_first[j] + i),
+            Slot::Resident => Region::Resident,
+        }
+    }
+
+    /// The largest binding offset of the batch: a dynamic offset must fit in a `u32`.
+    pub(crate) fn max_offset(&self, jobs: &[&Layout]) -> u64 {
+        jobs.iter()
+            .enumerate()
+            .flat_map(|(j, l)| l.steps.iter().flatten().map(move |p| (j, p.slot)))
+            .map(|(j, slot)| self.region(j, slot).offset())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Job `j`'s read-back ranges in the readback buffer: (step, binding, offset, size).
+    pub(crate) fn read_back(&self, j: usize, layout: &Layout) -> Vec<(usize, u32, u64, u64)> {
+        let mut out = Vec::new();
+        for (s, step) in layout.steps.iter().enumerate() {
+            for p in step {
+                if let (Slot::InOut(_) | Slot::Output(_), Region::ReadWrite(at)) =
+                    (p.slot, self.region(j, p.slot))
+                {
+                    out.push((s, p.binding, at, p.size));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{Kernel, KernelSource};
+
+    const ANY: &str = "
+        @group(0) @binding(0) var<storage, read_write> a: array<u32>;
+        @compute @workgroup_size(1) fn main() { a[0] = 1u; }";
+
+    /// A job whose steps carry `args` (bindings are not checked here).
+    fn job(steps: Vec<Vec<(u32, ArgData)>>) -> Job {
+        let k = Kernel::compile(KernelSource::wgsl("any", ANY)).unwrap();
+        let mut j = Job::new(&k);
+        j.steps.clear();
+        for args in steps {
+            let mut step = Job::new(&k).steps.remove(0);
+            step.args = args
+                .into_iter()
+                .map(|(binding, data)| crate::job::Arg { binding, data })
+                .collect();
+            j.steps.push(step);
+        }
+        j
+    }
+
+    fn bytes(n: usize) -> ArgData {
+        ArgData::Input(vec![0; n].into())
+    }
+
+    #[test]
+    fn a_layout_separates_roles_and_aligns_offsets() {
+        let j = job(vec![vec![
+            (0, ArgData::Uniform(vec![0; 8].into())),
+            (1, bytes(12)),
+            (2, ArgData::Output(40)),
+            (3, ArgData::InOut(vec![0; 4].into())),
+            (4, ArgData::InOut(vec![0; 300].into())),
+        ]]);
+        let l = Layout::of(&j, 256);
+        let slots: Vec<Slot> = l.steps[0].iter().map(|p| p.slot).collect();
+        assert_eq!(
+            slots,
+            [
+                Slot::Read(0),
+                Slot::Read(256),
+                Slot::Output(0),
+                Slot::InOut(0),
+                Slot::InOut(256)
+            ]
+        );
+        assert_eq!((l.read_len, l.inout_len, l.output_len), (268, 556, 40));
+        let uploads: Vec<(u64, usize)> = l.uploads(&j).iter().map(|(o, b)| (*o, b.len())).collect();
+        assert_eq!(uploads, [(0, 8), (256, 12), (268, 4), (268 + 256, 300)]);
+    }
+
+    #[test]
+    fn a_plan_places_whole_blocks_with_outputs_after_every_inout() {
+        let a = Layout::of(
+            &job(vec![vec![(0, bytes(12)), (1, ArgData::Output(40))]]),
+            256,
+        );
+        let b = Layout::of(
+            &job(vec![vec![
+                (0, ArgData::InOut(vec![0; 300].into())),
+                (1, ArgData::Output(4)),
+            ]]),
+            256,
+        );
+        let plan = Plan::new(&[&a, &b], 256, false);
+        assert_eq!(plan.read_base, [0, 12]);
+        assert_eq!(plan.inout_base, [0, 0]);
+        assert_eq!(plan.rw_upload_end, 300);
+        assert_eq!(plan.output_base, [512, 768]);
+        assert_eq!((plan.read_size, plan.rw_size), (12, 772));
+        assert_eq!(plan.region(1, b.steps[0][1].slot), Region::ReadWrite(768));
+        assert_eq!(plan.read_back(0, &a), [(0, 1, 512, 40)]);
+        assert_eq!(plan.read_back(1, &b), [(0, 0, 0, 300), (0, 1, 768, 4)]);
+    }
+
+    #[test]
+    fn a_plan_never_overlaps_bindings_and_aligns_every_offset() {
+        let layouts: Vec<Layout> = (0..50u64)
+            .map(|i| {
+                let args = vec![
+                    (0, bytes(4 * (i as usize + 1))),
+                    (1, ArgData::Output(4 * i + 4)),
+                    (2, ArgData::InOut(vec![0; 8 * (i as usize % 3 + 1)].into())),
+                ];
+                Layout::of(&job(vec![args.clone(), args]), 64)
+            })
+            .collect();
+        let refs: Vec<&Layout> = layouts.iter().collect();
+        let plan = Plan::new(&refs, 64, false);
+        let mut ranges = Vec::new();
+        for (j, l) in layouts.iter().enumerate() {
+            for p in l.steps.iter().flatten() {
+                let r = plan.region(j, p.slot);
+                assert_eq!(r.offset() % 64, 0, "{r:?}");
+                ranges.push((
+                    matches!(r, Region::Read(_)),
+                    r.offset(),
+                    r.offset() + p.size,
+                ));
+            }
+        }
+        ranges.sort();
+        for w in ranges.windows(2) {
+            assert!(w[0].0 != w[1].0 || w[0].2 <= w[1].1, "{w:?} overlap");
+        }
+    }
+
+    #[test]
+    fn scratch_is_shared_across_a_jobs_steps_but_not_between_jobs() {
+        let one = job(vec![
+            vec![(0, bytes(16)), (1, ArgData::Scratch { id: 7, size: 16 })],
+            vec![
+                (0, ArgData::Scratch { id: 7, size: 10 }),
+                (1, ArgData::Output(16)),
+            ],
+        ]);
+        let l = Layout::of(&one, 256);
+        assert_eq!(l.scratch, [16]);
+        let plan = Plan::new(&[&l, &l], 256, true);
+        assert_eq!(plan.scratch, [16, 16]);
+        assert_eq!(plan.region(0, l.steps[1][0].slot), Region::Scratch(0));
+        assert_eq!(plan.region(1, l.steps[1][0].slot), Region::Scratch(1));
+        // Timestamps follow the read-back data, aligned for query resolution.
+        assert_eq!(plan.rw_size, 256 + 16);
+        assert_eq!(plan.timestamps, Some(512));
+        assert_eq!(plan.readback_size, 512 + 32);
+    }
+
+    #[test]
+    fn a_batch_never_places_a_binding_past_a_dynamic_offsets_reach() {
+        use crate::job::Footprint;
+        // Jobs of about 1.5 GiB of outputs (and a small input), gathered as the executor does
+        // with a 4 GiB buffer cap: two fit a batch, a third does not, and every offset of
+        // every batch's plan fits the u32 of a dynamic offset.
+        let cap = 1u64 << 32;
+        let align = 256;
+        let jobs: Vec<Job> = (0..7u64)
+            .map(|i| {
+                job(vec![vec![
+                    (0, bytes(4)),
+                    (1, ArgData::Output((3 << 29) + 4 * i)),
+                    (2, ArgData::Output(4 + 252 * i)),
+                ]])
+            })
+            .collect();
+        let mut batches: Vec<Vec<&Job>> = vec![Vec::new()];
+        let mut used = Footprint::default();
+        for j in &jobs {
+            let add = j.footprint(align);
+            if !batches.last().unwrap().is_empty() && !used.fits(add, cap, u64::MAX) {
+                batches.push(Vec::new());
+                used = Footprint::default();
+            }
+            used = used.plus(add);
+            batches.last_mut().unwrap().push(j);
+        }
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 2, 2, 1]
+        );
+        for batch in batches {
+            let layouts: Vec<Layout> = batch.iter().map(|j| Layout::of(j, align)).collect();
+            let refs: Vec<&Layout> = layouts.iter().collect();
+            let plan = Plan::new(&refs, align, false);
+            assert!(plan.rw_size <= cap, "{} bytes", plan.rw_size);
+            assert!(plan.max_offset(&refs) <= u64::from(u32::MAX));
+        }
+        // A lone job past the range is planned as it is: the executor binds it plainly.
+        let huge = Layout::of(
+            &job(vec![vec![
+                (0, ArgData::Output(3 << 31)),
+                (1, ArgData::Output(4)),
+            ]]),
+            align,
+        );
+        let plan = Plan::new(&[&huge], align, false);
+        assert!(plan.max_offset(&[&huge]) > u64::from(u32::MAX));
+    }
+}

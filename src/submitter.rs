@@ -1,0 +1,418 @@
+//! The one place that submits to and polls a device: its queue, buffer pool, kept bind
+//! groups and timestamp queries, behind the device's lock ([`DeviceSlot::submitter`]).
+//!
+//! The executor takes the lock to launch a batch and to wait for one; a caller of
+//! [`Engine::run`](crate::Engine::run) takes it itself when the device has nothing
+//! outstanding, and runs its one job as a batch of one without a thread hand-off (the idle
+//! fast path). Either way one thread at a time submits and polls the device, so the timed
+//! polls below never race a submit (wgpu 30.0.2 can panic when they do).
+//!
+//! [`DeviceSlot::submitter`]: crate::device::DeviceSlot
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, BindGroups, Buffers, InFlight, Ready, Target};
+use crate::device::BatchConfig;
+use crate::error::{Error, Result, scoped};
+use crate::health::Health;
+use crate::job::Finished;
+use crate::layout::Plan;
+use crate::mapped::{Readback, StagingPool};
+use crate::pipelines::{Pipeline, PipelineCache};
+use crate::pool::{BufferPool, Role};
+
+/// How long one poll waits before checking for a loss again.
+const POLL_SLICE: Duration = Duration::from_millis(50);
+/// Most jobs a timed batch may hold: two timestamp queries each, within wgpu's 4096.
+pub(crate) const MAX_TIMED_JOBS: usize = 2048;
+
+/// A batch encoded and ready to submit.
+pub(crate) struct Prepared {
+    batch: Batch,
+    cmd: wgpu::CommandBuffer,
+    buffers: Buffers,
+    began: Instant,
+}
+
+/// See the module docs.
+pub(crate) struct Submitter {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    health: Arc<Health>,
+    pipelines: Arc<PipelineCache>,
+    pool: BufferPool,
+    /// The pool's drop count when `groups` was last checked: kept bind groups must not keep
+    /// dropped buffers alive.
+    pool_drops: u64,
+    groups: BindGroups,
+    /// The device's upload buffers (shared with submitting threads, which take from it).
+    staging: Arc<StagingPool>,
+    /// Readback buffers come back here once every reply is done with them.
+    readbacks: (flume::Sender<wgpu::Buffer>, flume::Receiver<wgpu::Buffer>),
+    /// Two timestamp queries per job of a batch, where the device supports them in passes.
+    queries: Option<wgpu::QuerySet>,
+    /// Nanoseconds per timestamp tick.
+    period_ns: f32,
+    /// When the previous batch completed: where the next one's device time starts at the latest.
+    last_done: Option<Instant>,
+    /// Offset alignment of every binding in a batch: the stricter of uniform and storage.
+    align: u64,
+    /// Batches submitted and not finished.
+    in_flight: usize,
+}
+
+impl Submitter {
+    pub(crate) fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        health: Arc<Health>,
+        pipelines: Arc<PipelineCache>,
+        staging: Arc<StagingPool>,
+        cfg: &BatchConfig,
+    ) -> Submitter {
+        let limits = device.limits();
+        Submitter {
+            pool: BufferPool::new(limits.max_buffer_size, cfg.pool_budget / 2),
+            pool_drops: 0,
+            groups: BindGroups::default(),
+            readbacks: flume::unbounded(),
+            queries: cfg
+                .gpu_timing
+                .then(|| timestamp_queries(&device, cfg.max_jobs))
+                .flatten(),
+            period_ns: queue.get_timestamp_period(),
+            last_done: None,
+            align: binding_alignment(&limits),
+            in_flight: 0,
+            device,
+            queue,
+            health,
+            pipelines,
+            staging,
+        }
+    }
+
+    /// The pipelines of `job`'s steps: with dynamic offsets where the device allows them and
+    /// `dynamic` is set.
+    pub(crate) fn pipelines_for(
+        &self,
+        job: &crate::job::Job,
+        dynamic: bool,
+    ) -> Result<Vec<Pipeline>> {
+        pipelines_for(&self.pipelines, job, dynamic)
+    }
+
+    /// Plans and encodes `jobs` as one batch; on a wgpu error gives them back.
+    pub(crate) fn prepare(
+        &mut self,
+        mut jobs: Vec<Ready>,
+    ) -> Result<Prepared, (Error, Vec<Ready>)> {
+        let began = Instant::now();
+        if let Err(e) = self.write_uploads(&mut jobs) {
+            return Err((e, jobs));
+        }
+        let timed = self.queries.is_some() && jobs.len() <= MAX_TIMED_JOBS;
+        let mut batch = Batch::plan(jobs, self.align, timed);
+        if batch.needs_plain_bindings() {
+            for r in &mut batch.jobs {
+                match pipelines_for(&self.pipelines, &r.job, false) {
+                    Ok(p) => r.pipelines = p,
+                    Err(e) => return Err((e, batch.jobs)),
+                }
+            }
+        }
+        let buffers = self.take_buffers(&batch.plan);
+        let target = Target {
+            device: &self.device,
+            index: self.health.index,
+            queries: self.queries.as_ref().filter(|_| timed),
+        };
+        let (cmd, caught) = scoped(&self.device, || {
+            batch.encode(&target, &buffers, &mut self.groups)
+        });
+        self.groups.end_batch();
+        match caught {
+            None => Ok(Prepared {
+                batch,
+                cmd,
+                buffers,
+                began,
+            }),
+            Some(e) => {
+                self.give_buffers(buffers);
+                Err((e.into(), batch.jobs))
+            }
+        }
+    }
+
+    /// Writes the uploads of the jobs whose submitting thread did not (the upload budget was
+    /// full then).
+    fn write_uploads(&self, jobs: &mut [Ready]) -> Result<()> {
+        for r in jobs.iter_mut().filter(|r| r.upload.is_none()) {
+            let len = r.layout.upload_len();
+            if len > 0 {
+                let parts = r.layout.uploads(&r.job);
+                r.upload = self
+                    .staging
+                    .write(len, &parts, false)
+                    .map_err(|e| Error::Wgpu(format!("could not write a job's uploads: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back a prepared batch that will not be submitted (the device was closed).
+    pub(crate) fn discard(&mut self, p: Prepared) -> Vec<Ready> {
+        self.give_buffers(p.buffers);
+        p.batch.jobs
+    }
+
+    /// Submits a prepared batch; on a wgpu error gives its jobs back.
+    pub(crate) fn submit(&mut self, p: Prepared) -> Result<InFlight, (Error, Vec<Ready>)> {
+        if self.in_flight == 0 {
+            self.health.note_progress(); // busy from here: the watchdog counts from now
+        }
+        let Prepared {
+            batch,
+            cmd,
+            buffers,
+            began,
+        } = p;
+        let (index, caught) = scoped(&self.device, || self.queue.submit([cmd]));
+        if let Some(e) = caught {
+            if self.in_flight == 0 {
+                self.health.note_idle();
+            }
+            self.give_buffers(buffers);
+            return Err((e.into(), batch.jobs));
+        }
+        self.in_flight += 1;
+        self.health.stats.record_batch(batch.jobs.len());
+        Ok(batch.in_flight(&self.queue, index, buffers, began))
+    }
+
+    /// Polls until `batch` has completed or `until` passes; true when it completed (or
+    /// failed: [`Submitter::wait`] then says why).
+    pub(crate) fn poll_until(&self, batch: &InFlight, until: Instant) -> bool {
+        if !batch.done.is_empty() {
+            return true;
+        }
+        let wait = wgpu::PollType::Wait {
+            submission_index: Some(batch.index.clone()),
+            timeout: Some(until.saturating_duration_since(Instant::now())),
+        };
+        match self.device.poll(wait) {
+            Err(wgpu::PollError::Timeout) => !batch.done.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// Polls the device, in slices, until the batch's completion callback has run or the
+    /// device is lost.
+    pub(crate) fn wait(&self, batch: &InFlight) -> std::result::Result<(), String> {
+        let mut settled = false;
+        loop {
+            if let Ok(result) = batch.done.try_recv() {
+                return result;
+            }
+            if let Some(reason) = self.health.lost_reason() {
+                return Err(reason.to_owned());
+            }
+            if settled {
+                return Err("the batch's completion callback never ran".into());
+            }
+            let wait = wgpu::PollType::Wait {
+                submission_index: Some(batch.index.clone()),
+                timeout: Some(POLL_SLICE),
+            };
+            match self.device.poll(wait) {
+                Ok(_) => settled = true,
+                Err(wgpu::PollError::Timeout) => {}
+                Err(e) => return Err(format!("poll failed: {e}")),
+            }
+        }
+    }
+
+    /// Turns a completed (or failed) batch into one reply per job, in job order, and
+    /// recycles its buffers.
+    pub(crate) fn finish(
+        &mut self,
+        batch: InFlight,
+        result: std::result::Result<(), String>,
+    ) -> Vec<Result<Finished>> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.health.note_idle();
+        } else {
+            self.health.note_progress();
+        }
+        let readback = match result {
+            Ok(()) => {
+                let now = Instant::now();
+                let start = self
+                    .last_done
+                    .map_or(batch.encoding_began, |t| t.max(batch.encoding_began));
+                self.health
+                    .stats
+                    .record_busy(now - start, batch.batch.jobs.len());
+                self.last_done = Some(now);
+                self.mapped_readback(&batch)
+            }
+            Err(reason) => Err(self.failure(&Error::Wgpu(reason))),
+        };
+        let failed = readback.is_err();
+        let (replies, uploads, mut buffers) =
+            batch.finish(readback, self.health.index, self.period_ns);
+        buffers.readback = None; // in the replies' `Readback`, or unusable after a failure
+        for upload in uploads {
+            self.staging.recycle(upload.buffer, upload.lent);
+        }
+        if failed {
+            drop(buffers); // the device is likely gone: pool nothing
+        } else {
+            self.give_buffers(buffers);
+        }
+        for t in replies.iter().flatten().filter_map(|f| f.gpu_time) {
+            self.health.stats.record_gpu_time(t);
+        }
+        replies
+    }
+
+    /// The batch's mapped readback, shared by its replies.
+    fn mapped_readback(&self, batch: &InFlight) -> Result<Option<Arc<Readback>>> {
+        let Some(buffer) = batch.buffers.readback.clone() else {
+            return Ok(None);
+        };
+        Readback::new(buffer, self.readbacks.0.clone())
+            .map(|r| Some(Arc::new(r)))
+            .map_err(|e| self.failure(&Error::Wgpu(e)))
+    }
+
+    /// The error to give a job that failed with `e`: device loss trumps what wgpu said.
+    pub(crate) fn failure(&self, e: &Error) -> Error {
+        // A lost device reports it through its callback, which wgpu runs inside poll once the
+        // device's queue is idle: wait for that, boundedly (this is the error path only).
+        for _ in 0..20 {
+            if !self.health.usable() {
+                break;
+            }
+            let wait = wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(POLL_SLICE),
+            };
+            if self.device.poll(wait).is_ok() {
+                break;
+            }
+        }
+        match self.health.lost_reason() {
+            Some(_) => self.health.drop_error(),
+            None => e.clone(),
+        }
+    }
+
+    /// The batch's buffers from the pool, after filing the readbacks that came back.
+    fn take_buffers(&mut self, plan: &Plan) -> Buffers {
+        while let Ok(b) = self.readbacks.1.try_recv() {
+            b.unmap();
+            self.pool.give(Role::Readback, b);
+        }
+        let (device, pool) = (&self.device, &mut self.pool);
+        let mut take = |role, size: u64| (size > 0).then(|| pool.take(device, role, size));
+        let buffers = Buffers {
+            read: take(Role::Read, plan.read_size),
+            rw: take(Role::ReadWrite, plan.rw_size),
+            readback: take(Role::Readback, plan.readback_size),
+            resolve: plan
+                .timestamps
+                .and_then(|_| take(Role::Resolve, 16 * plan.read_base.len() as u64)),
+            scratch: plan
+                .scratch
+                .iter()
+                .filter_map(|&size| take(Role::Scratch, size))
+                .collect(),
+        };
+        self.sync_groups();
+        buffers
+    }
+
+    fn give_buffers(&mut self, buffers: Buffers) {
+        let pooled = [
+            (Role::Read, buffers.read),
+            (Role::ReadWrite, buffers.rw),
+            (Role::Readback, buffers.readback),
+            (Role::Resolve, buffers.resolve),
+        ];
+        let scratch = buffers
+            .scratch
+            .into_iter()
+            .map(|b| (Role::Scratch, Some(b)));
+        for (role, buffer) in pooled.into_iter().chain(scratch) {
+            if let Some(b) = buffer {
+                self.pool.give(role, b);
+            }
+        }
+        self.sync_groups();
+        self.record_pool_bytes();
+    }
+
+    /// Forgets the kept bind groups once the pool has dropped buffers they may point into.
+    fn sync_groups(&mut self) {
+        if self.pool.drops() != self.pool_drops {
+            self.pool_drops = self.pool.drops();
+            self.groups.clear();
+        }
+    }
+
+    /// Drops every free buffer (the device has been idle).
+    pub(crate) fn trim(&mut self) {
+        while let Ok(b) = self.readbacks.1.try_recv() {
+            drop(b);
+        }
+        self.pool.trim();
+        self.staging.trim();
+        self.sync_groups();
+        self.record_pool_bytes();
+    }
+
+    fn record_pool_bytes(&self) {
+        let bytes = self.pool.free_bytes() + self.staging.free_bytes();
+        self.health.stats.set_pool_bytes(bytes);
+    }
+}
+
+/// The pipelines of `job`'s steps from `cache`: with dynamic offsets where the device allows
+/// them and `dynamic` is set.
+pub(crate) fn pipelines_for(
+    cache: &PipelineCache,
+    job: &crate::job::Job,
+    dynamic: bool,
+) -> Result<Vec<Pipeline>> {
+    job.steps
+        .iter()
+        .map(|s| cache.get(&s.kernel, dynamic && cache.dynamic_for(&s.kernel)))
+        .collect()
+}
+
+/// The offset alignment that satisfies both uniform and storage bindings.
+pub(crate) fn binding_alignment(limits: &wgpu::Limits) -> u64 {
+    u64::from(
+        limits
+            .min_storage_buffer_offset_alignment
+            .max(limits.min_uniform_buffer_offset_alignment),
+    )
+}
+
+/// A query set for timing `max_jobs` jobs a batch, if the device can write timestamps inside
+/// compute passes.
+fn timestamp_queries(device: &wgpu::Device, max_jobs: usize) -> Option<wgpu::QuerySet> {
+    let needed = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    let count = u32::try_from(2 * max_jobs.min(MAX_TIMED_JOBS)).ok()?;
+    device.features().contains(needed).then(|| {
+        device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("wgpu-batch timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        })
+    })
+}
