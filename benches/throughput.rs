@@ -518,6 +518,27 @@ fn host(b: &mut Bench) {
     }
 }
 
+/// One configuration for profiling (`perf record`), run only when named: `-- hot`. `HOT_THREADS`
+/// and `HOT_WINDOW` (0: `run` each job) choose it; noop, 4,096 elements, `BENCH_SECS` long.
+fn hot(b: &Bench) {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (threads, window) = (env("HOT_THREADS", 8), env("HOT_WINDOW", 32));
+    let engine = EngineSys::new(engine_builder(wgpu::Backends::NOOP), window, "engine");
+    let work = Work::new(4096);
+    let start = Instant::now();
+    let jobs = engine.run_for(&work, threads, b.secs);
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "hot: {threads} threads x {window}: {rate:.0} jobs/s, {:.2} µs/job",
+        1e6 / rate
+    );
+}
+
 /// 8. Idle latency and large jobs against plain wgpu: one job at a time, on noop and lavapipe.
 fn idle(b: &mut Bench) {
     for (backend, name) in [
@@ -1035,6 +1056,9 @@ fn main() {
     }
     if want("host") {
         host(&mut b);
+    }
+    if only.as_deref() == Some("hot") {
+        hot(&b);
     }
     if want("idle") {
         idle(&mut b);
