@@ -108,14 +108,18 @@ pub(crate) fn describe(info: &wgpu::AdapterInfo) -> String {
 pub(crate) fn request_device(
     adapter: &wgpu::Adapter,
     gpu_timing: bool,
+    map_storage: Option<bool>,
 ) -> Result<(wgpu::Device, wgpu::Queue)> {
+    let mut features = wgpu::Features::empty();
+    if gpu_timing {
+        features |= timing_features(adapter);
+    }
+    if maps_storage(adapter, map_storage) {
+        features |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+    }
     let desc = wgpu::DeviceDescriptor {
         label: Some("wgpu-batch"),
-        required_features: if gpu_timing {
-            timing_features(adapter)
-        } else {
-            wgpu::Features::empty()
-        },
+        required_features: features,
         required_limits: limits_for(adapter),
         ..Default::default()
     };
@@ -143,7 +147,25 @@ pub(crate) fn device_info(
         device_type: info.device_type,
         max_storage_binding: limits.max_storage_buffer_binding_size,
         max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        maps_storage: device
+            .features()
+            .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
     }
+}
+
+/// Whether jobs on `adapter` get their own mapped, directly bound buffers (see `mapped.rs`):
+/// when it can map storage buffers (`MAPPABLE_PRIMARY_BUFFERS`) and the setting asks for it,
+/// or by default on adapters that share the host's memory (CPU and integrated GPUs), where a
+/// mapped buffer is as fast to compute on as any.
+pub(crate) fn maps_storage(adapter: &wgpu::Adapter, setting: Option<bool>) -> bool {
+    let can = adapter
+        .features()
+        .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+    let shared = matches!(
+        adapter.get_info().device_type,
+        wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+    );
+    can && setting.unwrap_or(shared)
 }
 
 /// The timestamp-query features for per-job GPU time (queries inside compute passes), those of

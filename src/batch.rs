@@ -31,17 +31,19 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::job::{ArgData, Finished, Job};
 use crate::layout::{Layout, Plan, Region};
-use crate::mapped::{Readback, Upload};
+use crate::mapped::{Loan, Readback, Staged};
 use crate::pipelines::Pipeline;
 
 /// A job ready to batch: laid out, its uploads written, its pipelines at hand.
 pub(crate) struct Ready {
     pub(crate) job: Job,
     pub(crate) layout: Layout,
-    /// The job's upload buffer (read block, then inout block), written and unmapped by the
-    /// submitting thread, or by the submitter when the upload budget was full then; `None`
-    /// until written, and for a job that uploads nothing.
-    pub(crate) upload: Option<Upload>,
+    /// The job's data in host buffers (`mapped.rs`), written by the submitting thread, or by
+    /// the submitter when the lend budget was full then; `None` until written, and for a job
+    /// with no data to hold.
+    pub(crate) staged: Option<Staged>,
+    /// `staged`'s loan against the host pool's budget (given back as the batch forms).
+    pub(crate) lent: Option<Loan>,
     /// One per step.
     pub(crate) pipelines: Vec<Pipeline>,
 }
@@ -74,10 +76,14 @@ pub(crate) struct Batch {
 
 impl Batch {
     /// Plans `jobs` with every block at a multiple of `align`, with room for timestamps when
-    /// `timed`.
+    /// `timed`. A job whose data is in its own buffers (direct) takes no room in the batch's.
     pub(crate) fn plan(jobs: Vec<Ready>, align: u64, timed: bool) -> Batch {
         let layouts: Vec<&Layout> = jobs.iter().map(|r| &r.layout).collect();
-        let plan = Plan::new(&layouts, align, timed);
+        let direct: Vec<bool> = jobs
+            .iter()
+            .map(|r| matches!(r.staged, Some(Staged::Direct { .. })))
+            .collect();
+        let plan = Plan::new(&layouts, &direct, align, timed);
         Batch { jobs, plan }
     }
 
@@ -150,7 +156,7 @@ impl Batch {
     /// Copies each job's upload (read block, then inout block) into place.
     fn copy_uploads(&self, enc: &mut wgpu::CommandEncoder, bufs: &Buffers) {
         for (j, ready) in self.jobs.iter().enumerate() {
-            let (Some(Upload { buffer: upload, .. }), l) = (&ready.upload, &ready.layout) else {
+            let (Some(Staged::Upload(upload)), l) = (&ready.staged, &ready.layout) else {
                 continue;
             };
             if let (Some(read), true) = (&bufs.read, l.read_len > 0) {
@@ -177,9 +183,15 @@ impl Batch {
             .zip(&ready.layout.steps[s])
             .filter_map(|(arg, p)| {
                 let region = self.plan.region(j, p.slot);
+                let own = match &ready.staged {
+                    Some(Staged::Direct { read, rw }) => (read.as_ref(), rw.as_ref()),
+                    _ => (None, None),
+                };
                 let buffer = match region {
                     Region::Read(_) => bufs.read.as_ref(),
                     Region::ReadWrite(_) => bufs.rw.as_ref(),
+                    Region::OwnRead(_) => own.0,
+                    Region::OwnReadWrite(_) => own.1,
                     Region::Scratch(i) => bufs.scratch.get(i),
                     Region::Resident => match &arg.data {
                         ArgData::Resident(b) => b.copy_on(t.index),
@@ -199,7 +211,8 @@ impl Batch {
         bound
     }
 
-    /// The batch once submitted as `index`: in flight, its completion watched.
+    /// The batch once submitted as `index`: in flight, its completion watched (its readback
+    /// and its direct jobs' own read-write buffers mapped for reading).
     pub(crate) fn in_flight(
         self,
         queue: &wgpu::Queue,
@@ -207,15 +220,12 @@ impl Batch {
         buffers: Buffers,
         encoding_began: Instant,
     ) -> InFlight {
-        let (tx, done) = flume::bounded(1);
-        match &buffers.readback {
-            Some(readback) => readback.map_async(wgpu::MapMode::Read, .., move |r| {
-                let _ = tx.send(r.map_err(|e| e.to_string()));
-            }),
-            None => queue.on_submitted_work_done(move || {
-                let _ = tx.send(Ok(()));
-            }),
-        }
+        let own = self.jobs.iter().filter_map(|r| match &r.staged {
+            Some(Staged::Direct { rw: Some(rw), .. }) => Some(rw),
+            _ => None,
+        });
+        let to_map: Vec<&wgpu::Buffer> = buffers.readback.iter().chain(own).collect();
+        let done = watch(queue, &to_map);
         InFlight {
             index,
             batch: self,
@@ -224,6 +234,32 @@ impl Batch {
             encoding_began,
         }
     }
+}
+
+/// A channel that fires once every buffer of `to_map` is mapped for reading (or the first
+/// mapping failed), or once the work is done when there is nothing to map.
+fn watch(queue: &wgpu::Queue, to_map: &[&wgpu::Buffer]) -> flume::Receiver<Result<(), String>> {
+    let (tx, done) = flume::bounded(1);
+    if to_map.is_empty() {
+        queue.on_submitted_work_done(move || {
+            let _ = tx.send(Ok(()));
+        });
+        return done;
+    }
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(to_map.len()));
+    for buffer in to_map {
+        let (tx, left) = (tx.clone(), left.clone());
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| match r {
+            Err(e) => {
+                let _ = tx.try_send(Err(e.to_string()));
+            }
+            Ok(()) if left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 => {
+                let _ = tx.try_send(Ok(()));
+            }
+            Ok(()) => {}
+        });
+    }
+    done
 }
 
 /// One binding of one step, resolved to the buffer and range it binds.
@@ -347,39 +383,63 @@ pub(crate) struct InFlight {
     pub(crate) encoding_began: Instant,
 }
 
+/// What finishing a batch gives back besides the replies: host buffers to map for writing
+/// again, and the batch's pooled buffers (its readback excepted: the replies hold it).
+pub(crate) struct Leftovers {
+    pub(crate) host: Vec<wgpu::Buffer>,
+    pub(crate) buffers: Buffers,
+}
+
 impl InFlight {
-    /// One reply per job, in job order, from the batch's mapped readback (or `failed`'s
-    /// reason). Returns the jobs' upload buffers and the batch's buffers (the readback
-    /// excepted, which returns through `readback` once every reply is done with it).
-    #[allow(clippy::type_complexity)] // each part goes its own way; a struct would only rename
+    /// One reply per job, in job order: its bytes in `readback` (the batch's mapped readback)
+    /// or in its own mapped read-write buffer (direct jobs), or `readback`'s error. `back` is
+    /// where a direct job's buffer goes once its reply is done with it.
     pub(crate) fn finish(
         self,
         readback: Result<Option<Arc<Readback>>, Error>,
+        back: &flume::Sender<wgpu::Buffer>,
         device: usize,
         period_ns: f32,
-    ) -> (Vec<Result<Finished, Error>>, Vec<Upload>, Buffers) {
-        let InFlight { batch, buffers, .. } = self;
+    ) -> (Vec<Result<Finished, Error>>, Leftovers) {
+        let InFlight {
+            batch, mut buffers, ..
+        } = self;
         let Batch { jobs, plan } = batch;
         let mut replies = Vec::with_capacity(jobs.len());
-        let mut uploads = Vec::new();
+        let mut host = Vec::new();
+        let timestamps = readback.as_ref().ok().cloned().flatten();
         for (j, ready) in jobs.into_iter().enumerate() {
-            let reply = readback.clone().map(|readback| {
-                let gpu_time = match (&readback, plan.timestamps) {
-                    (Some(rb), Some(at)) => gpu_time(rb.bytes(), at, j, period_ns),
-                    _ => None,
-                };
-                Finished {
-                    device,
-                    kernel: ready.job.last_kernel().clone(),
-                    ranges: plan.read_back(j, &ready.layout),
-                    readback,
-                    gpu_time,
+            let mine = match (ready.staged, &readback) {
+                (Some(Staged::Upload(b)), _) => {
+                    host.push(b);
+                    readback.clone()
                 }
-            });
-            replies.push(reply);
-            uploads.extend(ready.upload);
+                (Some(Staged::Direct { read, rw }), Ok(_)) => {
+                    host.extend(read);
+                    match rw {
+                        Some(rw) => Readback::new(rw, back.clone())
+                            .map(|r| Some(Arc::new(r)))
+                            .map_err(Error::Wgpu),
+                        None => Ok(None),
+                    }
+                }
+                (Some(Staged::Direct { .. }), Err(e)) => Err(e.clone()), // buffers dropped
+                (None, _) => readback.clone(),
+            };
+            let gpu_time = match (&timestamps, plan.timestamps) {
+                (Some(rb), Some(at)) => gpu_time(rb.bytes(), at, j, period_ns),
+                _ => None,
+            };
+            replies.push(mine.map(|readback| Finished {
+                device,
+                kernel: ready.job.last_kernel().clone(),
+                ranges: plan.read_back(j, &ready.layout),
+                readback,
+                gpu_time,
+            }));
         }
-        (replies, uploads, buffers)
+        buffers.readback = None; // in the replies' `Readback`, or unusable after a failure
+        (replies, Leftovers { host, buffers })
     }
 }
 

@@ -40,6 +40,7 @@ pub struct EngineBuilder {
     default_timeout: Option<Duration>,
     balance: Balance,
     gpu_timeout: Duration,
+    map_storage: Option<bool>,
 }
 
 impl Default for EngineBuilder {
@@ -62,6 +63,7 @@ impl Default for EngineBuilder {
             default_timeout: None,
             balance: Balance::default(),
             gpu_timeout: Duration::from_secs(10),
+            map_storage: None,
         }
     }
 }
@@ -150,6 +152,18 @@ impl EngineBuilder {
     /// the watchdog off; shutdown then waits for a hung GPU.
     pub fn gpu_timeout(mut self, timeout: Duration) -> Self {
         self.gpu_timeout = timeout;
+        self
+    }
+
+    /// Whether a job's data lives in its own mapped buffers that the kernel reads and writes
+    /// directly, where the adapter can map storage buffers: the submitting thread writes its
+    /// inputs straight into the memory the kernel reads and copies its results straight out
+    /// of the memory the kernel wrote, with no copy in between. Otherwise the caller writes
+    /// into an upload buffer and the batch copies it into place (and its results into one
+    /// readback buffer). Default: on for adapters that share the host's memory (CPU and
+    /// integrated GPUs), off for discrete GPUs, where mapped storage sits across the bus.
+    pub fn map_storage(mut self, on: bool) -> Self {
+        self.map_storage = Some(on);
         self
     }
 
@@ -253,7 +267,8 @@ impl EngineBuilder {
         let mut last_err = None;
         for adapter in found {
             for _ in 0..self.devices_per_adapter {
-                match adapters::request_device(&adapter, self.batch.gpu_timing) {
+                let (timing, map) = (self.batch.gpu_timing, self.map_storage);
+                match adapters::request_device(&adapter, timing, map) {
                     Ok((device, queue)) => opened.push((adapter.clone(), device, queue)),
                     Err(e) => {
                         log::warn!("skipping a device: {e}");

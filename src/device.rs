@@ -76,7 +76,7 @@ use crate::health::Health;
 use crate::job::{Job, JobOutput};
 use crate::kernel::Kernel;
 use crate::layout::Layout;
-use crate::mapped::{StagingPool, Upload};
+use crate::mapped::{HostPool, Loan, Staged};
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::queue::{Pending, Priority, Queued};
 use crate::reply::{Responder, Ticket};
@@ -100,6 +100,9 @@ pub struct DeviceInfo {
     pub max_storage_binding: u64,
     /// Largest workgroup count per dimension.
     pub max_workgroups_per_dimension: u32,
+    /// Whether jobs here keep their data in their own mapped buffers that the kernel uses
+    /// directly (see [`EngineBuilder::map_storage`](crate::EngineBuilder::map_storage)).
+    pub maps_storage: bool,
 }
 
 /// Batch formation settings, shared by every executor of an engine.
@@ -128,9 +131,11 @@ pub(crate) struct Request {
     pub(crate) responder: Responder,
     /// Where the job's data goes (computed on the submitting thread).
     pub(crate) layout: Layout,
-    /// The job's upload buffer, written and unmapped by the submitting thread (`None` when
-    /// the upload budget was full: the submitter writes it when the batch forms).
-    pub(crate) upload: Option<Upload>,
+    /// The job's data in host buffers, written by the submitting thread (`None` when the lend
+    /// budget was full: the submitter writes it when the batch forms).
+    pub(crate) staged: Option<Staged>,
+    /// `staged`'s loan against the host pool's budget (given back when dropped).
+    pub(crate) lent: Option<Loan>,
 }
 
 impl Queued for Request {
@@ -248,8 +253,8 @@ pub(crate) struct DeviceSlot {
     pub(crate) pipelines: Arc<PipelineCache>,
     /// The device's submit and poll lock (lock order: see the module docs).
     pub(crate) submitter: Arc<Mutex<Submitter>>,
-    /// Mapped upload buffers, taken by submitting threads.
-    staging: Arc<StagingPool>,
+    /// Mapped host buffers, taken by submitting threads.
+    host: Arc<HostPool>,
     /// The offset alignment of bindings in this device's batches.
     align: u64,
     /// The executor thread, and a channel that disconnects when it returns; taken by `stop`.
@@ -284,13 +289,21 @@ impl DeviceSlot {
         *inbox.sender.lock() = Some(tx);
         let pipelines = Arc::new(PipelineCache::new(device.clone(), cfg.shared_bind_groups));
         let budget = cfg.pool_budget;
-        let staging = Arc::new(StagingPool::new(device.clone(), budget / 2, budget / 8));
+        let direct = device
+            .features()
+            .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        let host = Arc::new(HostPool::new(
+            device.clone(),
+            direct,
+            budget / 2,
+            budget / 8,
+        ));
         let submitter = Arc::new(Mutex::new(Submitter::new(
             device.clone(),
             queue,
             health.clone(),
             pipelines.clone(),
-            staging.clone(),
+            host.clone(),
             &cfg,
         )));
         let limits = device.limits();
@@ -322,7 +335,7 @@ impl DeviceSlot {
             device,
             pipelines,
             submitter,
-            staging,
+            host,
             executor: Mutex::new(Some((join, exit_rx))),
         })
     }
@@ -338,21 +351,21 @@ impl DeviceSlot {
         self.align
     }
 
-    /// Lays `job` out and writes its uploads into one of this device's mapped upload
-    /// buffers, on the calling thread (unless queued jobs hold the upload budget already). A
-    /// failure here usually means the device was lost and nobody knows yet: the submitter is
-    /// asked (it polls, so wgpu's lost callback runs), and the error is then `DeviceLost`, so
-    /// the job can go to another device.
-    pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Upload>)> {
+    /// Lays `job` out and writes its data into this device's mapped host buffers, on the
+    /// calling thread (unless queued jobs hold the lend budget already). A failure here
+    /// usually means the device was lost and nobody knows yet: the submitter is asked (it
+    /// polls, so wgpu's lost callback runs), and the error is then `DeviceLost`, so the job can
+    /// go to another device.
+    pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
-        let len = layout.upload_len();
-        if len == 0 {
-            return Ok((layout, None));
+        if !layout.has_host_data(self.host.direct, self.align) {
+            return Ok((layout, None, None));
         }
-        match self.staging.write(len, &layout.uploads(job), true) {
-            Ok(upload) => Ok((layout, upload)),
+        match self.host.write(job, &layout, self.align, true) {
+            Ok(Some(w)) => Ok((layout, Some(w.staged), w.loan)),
+            Ok(None) => Ok((layout, None, None)),
             Err(e) => {
-                let e = Error::Wgpu(format!("could not write a job's uploads: {e}"));
+                let e = Error::Wgpu(format!("could not write a job's data: {e}"));
                 Err(self.submitter.lock().failure(&e))
             }
         }
@@ -379,13 +392,13 @@ impl DeviceSlot {
             return Err(job);
         }
         let submitted = Instant::now();
-        let (layout, upload) = match self.stage_locked(&mut sub, &job) {
+        let (layout, staged) = match self.stage_locked(&mut sub, &job) {
             Ok(staged) => staged,
             Err(_) => return Err(job), // the queue path reports it (and re-routes a loss)
         };
         stats.enter();
         stats.record_submit();
-        let result = self.run_locked(&mut sub, job, (layout, upload), deadline);
+        let result = self.run_locked(&mut sub, job, (layout, staged), deadline);
         drop(sub);
         stats.record_queue_wait(Duration::ZERO);
         stats.record_done(result.is_ok(), submitted.elapsed());
@@ -393,21 +406,16 @@ impl DeviceSlot {
     }
 
     /// [`stage`](DeviceSlot::stage) for a caller that holds the submitter already.
-    fn stage_locked(&self, sub: &mut Submitter, job: &Job) -> Result<(Layout, Option<Upload>)> {
+    fn stage_locked(&self, sub: &mut Submitter, job: &Job) -> Result<(Layout, Option<Staged>)> {
         let layout = Layout::of(job, self.align);
-        let len = layout.upload_len();
-        if len == 0 {
+        if !layout.has_host_data(self.host.direct, self.align) {
             return Ok((layout, None));
         }
-        let upload = self
-            .staging
-            .write(len, &layout.uploads(job), false)
-            .map_err(|e| {
-                sub.failure(&Error::Wgpu(format!(
-                    "could not write a job's uploads: {e}"
-                )))
-            })?;
-        Ok((layout, upload))
+        let written = self
+            .host
+            .write(job, &layout, self.align, false)
+            .map_err(|e| sub.failure(&Error::Wgpu(format!("could not write a job's data: {e}"))))?;
+        Ok((layout, written.map(|w| w.staged)))
     }
 
     /// Runs one staged job as a batch of one, holding the submitter.
@@ -415,7 +423,7 @@ impl DeviceSlot {
         &self,
         sub: &mut Submitter,
         job: Job,
-        (layout, upload): (Layout, Option<Upload>),
+        (layout, staged): (Layout, Option<Staged>),
         deadline: Option<Instant>,
     ) -> Result<JobOutput> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -425,7 +433,8 @@ impl DeviceSlot {
         let ready = vec![Ready {
             job,
             layout,
-            upload,
+            staged,
+            lent: None,
             pipelines,
         }];
         let prepared = sub.prepare(ready).map_err(|(e, _)| sub.failure(&e))?;

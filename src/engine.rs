@@ -205,7 +205,7 @@ impl Engine {
             let error = Error::QueueFull;
             return Err(Rejected { error, job });
         }
-        let (layout, upload) = match slot.stage(&job) {
+        let (layout, staged, lent) = match slot.stage(&job) {
             Ok(staged) => staged,
             // Nothing was queued yet: a job that may go elsewhere tries the other devices.
             Err(Error::DeviceLost { .. }) if job.device.is_none() && !slot.usable() => {
@@ -220,7 +220,8 @@ impl Engine {
             job,
             responder,
             layout,
-            upload,
+            staged,
+            lent,
         };
         let stats = &slot.health.stats;
         stats.enter();

@@ -311,7 +311,8 @@ impl Executor {
                         ready.push(Ready {
                             job: r.job,
                             layout: r.layout,
-                            upload: r.upload,
+                            staged: r.staged,
+                            lent: r.lent,
                             pipelines,
                         });
                         responders.push(r.responder);

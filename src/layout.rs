@@ -115,6 +115,71 @@ impl Layout {
         self.read_len + self.inout_len
     }
 
+    /// Where the output block starts in the job's own read-write buffer (direct mode): after
+    /// the inout block, aligned.
+    pub(crate) fn own_output_at(&self, align: u64) -> u64 {
+        align_up(self.inout_len, align)
+    }
+
+    /// Bytes of the job's own read-write buffer (direct mode): inout block, output block.
+    pub(crate) fn own_rw_len(&self, align: u64) -> u64 {
+        match self.output_len {
+            0 => self.inout_len,
+            n => self.own_output_at(align) + n,
+        }
+    }
+
+    /// Whether the job has data for host buffers to hold, in direct mode or upload mode.
+    pub(crate) fn has_host_data(&self, direct: bool, align: u64) -> bool {
+        if direct {
+            self.read_len > 0 || self.own_rw_len(align) > 0
+        } else {
+            self.upload_len() > 0
+        }
+    }
+
+    /// The job's uniforms and inputs as (offset in its read block, bytes).
+    pub(crate) fn read_parts<'a>(&self, job: &'a Job) -> Vec<(u64, &'a [u8])> {
+        self.parts(job, |slot| match slot {
+            Slot::Read(at) => Some(at),
+            _ => None,
+        })
+    }
+
+    /// The job's inouts as (offset in its own read-write buffer, bytes).
+    pub(crate) fn own_rw_parts<'a>(&self, job: &'a Job) -> Vec<(u64, &'a [u8])> {
+        self.parts(job, |slot| match slot {
+            Slot::InOut(at) => Some(at),
+            _ => None,
+        })
+    }
+
+    /// The job's outputs as (offset in its own read-write buffer, size): zeroed before use.
+    pub(crate) fn own_zeroes(&self, align: u64) -> Vec<(u64, u64)> {
+        let base = self.own_output_at(align);
+        self.steps
+            .iter()
+            .flatten()
+            .filter_map(|p| match p.slot {
+                Slot::Output(at) => Some((base + at, p.size)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The uploaded arguments whose slot `at` places, as (offset, bytes).
+    fn parts<'a>(&self, job: &'a Job, at: impl Fn(Slot) -> Option<u64>) -> Vec<(u64, &'a [u8])> {
+        let args = job.steps.iter().flat_map(|s| s.args.iter());
+        args.zip(self.steps.iter().flatten())
+            .filter_map(|(a, p)| match &a.data {
+                ArgData::Uniform(b) | ArgData::Input(b) | ArgData::InOut(b) => {
+                    Some((at(p.slot)?, &b[..]))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every uploaded argument of `job` as (offset in the upload buffer, bytes).
     pub(crate) fn uploads<'a>(&self, job: &'a Job) -> Vec<(u64, &'a [u8])> {
         let args = job.steps.iter().flat_map(|s| s.args.iter());
@@ -140,13 +205,20 @@ pub(crate) enum Region {
     Scratch(usize),
     /// The argument's own resident buffer.
     Resident,
+    /// At this offset of the job's own read buffer (direct mode).
+    OwnRead(u64),
+    /// At this offset of the job's own read-write buffer (direct mode; read back in place).
+    OwnReadWrite(u64),
 }
 
 impl Region {
     /// The offset to bind at within its buffer.
     pub(crate) fn offset(self) -> u64 {
         match self {
-            Region::Read(o) | Region::ReadWrite(o) => o,
+            Region::Read(o)
+            | Region::ReadWrite(o)
+            | Region::OwnRead(o)
+            | Region::OwnReadWrite(o) => o,
             Region::Scratch(_) | Region::Resident => 0,
         }
     }
@@ -166,6 +238,9 @@ pub(crate) struct Plan {
     pub(crate) output_base: Vec<u64>,
     /// Per job, the index of its first scratch buffer.
     pub(crate) scratch_first: Vec<usize>,
+    /// Per direct job (its data in its own buffers), where its outputs start in its own
+    /// read-write buffer; `None` for a job whose data is in the batch's buffers.
+    pub(crate) own_output_at: Vec<Option<u64>>,
     /// Sizes of the batch's scratch buffers.
     pub(crate) scratch: Vec<u64>,
     /// Bytes of the read buffer in use.
@@ -182,11 +257,13 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Places the blocks of `jobs` (their layouts), each block at a multiple of `align`.
-    pub(crate) fn new(jobs: &[&Layout], align: u64, timestamps: bool) -> Plan {
+    /// `direct` says, per job, that its data lives in its own buffers instead.
+    pub(crate) fn new(jobs: &[&Layout], direct: &[bool], align: u64, timestamps: bool) -> Plan {
         let blocks = |len: fn(&Layout) -> u64, cursor: &mut u64| -> Vec<u64> {
             jobs.iter()
-                .map(|l| {
-                    if len(l) == 0 {
+                .zip(direct.iter().copied().chain(std::iter::repeat(false)))
+                .map(|(l, own)| {
+                    if own || len(l) == 0 {
                         return *cursor; // an empty block takes no room
                     }
                     let at = align_up(*cursor, align);
@@ -212,11 +289,17 @@ impl Plan {
             Some(at) => at + 16 * jobs.len() as u64,
             None => rw_size,
         };
+        let own_output_at = jobs
+            .iter()
+            .zip(direct.iter().copied().chain(std::iter::repeat(false)))
+            .map(|(l, own)| own.then(|| l.own_output_at(align)))
+            .collect();
         Plan {
             read_base,
             inout_base,
             output_base,
             scratch_first,
+            own_output_at,
             scratch,
             read_size: align_up(read, 4),
             rw_upload_end,
@@ -228,6 +311,14 @@ impl Plan {
 
     /// Where job `j`'s argument in `slot` lives in the batch.
     pub(crate) fn region(&self, j: usize, slot: Slot) -> Region {
+        if let Some(out) = self.own_output_at[j] {
+            match slot {
+                Slot::Read(o) => return Region::OwnRead(o),
+                Slot::InOut(o) => return Region::OwnReadWrite(o),
+                Slot::Output(o) => return Region::OwnReadWrite(out + o),
+                Slot::Scratch(_) | Slot::Resident => {}
+            }
+        }
         match slot {
             Slot::Read(o) => Region::Read(self.read_base[j] + o),
             Slot::InOut(o) => Region::ReadWrite(self.inout_base[j] + o),
@@ -252,8 +343,10 @@ impl Plan {
         let mut out = Vec::new();
         for (s, step) in layout.steps.iter().enumerate() {
             for p in step {
-                if let (Slot::InOut(_) | Slot::Output(_), Region::ReadWrite(at)) =
-                    (p.slot, self.region(j, p.slot))
+                if let (
+                    Slot::InOut(_) | Slot::Output(_),
+                    Region::ReadWrite(at) | Region::OwnReadWrite(at),
+                ) = (p.slot, self.region(j, p.slot))
                 {
                     out.push((s, p.binding, at, p.size));
                 }
@@ -331,7 +424,7 @@ mod tests {
             ]]),
             256,
         );
-        let plan = Plan::new(&[&a, &b], 256, false);
+        let plan = Plan::new(&[&a, &b], &[], 256, false);
         assert_eq!(plan.read_base, [0, 12]);
         assert_eq!(plan.inout_base, [0, 0]);
         assert_eq!(plan.rw_upload_end, 300);
@@ -355,7 +448,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&Layout> = layouts.iter().collect();
-        let plan = Plan::new(&refs, 64, false);
+        let plan = Plan::new(&refs, &[], 64, false);
         let mut ranges = Vec::new();
         for (j, l) in layouts.iter().enumerate() {
             for p in l.steps.iter().flatten() {
@@ -375,6 +468,38 @@ mod tests {
     }
 
     #[test]
+    fn a_direct_job_keeps_its_data_in_its_own_buffers() {
+        let staged = Layout::of(
+            &job(vec![vec![(0, bytes(12)), (1, ArgData::Output(40))]]),
+            256,
+        );
+        let own = Layout::of(
+            &job(vec![vec![
+                (0, bytes(8)),
+                (1, ArgData::InOut(vec![0; 20].into())),
+                (2, ArgData::Output(4)),
+            ]]),
+            256,
+        );
+        assert_eq!((own.own_output_at(256), own.own_rw_len(256)), (256, 260));
+        assert_eq!(own.own_zeroes(256), [(256, 4)]);
+        let plan = Plan::new(&[&staged, &own], &[false, true], 256, false);
+        // The direct job takes no room in the batch's buffers.
+        assert_eq!((plan.read_size, plan.rw_size), (12, 40));
+        let at = |p: usize| plan.region(1, own.steps[0][p].slot);
+        assert_eq!(
+            [at(0), at(1), at(2)],
+            [
+                Region::OwnRead(0),
+                Region::OwnReadWrite(0),
+                Region::OwnReadWrite(256)
+            ]
+        );
+        assert_eq!(plan.read_back(1, &own), [(0, 1, 0, 20), (0, 2, 256, 4)]);
+        assert_eq!(plan.read_back(0, &staged), [(0, 1, 0, 40)]);
+    }
+
+    #[test]
     fn scratch_is_shared_across_a_jobs_steps_but_not_between_jobs() {
         let one = job(vec![
             vec![(0, bytes(16)), (1, ArgData::Scratch { id: 7, size: 16 })],
@@ -385,7 +510,7 @@ mod tests {
         ]);
         let l = Layout::of(&one, 256);
         assert_eq!(l.scratch, [16]);
-        let plan = Plan::new(&[&l, &l], 256, true);
+        let plan = Plan::new(&[&l, &l], &[], 256, true);
         assert_eq!(plan.scratch, [16, 16]);
         assert_eq!(plan.region(0, l.steps[1][0].slot), Region::Scratch(0));
         assert_eq!(plan.region(1, l.steps[1][0].slot), Region::Scratch(1));
@@ -430,7 +555,7 @@ mod tests {
         for batch in batches {
             let layouts: Vec<Layout> = batch.iter().map(|j| Layout::of(j, align)).collect();
             let refs: Vec<&Layout> = layouts.iter().collect();
-            let plan = Plan::new(&refs, align, false);
+            let plan = Plan::new(&refs, &[], align, false);
             assert!(plan.rw_size <= cap, "{} bytes", plan.rw_size);
             assert!(plan.max_offset(&refs) <= u64::from(u32::MAX));
         }
@@ -442,7 +567,7 @@ mod tests {
             ]]),
             align,
         );
-        let plan = Plan::new(&[&huge], align, false);
+        let plan = Plan::new(&[&huge], &[], align, false);
         assert!(plan.max_offset(&[&huge]) > u64::from(u32::MAX));
     }
 }

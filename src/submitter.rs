@@ -12,13 +12,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batch, BindGroups, Buffers, InFlight, Ready, Target};
+use crate::batch::{Batch, BindGroups, Buffers, InFlight, Leftovers, Ready, Target};
 use crate::device::BatchConfig;
 use crate::error::{Error, Result, scoped};
 use crate::health::Health;
 use crate::job::Finished;
 use crate::layout::Plan;
-use crate::mapped::{Readback, StagingPool};
+use crate::mapped::{HostPool, Readback, is_own};
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::pool::{BufferPool, Role};
 
@@ -42,13 +42,14 @@ pub(crate) struct Submitter {
     health: Arc<Health>,
     pipelines: Arc<PipelineCache>,
     pool: BufferPool,
-    /// The pool's drop count when `groups` was last checked: kept bind groups must not keep
+    /// The pools' drop counts when `groups` was last checked: kept bind groups must not keep
     /// dropped buffers alive.
-    pool_drops: u64,
+    drops: (u64, u64),
     groups: BindGroups,
-    /// The device's upload buffers (shared with submitting threads, which take from it).
-    staging: Arc<StagingPool>,
-    /// Readback buffers come back here once every reply is done with them.
+    /// The device's mapped host buffers (shared with submitting threads, which take from it).
+    host: Arc<HostPool>,
+    /// Read-back buffers (a batch's readback, a direct job's own) come back here once every
+    /// reply is done with them.
     readbacks: (flume::Sender<wgpu::Buffer>, flume::Receiver<wgpu::Buffer>),
     /// Two timestamp queries per job of a batch, where the device supports them in passes.
     queries: Option<wgpu::QuerySet>,
@@ -68,13 +69,13 @@ impl Submitter {
         queue: wgpu::Queue,
         health: Arc<Health>,
         pipelines: Arc<PipelineCache>,
-        staging: Arc<StagingPool>,
+        host: Arc<HostPool>,
         cfg: &BatchConfig,
     ) -> Submitter {
         let limits = device.limits();
         Submitter {
             pool: BufferPool::new(limits.max_buffer_size, cfg.pool_budget / 2),
-            pool_drops: 0,
+            drops: (0, 0),
             groups: BindGroups::default(),
             readbacks: flume::unbounded(),
             queries: cfg
@@ -89,7 +90,7 @@ impl Submitter {
             queue,
             health,
             pipelines,
-            staging,
+            host,
         }
     }
 
@@ -146,18 +147,19 @@ impl Submitter {
         }
     }
 
-    /// Writes the uploads of the jobs whose submitting thread did not (the upload budget was
-    /// full then).
+    /// Writes the data of the jobs whose submitting thread did not (the lend budget was full
+    /// then), and gives back what the others' data had lent.
     fn write_uploads(&self, jobs: &mut [Ready]) -> Result<()> {
-        for r in jobs.iter_mut().filter(|r| r.upload.is_none()) {
-            let len = r.layout.upload_len();
-            if len > 0 {
-                let parts = r.layout.uploads(&r.job);
-                r.upload = self
-                    .staging
-                    .write(len, &parts, false)
-                    .map_err(|e| Error::Wgpu(format!("could not write a job's uploads: {e}")))?;
+        for r in jobs.iter_mut() {
+            r.lent = None; // the loan ends: the data is in the batch now
+            if r.staged.is_some() || !r.layout.has_host_data(self.host.direct, self.align) {
+                continue;
             }
+            r.staged = self
+                .host
+                .write(&r.job, &r.layout, self.align, false)
+                .map_err(|e| Error::Wgpu(format!("could not write a job's data: {e}")))?
+                .map(|w| w.staged);
         }
         Ok(())
     }
@@ -262,11 +264,11 @@ impl Submitter {
             Err(reason) => Err(self.failure(&Error::Wgpu(reason))),
         };
         let failed = readback.is_err();
-        let (replies, uploads, mut buffers) =
-            batch.finish(readback, self.health.index, self.period_ns);
-        buffers.readback = None; // in the replies' `Readback`, or unusable after a failure
-        for upload in uploads {
-            self.staging.recycle(upload.buffer, upload.lent);
+        let back = self.readbacks.0.clone();
+        let (replies, Leftovers { host, buffers }) =
+            batch.finish(readback, &back, self.health.index, self.period_ns);
+        for b in host {
+            self.host.recycle(b);
         }
         if failed {
             drop(buffers); // the device is likely gone: pool nothing
@@ -276,7 +278,18 @@ impl Submitter {
         for t in replies.iter().flatten().filter_map(|f| f.gpu_time) {
             self.health.stats.record_gpu_time(t);
         }
+        // A job's own readback can fail on its own (a device destroyed under it): classify
+        // like any failure, once per batch.
+        let mut lost: Option<Error> = None;
         replies
+            .into_iter()
+            .map(|r| match r {
+                Err(e @ Error::Wgpu(_)) => {
+                    Err(lost.get_or_insert_with(|| self.failure(&e)).clone())
+                }
+                other => other,
+            })
+            .collect()
     }
 
     /// The batch's mapped readback, shared by its replies.
@@ -311,11 +324,15 @@ impl Submitter {
         }
     }
 
-    /// The batch's buffers from the pool, after filing the readbacks that came back.
+    /// The batch's buffers from the pool, after filing the read-back buffers that came back.
     fn take_buffers(&mut self, plan: &Plan) -> Buffers {
         while let Ok(b) = self.readbacks.1.try_recv() {
             b.unmap();
-            self.pool.give(Role::Readback, b);
+            if is_own(&b) {
+                self.host.recycle(b); // a direct job's own: mapped for writing again
+            } else {
+                self.pool.give(Role::Readback, b);
+            }
         }
         let (device, pool) = (&self.device, &mut self.pool);
         let mut take = |role, size: u64| (size > 0).then(|| pool.take(device, role, size));
@@ -356,10 +373,11 @@ impl Submitter {
         self.record_pool_bytes();
     }
 
-    /// Forgets the kept bind groups once the pool has dropped buffers they may point into.
+    /// Forgets the kept bind groups once a pool has dropped buffers they may point into.
     fn sync_groups(&mut self) {
-        if self.pool.drops() != self.pool_drops {
-            self.pool_drops = self.pool.drops();
+        let drops = (self.pool.drops(), self.host.drops());
+        if drops != self.drops {
+            self.drops = drops;
             self.groups.clear();
         }
     }
@@ -370,13 +388,13 @@ impl Submitter {
             drop(b);
         }
         self.pool.trim();
-        self.staging.trim();
+        self.host.trim();
         self.sync_groups();
         self.record_pool_bytes();
     }
 
     fn record_pool_bytes(&self) {
-        let bytes = self.pool.free_bytes() + self.staging.free_bytes();
+        let bytes = self.pool.free_bytes() + self.host.free_bytes();
         self.health.stats.set_pool_bytes(bytes);
     }
 }

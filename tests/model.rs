@@ -7,7 +7,8 @@
 //! `inout_shared`, `output`, scratch ids reused across steps, resident and replicated
 //! buffers, a resident histogram every job adds to), random sizes (1, around the workgroup
 //! size, large), priorities and pinning, and random engine settings (`max_batch_jobs`,
-//! `max_batch_delay`, `shared_bind_groups`, batches in flight, one or two devices). The jobs
+//! `max_batch_delay`, `shared_bind_groups`, batches in flight, one or two devices, jobs' data
+//! in their own mapped buffers or copied through upload buffers). The jobs
 //! are submitted from several threads at once, or run one at a time with `Engine::run` (which
 //! takes the idle fast path whenever the device has nothing else).
 //!
@@ -91,6 +92,7 @@ struct Settings {
     in_flight: usize,
     threads: usize,
     window: usize,
+    map_storage: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -208,9 +210,19 @@ fn settings() -> impl Strategy<Value = Settings> {
         1usize..=3,
         1usize..=4,
         1usize..=16,
+        any::<bool>(),
     )
         .prop_map(
-            |(devices, max_jobs, delay_us, shared_bind_groups, in_flight, threads, window)| {
+            |(
+                devices,
+                max_jobs,
+                delay_us,
+                shared_bind_groups,
+                in_flight,
+                threads,
+                window,
+                map_storage,
+            )| {
                 Settings {
                     devices,
                     max_jobs,
@@ -219,6 +231,7 @@ fn settings() -> impl Strategy<Value = Settings> {
                     in_flight,
                     threads,
                     window,
+                    map_storage,
                 }
             },
         )
@@ -408,7 +421,8 @@ fn run(p: &Program, world: &World) -> (Vec<wgpu_batch::Result<JobOutput>>, Vec<u
             .max_batch_jobs(s.max_jobs)
             .max_batch_delay(std::time::Duration::from_micros(s.delay_us))
             .shared_bind_groups(s.shared_bind_groups)
-            .max_batches_in_flight(s.in_flight),
+            .max_batches_in_flight(s.in_flight)
+            .map_storage(s.map_storage),
     );
     let k = Kernels::new(&engine);
     let b = Buffers {
