@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::job::{ArgData, Finished, Job};
 use crate::layout::{Layout, Plan, Region};
-use crate::mapped::{Loan, Readback, Staged};
+use crate::mapped::{Loan, Readback, Returned, Staged};
 use crate::pipelines::Pipeline;
 
 /// A job ready to batch: laid out, its uploads written, its pipelines at hand.
@@ -383,10 +383,10 @@ pub(crate) struct InFlight {
     pub(crate) encoding_began: Instant,
 }
 
-/// What finishing a batch gives back besides the replies: host buffers to map for writing
+/// What finishing a batch gives back besides the replies: host sets to map for writing
 /// again, and the batch's pooled buffers (its readback excepted: the replies hold it).
 pub(crate) struct Leftovers {
-    pub(crate) host: Vec<wgpu::Buffer>,
+    pub(crate) host: Vec<Staged>,
     pub(crate) buffers: Buffers,
 }
 
@@ -397,7 +397,7 @@ impl InFlight {
     pub(crate) fn finish(
         self,
         readback: Result<Option<Arc<Readback>>, Error>,
-        back: &flume::Sender<wgpu::Buffer>,
+        back: &flume::Sender<Returned>,
         device: usize,
         period_ns: f32,
     ) -> (Vec<Result<Finished, Error>>, Leftovers) {
@@ -410,18 +410,19 @@ impl InFlight {
         let timestamps = readback.as_ref().ok().cloned().flatten();
         for (j, ready) in jobs.into_iter().enumerate() {
             let mine = match (ready.staged, &readback) {
-                (Some(Staged::Upload(b)), _) => {
-                    host.push(b);
+                (Some(set @ Staged::Upload(_)), _) => {
+                    host.push(set);
                     readback.clone()
                 }
-                (Some(Staged::Direct { read, rw }), Ok(_)) => {
-                    host.extend(read);
-                    match rw {
-                        Some(rw) => Readback::new(rw, back.clone())
-                            .map(|r| Some(Arc::new(r)))
-                            .map_err(Error::Wgpu),
-                        None => Ok(None),
-                    }
+                // Its own read-back buffer carries its read buffer along, back to the pool.
+                (Some(set @ Staged::Direct { rw: Some(_), .. }), Ok(_)) => {
+                    Readback::new(Returned::Own(set), back.clone())
+                        .map(|r| Some(Arc::new(r)))
+                        .map_err(Error::Wgpu)
+                }
+                (Some(set @ Staged::Direct { rw: None, .. }), Ok(_)) => {
+                    host.push(set);
+                    Ok(None)
                 }
                 (Some(Staged::Direct { .. }), Err(e)) => Err(e.clone()), // buffers dropped
                 (None, _) => readback.clone(),

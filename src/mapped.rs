@@ -62,20 +62,11 @@ impl Kind {
             Kind::OwnReadWrite => U::MAP_WRITE | U::MAP_READ | U::STORAGE,
         }
     }
-
-    fn of(buffer: &wgpu::Buffer) -> Kind {
-        let usage = buffer.usage();
-        if usage.contains(wgpu::BufferUsages::MAP_READ) {
-            Kind::OwnReadWrite
-        } else if usage.contains(wgpu::BufferUsages::STORAGE) {
-            Kind::OwnRead
-        } else {
-            Kind::Upload
-        }
-    }
 }
 
-/// A job's data as its submitting thread (or the submitter) wrote it.
+/// A job's data as its submitting thread (or the submitter) wrote it. Its buffers travel
+/// together for life, from the free list to the job and back, so a direct job's pair keeps
+/// meeting the same bind groups.
 pub(crate) enum Staged {
     /// The read block, then the inout block, in one upload buffer.
     Upload(wgpu::Buffer),
@@ -114,13 +105,16 @@ pub(crate) struct HostPool {
     /// Free buffers and budgets. Taken by submitting threads (a pop per buffer) and by the
     /// submitter; nothing else is taken while it is held.
     free: Mutex<Free>,
-    /// Buffers mapped again after use arrive here (from `map_async` callbacks).
-    returned: flume::Receiver<wgpu::Buffer>,
-    returns: flume::Sender<wgpu::Buffer>,
+    /// Sets mapped again after use arrive here (from `map_async` callbacks).
+    returned: flume::Receiver<Staged>,
+    returns: flume::Sender<Staged>,
 }
 
+/// Free sets by (direct, size of the first buffer, size of the second; 0 when absent).
+type SetKey = (bool, u64, u64);
+
 struct Free {
-    by_class: HashMap<(Kind, u64), Vec<wgpu::Buffer>>,
+    by_class: HashMap<SetKey, Vec<Staged>>,
     bytes: u64,
     /// Most bytes of free buffers kept.
     budget: u64,
@@ -164,19 +158,13 @@ impl HostPool {
         align: u64,
         lend: bool,
     ) -> Result<Option<Written>, String> {
-        let sizes = if self.direct {
-            [
-                (Kind::OwnRead, layout.read_len),
-                (Kind::OwnReadWrite, layout.own_rw_len(align)),
-            ]
+        let (first, second) = if self.direct {
+            (layout.read_len, layout.own_rw_len(align))
         } else {
-            [(Kind::Upload, layout.upload_len()), (Kind::Upload, 0)]
+            (layout.upload_len(), 0)
         };
-        let bytes: u64 = sizes
-            .iter()
-            .filter(|s| s.1 > 0)
-            .map(|s| class_of(s.1))
-            .sum();
+        let classes = [first, second].map(|len| if len > 0 { class_of(len) } else { 0 });
+        let bytes = classes[0] + classes[1];
         if lend && !self.lend(bytes) {
             return Ok(None);
         }
@@ -184,28 +172,17 @@ impl HostPool {
             bytes,
             pool: self.clone(),
         });
-        let [a, b] = sizes.map(|(kind, len)| (len > 0).then(|| (self.take(kind, len), len)));
-        let written = if self.direct {
-            fill(a.as_ref(), &layout.read_parts(job), &[])
-                .and_then(|()| {
-                    fill(
-                        b.as_ref(),
-                        &layout.own_rw_parts(job),
-                        &layout.own_zeroes(align),
-                    )
+        let staged = self.take((self.direct, classes[0], classes[1]));
+        let filled = match &staged {
+            Staged::Upload(b) => fill(b, first, &layout.uploads(job), &[]),
+            Staged::Direct { read, rw } => {
+                fill_opt(read.as_ref(), first, &layout.read_parts(job), &[]).and_then(|()| {
+                    let zeroes = layout.own_zeroes(align);
+                    fill_opt(rw.as_ref(), second, &layout.own_rw_parts(job), &zeroes)
                 })
-                .map(|()| Staged::Direct {
-                    read: a.map(|(buf, _)| buf),
-                    rw: b.map(|(buf, _)| buf),
-                })
-        } else {
-            let Some((buffer, len)) = a else {
-                return Err("a job without uploads has nothing to write".into());
-            };
-            fill(Some(&(buffer.clone(), len)), &layout.uploads(job), &[])
-                .map(|()| Staged::Upload(buffer))
+            }
         };
-        written.map(|staged| Some(Written { staged, loan }))
+        filled.map(|()| Some(Written { staged, loan }))
     }
 
     /// Counts `bytes` as lent if the budget allows.
@@ -218,43 +195,62 @@ impl HostPool {
         true
     }
 
-    /// A mapped buffer of `kind`, of at least `size` bytes (> 0).
-    fn take(&self, kind: Kind, size: u64) -> wgpu::Buffer {
-        let class = class_of(size);
+    /// A mapped set of `key`'s shape, reused or made.
+    fn take(&self, key: SetKey) -> Staged {
         {
             let mut free = self.free.lock();
-            while let Ok(b) = self.returned.try_recv() {
-                free.file(b);
+            while let Ok(set) = self.returned.try_recv() {
+                free.file(set);
             }
-            if let Some(b) = free.by_class.get_mut(&(kind, class)).and_then(Vec::pop) {
-                free.bytes -= b.size();
-                return b;
+            if let Some(set) = free.by_class.get_mut(&key).and_then(Vec::pop) {
+                free.bytes -= set_bytes(&set);
+                return set;
             }
         }
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-batch host"),
-            size: class,
-            usage: kind.usage(),
-            mapped_at_creation: true,
-        })
+        let make = |kind: Kind, size: u64| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-batch host"),
+                size,
+                usage: kind.usage(),
+                mapped_at_creation: true,
+            })
+        };
+        match key {
+            (true, read, rw) => Staged::Direct {
+                read: (read > 0).then(|| make(Kind::OwnRead, read)),
+                rw: (rw > 0).then(|| make(Kind::OwnReadWrite, rw)),
+            },
+            (false, size, _) => Staged::Upload(make(Kind::Upload, size.max(MIN_CLASS))),
+        }
     }
 
-    /// Maps a used (unmapped) buffer again; it returns to the pool once mapped (the callback
-    /// runs inside a later poll of the device's submitter).
-    pub(crate) fn recycle(&self, buffer: wgpu::Buffer) {
-        let (returns, b) = (self.returns.clone(), buffer.clone());
-        buffer.map_async(wgpu::MapMode::Write, .., move |r| {
-            if r.is_ok() {
-                let _ = returns.send(b);
-            }
-        });
+    /// Maps a used (unmapped) set again; it returns to the pool once all its buffers are
+    /// mapped (the callbacks run inside a later poll of the device's submitter).
+    pub(crate) fn recycle(&self, set: Staged) {
+        let buffers: Vec<wgpu::Buffer> = match &set {
+            Staged::Upload(b) => vec![b.clone()],
+            Staged::Direct { read, rw } => read.iter().chain(rw).cloned().collect(),
+        };
+        let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(buffers.len()));
+        let whole = std::sync::Arc::new(Mutex::new(Some(set)));
+        for b in buffers {
+            let (returns, left, whole) = (self.returns.clone(), left.clone(), whole.clone());
+            b.map_async(wgpu::MapMode::Write, .., move |r| {
+                let last = left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
+                if r.is_err() {
+                    whole.lock().take(); // unusable: dropped
+                } else if last && let Some(set) = whole.lock().take() {
+                    let _ = returns.send(set);
+                }
+            });
+        }
     }
 
     /// Drops every free buffer (the device has been idle).
     pub(crate) fn trim(&self) {
         let mut free = self.free.lock();
-        while let Ok(b) = self.returned.try_recv() {
-            free.file(b);
+        while let Ok(set) = self.returned.try_recv() {
+            free.file(set);
         }
         free.drops += free.by_class.values().map(|l| l.len() as u64).sum::<u64>();
         free.by_class.clear();
@@ -273,32 +269,55 @@ impl HostPool {
 }
 
 impl Free {
-    /// Keeps a mapped buffer if the budget allows.
-    fn file(&mut self, b: wgpu::Buffer) {
-        if self.bytes + b.size() <= self.budget {
-            self.bytes += b.size();
-            let key = (Kind::of(&b), b.size());
-            self.by_class.entry(key).or_default().push(b);
+    /// Keeps a mapped set if the budget allows.
+    fn file(&mut self, set: Staged) {
+        let bytes = set_bytes(&set);
+        if self.bytes + bytes <= self.budget {
+            self.bytes += bytes;
+            self.by_class.entry(set_key(&set)).or_default().push(set);
         } else {
             self.drops += 1;
         }
     }
 }
 
-/// Writes `parts` (offset, bytes) and zeroes `zeroes` (offset, size) in a mapped buffer and
-/// unmaps it. Nothing to do without a buffer.
-fn fill(
-    buffer: Option<&(wgpu::Buffer, u64)>,
+/// The free-list key of a set.
+fn set_key(set: &Staged) -> SetKey {
+    let size = |b: &Option<wgpu::Buffer>| b.as_ref().map_or(0, wgpu::Buffer::size);
+    match set {
+        Staged::Upload(b) => (false, b.size(), 0),
+        Staged::Direct { read, rw } => (true, size(read), size(rw)),
+    }
+}
+
+/// Bytes of a set's buffers.
+fn set_bytes(set: &Staged) -> u64 {
+    let (_, a, b) = set_key(set);
+    a + b
+}
+
+/// [`fill`] for a buffer that may be absent (nothing to write then).
+fn fill_opt(
+    buffer: Option<&wgpu::Buffer>,
+    len: u64,
     parts: &[(u64, &[u8])],
     zeroes: &[(u64, u64)],
 ) -> Result<(), String> {
-    let Some((buffer, len)) = buffer else {
-        return Ok(());
-    };
+    buffer.map_or(Ok(()), |b| fill(b, len, parts, zeroes))
+}
+
+/// Writes `parts` (offset, bytes) and zeroes `zeroes` (offset, size) in the first `len`
+/// bytes of a mapped buffer and unmaps it.
+fn fill(
+    buffer: &wgpu::Buffer,
+    len: u64,
+    parts: &[(u64, &[u8])],
+    zeroes: &[(u64, u64)],
+) -> Result<(), String> {
     let at = |o: u64| usize::try_from(o).map_err(|e| e.to_string());
     {
         let mut view = buffer
-            .slice(..*len)
+            .slice(..len)
             .get_mapped_range_mut()
             .map_err(|e| e.to_string())?;
         for (offset, bytes) in parts {
@@ -315,26 +334,40 @@ fn fill(
     Ok(())
 }
 
+/// What comes back to the submitter once every reply is done with it.
+pub(crate) enum Returned {
+    /// A batch's readback buffer: unmap and pool it.
+    Readback(wgpu::Buffer),
+    /// A direct job's own set: unmap its read-write buffer and map the set for writing again.
+    Own(Staged),
+}
+
 /// Mapped read-back bytes shared by replies: a batch's readback buffer (upload mode), or one
-/// job's own read-write buffer (direct mode).
+/// direct job's own read-write buffer, which carries its read buffer along.
 pub(crate) struct Readback {
     /// The whole mapped range; `None` only while dropping.
     view: Option<wgpu::BufferView>,
-    buffer: wgpu::Buffer,
-    /// Where the buffer goes once every reply is done with it (the submitter).
-    back: flume::Sender<wgpu::Buffer>,
+    /// What goes back when done; `None` only while dropping.
+    returned: Option<Returned>,
+    /// Where it goes (the submitter).
+    back: flume::Sender<Returned>,
 }
 
 impl Readback {
-    /// Views `buffer`, which must be mapped for reading already.
+    /// Views `buffer` (`returned`'s read-back buffer), which must be mapped for reading.
     pub(crate) fn new(
-        buffer: wgpu::Buffer,
-        back: flume::Sender<wgpu::Buffer>,
+        returned: Returned,
+        back: flume::Sender<Returned>,
     ) -> Result<Readback, String> {
+        let buffer = match &returned {
+            Returned::Readback(b) => b,
+            Returned::Own(Staged::Direct { rw: Some(rw), .. }) => rw,
+            Returned::Own(_) => return Err("a set without a read-back buffer".into()),
+        };
         let view = buffer.get_mapped_range(..).map_err(|e| e.to_string())?;
         Ok(Readback {
             view: Some(view),
-            buffer,
+            returned: Some(returned),
             back,
         })
     }
@@ -348,12 +381,8 @@ impl Readback {
 impl Drop for Readback {
     fn drop(&mut self) {
         drop(self.view.take());
-        let _ = self.back.send(self.buffer.clone());
+        if let Some(r) = self.returned.take() {
+            let _ = self.back.send(r);
+        }
     }
-}
-
-/// Whether a returned read-back buffer is a job's own (to map for writing again) rather than a
-/// batch's readback (to unmap and pool).
-pub(crate) fn is_own(buffer: &wgpu::Buffer) -> bool {
-    Kind::of(buffer) == Kind::OwnReadWrite
 }

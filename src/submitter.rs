@@ -18,7 +18,7 @@ use crate::error::{Error, Result, scoped};
 use crate::health::Health;
 use crate::job::Finished;
 use crate::layout::Plan;
-use crate::mapped::{HostPool, Readback, is_own};
+use crate::mapped::{HostPool, Readback, Returned, Staged};
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::pool::{BufferPool, Role};
 
@@ -48,9 +48,9 @@ pub(crate) struct Submitter {
     groups: BindGroups,
     /// The device's mapped host buffers (shared with submitting threads, which take from it).
     host: Arc<HostPool>,
-    /// Read-back buffers (a batch's readback, a direct job's own) come back here once every
-    /// reply is done with them.
-    readbacks: (flume::Sender<wgpu::Buffer>, flume::Receiver<wgpu::Buffer>),
+    /// Read-back buffers (a batch's readback, a direct job's own set) come back here once
+    /// every reply is done with them.
+    readbacks: (flume::Sender<Returned>, flume::Receiver<Returned>),
     /// Two timestamp queries per job of a batch, where the device supports them in passes.
     queries: Option<wgpu::QuerySet>,
     /// Nanoseconds per timestamp tick.
@@ -297,7 +297,7 @@ impl Submitter {
         let Some(buffer) = batch.buffers.readback.clone() else {
             return Ok(None);
         };
-        Readback::new(buffer, self.readbacks.0.clone())
+        Readback::new(Returned::Readback(buffer), self.readbacks.0.clone())
             .map(|r| Some(Arc::new(r)))
             .map_err(|e| self.failure(&Error::Wgpu(e)))
     }
@@ -326,12 +326,18 @@ impl Submitter {
 
     /// The batch's buffers from the pool, after filing the read-back buffers that came back.
     fn take_buffers(&mut self, plan: &Plan) -> Buffers {
-        while let Ok(b) = self.readbacks.1.try_recv() {
-            b.unmap();
-            if is_own(&b) {
-                self.host.recycle(b); // a direct job's own: mapped for writing again
-            } else {
-                self.pool.give(Role::Readback, b);
+        while let Ok(r) = self.readbacks.1.try_recv() {
+            match r {
+                Returned::Readback(b) => {
+                    b.unmap();
+                    self.pool.give(Role::Readback, b);
+                }
+                Returned::Own(set) => {
+                    if let Staged::Direct { rw: Some(rw), .. } = &set {
+                        rw.unmap();
+                    }
+                    self.host.recycle(set); // mapped for writing again
+                }
             }
         }
         let (device, pool) = (&self.device, &mut self.pool);
@@ -384,8 +390,8 @@ impl Submitter {
 
     /// Drops every free buffer (the device has been idle).
     pub(crate) fn trim(&mut self) {
-        while let Ok(b) = self.readbacks.1.try_recv() {
-            drop(b);
+        while let Ok(r) = self.readbacks.1.try_recv() {
+            drop(r);
         }
         self.pool.trim();
         self.host.trim();

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{WAIT, data};
-use wgpu_batch::{Engine, Error, JobHandle, Kernel, Priority, kernels};
+use wgpu_batch::{Engine, Error, JobHandle, Priority, kernels};
 
 /// One device, one job per batch, so queued jobs really wait their turn.
 fn one_at_a_time(b: wgpu_batch::EngineBuilder) -> Engine {
@@ -16,21 +16,19 @@ fn one_at_a_time(b: wgpu_batch::EngineBuilder) -> Engine {
     )
 }
 
-/// Queues `n` jobs of 1M elements (a few ms each on lavapipe) to keep the device busy.
-fn busy(engine: &Engine, k: &Kernel, n: usize) -> Vec<JobHandle> {
-    let x: std::sync::Arc<[f32]> = data(1 << 20, 1).into();
-    (0..n)
-        .map(|_| {
-            engine
-                .submit(
-                    wgpu_batch::Job::new(k)
-                        .uniform(0, &2.0f32)
-                        .inout_shared(1, x.clone())
-                        .workgroups_for(1 << 20),
-                )
-                .unwrap()
-        })
-        .collect()
+/// Queues `n` jobs of about 20 ms each (cheap to submit, no deadline) to keep device 0
+/// busy; returns them and how many jobs device 0 had encoded before them.
+fn busy(engine: &Engine, n: usize) -> (Vec<JobHandle>, u64) {
+    let spin = common::Spinner::new(engine, 0, Duration::from_millis(20));
+    let before = encoded(engine);
+    let handles = (0..n).map(|_| engine.submit(spin.job()).unwrap()).collect();
+    (handles, before)
+}
+
+/// Jobs device 0 has put into batches so far.
+fn encoded(engine: &Engine) -> u64 {
+    let stats = engine.stats().devices[0];
+    (stats.batches as f64 * stats.mean_batch).round() as u64
 }
 
 fn settle(handles: Vec<JobHandle>) {
@@ -43,7 +41,7 @@ fn settle(handles: Vec<JobHandle>) {
 fn a_deadline_expires_while_the_device_is_busy() {
     let engine = one_at_a_time(common::builder());
     let k = engine.kernel(kernels::scale()).unwrap();
-    let blockers = busy(&engine, &k, 20);
+    let (blockers, before) = busy(&engine, 20);
     let start = Instant::now();
     let late = engine
         .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]).timeout(Duration::from_millis(1)))
@@ -52,12 +50,7 @@ fn a_deadline_expires_while_the_device_is_busy() {
     assert!(start.elapsed() < WAIT);
     settle(blockers);
     // The expired job was never encoded: exactly the 20 blockers went through batches.
-    let stats = engine.stats().devices[0];
-    assert_eq!(
-        (stats.batches as f64 * stats.mean_batch).round() as u64,
-        20,
-        "{stats:?}"
-    );
+    assert_eq!(encoded(&engine) - before, 20, "{:?}", engine.stats());
     // A job with room to spare still runs.
     let ok = engine
         .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]).timeout(Duration::from_secs(60)))
@@ -72,7 +65,7 @@ fn a_deadline_expires_while_the_device_is_busy() {
 fn the_engine_default_timeout_applies_to_jobs_without_one() {
     let engine = one_at_a_time(common::builder().default_timeout(Duration::from_millis(1)));
     let k = engine.kernel(kernels::scale()).unwrap();
-    let blockers = busy(&engine, &k, 20);
+    let (blockers, _) = busy(&engine, 20);
     let late = engine
         .submit(kernels::scale_job(&k, 2.0, &[1.0; 64]))
         .unwrap();
@@ -166,7 +159,8 @@ fn aging_keeps_low_priority_jobs_from_starving() {
 fn a_cancelled_queued_job_never_runs() {
     let engine = one_at_a_time(common::builder());
     let k = engine.kernel(kernels::scale()).unwrap();
-    let blockers = busy(&engine, &k, 10);
+    let (blockers, before) = busy(&engine, 10);
+    let failed_before = engine.stats().devices[0].failed;
     // The victim doubles a resident buffer in place: if it ran, the buffer would show it.
     let counter = engine.upload(&[1.0f32; 64]).unwrap();
     let doubling = wgpu_batch::Job::new(&k)
@@ -177,9 +171,12 @@ fn a_cancelled_queued_job_never_runs() {
     assert_eq!(victim.wait_timeout(WAIT).unwrap_err(), Error::Cancelled);
     settle(blockers);
     let stats = engine.stats().devices[0];
-    let encoded = (stats.batches as f64 * stats.mean_batch).round() as u64;
-    assert_eq!(encoded, 10, "the cancelled job was encoded: {stats:?}");
-    assert_eq!(stats.failed, 1);
+    assert_eq!(
+        encoded(&engine) - before,
+        10,
+        "the cancelled job was encoded: {stats:?}"
+    );
+    assert_eq!(stats.failed - failed_before, 1);
     assert_eq!(
         counter.read::<f32>().unwrap(),
         [1.0; 64],

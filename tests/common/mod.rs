@@ -111,11 +111,12 @@ impl Spinner {
         }
     }
 
-    /// One busy job.
+    /// One busy job (with no deadline, whatever the engine's default timeout).
     pub fn job(&self) -> Job {
         Job::new(&self.kernel)
             .uniform(0, &[SPIN_ITERS, 0, 0, 0])
             .output::<f32>(1, 64)
             .workgroups(self.groups.0, self.groups.1, 1)
+            .timeout(Duration::MAX)
     }
 }
