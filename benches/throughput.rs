@@ -519,7 +519,7 @@ fn host(b: &mut Bench) {
 }
 
 /// One configuration for profiling (`perf record`), run only when named: `-- hot`. `HOT_THREADS`
-/// and `HOT_WINDOW` (0: `run` each job) choose it; noop, 4,096 elements, `BENCH_SECS` long.
+/// `HOT_WINDOW` (0: `run` each job) and `HOT_ELEMENTS` choose it; noop, `BENCH_SECS` long.
 fn hot(b: &Bench) {
     let env = |k: &str, d: usize| {
         std::env::var(k)
@@ -529,7 +529,7 @@ fn hot(b: &Bench) {
     };
     let (threads, window) = (env("HOT_THREADS", 8), env("HOT_WINDOW", 32));
     let engine = EngineSys::new(engine_builder(wgpu::Backends::NOOP), window, "engine");
-    let work = Work::new(4096);
+    let work = Work::new(env("HOT_ELEMENTS", 4096));
     let start = Instant::now();
     let jobs = engine.run_for(&work, threads, b.secs);
     let rate = jobs as f64 / start.elapsed().as_secs_f64();

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::job::{ArgData, Finished, Job};
+use crate::job::{ArgData, Job, JobOutput};
 use crate::layout::{Layout, Plan, Region};
 use crate::mapped::{Loan, Readback, Returned, Staged};
 use crate::pipelines::Pipeline;
@@ -72,6 +72,9 @@ pub(crate) struct Target<'a> {
 pub(crate) struct Batch {
     pub(crate) jobs: Vec<Ready>,
     pub(crate) plan: Plan,
+    /// The data of the jobs nobody wrote before the batch formed, laid out like the batch:
+    /// the read buffer's bytes, then the read-write buffer's uploaded prefix.
+    pub(crate) upload: Option<wgpu::Buffer>,
 }
 
 impl Batch {
@@ -84,7 +87,11 @@ impl Batch {
             .map(|r| matches!(r.staged, Some(Staged::Direct { .. })))
             .collect();
         let plan = Plan::new(&layouts, &direct, align, timed);
-        Batch { jobs, plan }
+        Batch {
+            jobs,
+            plan,
+            upload: None,
+        }
     }
 
     /// Whether some binding lies past a dynamic offset's `u32` reach (only a lone job can:
@@ -153,8 +160,18 @@ impl Batch {
         enc.finish()
     }
 
-    /// Copies each job's upload (read block, then inout block) into place.
+    /// Copies the batch's own upload into place (two copies, whole ranges), then each job's
+    /// own upload (read block, then inout block) over its blocks.
     fn copy_uploads(&self, enc: &mut wgpu::CommandEncoder, bufs: &Buffers) {
+        let p = &self.plan;
+        if let Some(upload) = &self.upload {
+            if let (Some(read), true) = (&bufs.read, p.read_size > 0) {
+                enc.copy_buffer_to_buffer(upload, 0, read, 0, p.read_size);
+            }
+            if let (Some(rw), true) = (&bufs.rw, p.rw_upload_end > 0) {
+                enc.copy_buffer_to_buffer(upload, p.read_size, rw, 0, p.rw_upload_end);
+            }
+        }
         for (j, ready) in self.jobs.iter().enumerate() {
             let (Some(Staged::Upload(upload)), l) = (&ready.staged, &ready.layout) else {
                 continue;
@@ -400,13 +417,13 @@ impl InFlight {
         back: &flume::Sender<Returned>,
         device: usize,
         period_ns: f32,
-    ) -> (Vec<Result<Finished, Error>>, Leftovers) {
+    ) -> (Vec<Result<JobOutput, Error>>, Leftovers) {
         let InFlight {
             batch, mut buffers, ..
         } = self;
-        let Batch { jobs, plan } = batch;
+        let Batch { jobs, plan, upload } = batch;
         let mut replies = Vec::with_capacity(jobs.len());
-        let mut host = Vec::new();
+        let mut host: Vec<Staged> = upload.into_iter().map(Staged::Upload).collect();
         let timestamps = readback.as_ref().ok().cloned().flatten();
         for (j, ready) in jobs.into_iter().enumerate() {
             let mine = match (ready.staged, &readback) {
@@ -431,11 +448,11 @@ impl InFlight {
                 (Some(rb), Some(at)) => gpu_time(rb.bytes(), at, j, period_ns),
                 _ => None,
             };
-            replies.push(mine.map(|readback| Finished {
+            replies.push(mine.map(|mapped| JobOutput {
                 device,
                 kernel: ready.job.last_kernel().clone(),
                 ranges: plan.read_back(j, &ready.layout),
-                readback,
+                mapped,
                 gpu_time,
             }));
         }

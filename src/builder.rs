@@ -155,13 +155,15 @@ impl EngineBuilder {
         self
     }
 
-    /// Whether a job's data lives in its own mapped buffers that the kernel reads and writes
-    /// directly, where the adapter can map storage buffers: the submitting thread writes its
-    /// inputs straight into the memory the kernel reads and copies its results straight out
-    /// of the memory the kernel wrote, with no copy in between. Otherwise the caller writes
-    /// into an upload buffer and the batch copies it into place (and its results into one
-    /// readback buffer). Default: on for adapters that share the host's memory (CPU and
-    /// integrated GPUs), off for discrete GPUs, where mapped storage sits across the bus.
+    /// Whether a job's data may live in its own mapped buffers that the kernel reads and
+    /// writes directly, where the adapter can map storage buffers: the submitting thread
+    /// writes its inputs straight into the memory the kernel reads and the taker reads its
+    /// results straight out of the memory the kernel wrote, with no copy in between (for jobs
+    /// of 32 KiB of data or more; smaller ones cost more in mappings than they save).
+    /// Otherwise the caller writes into an upload buffer and the batch copies it into place
+    /// (and its results into one readback buffer). Default: on for adapters that share the
+    /// host's memory (CPU and integrated GPUs), off for discrete GPUs, where mapped storage
+    /// sits across the bus.
     pub fn map_storage(mut self, on: bool) -> Self {
         self.map_storage = Some(on);
         self

@@ -358,8 +358,8 @@ impl DeviceSlot {
     /// go to another device.
     pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
-        if !layout.has_host_data(self.host.direct, self.align) {
-            return Ok((layout, None, None));
+        if !self.host.caller_writes(&layout, self.align) {
+            return Ok((layout, None, None)); // the submitter writes it with its batch
         }
         match self.host.write(job, &layout, self.align, true) {
             Ok(Some(w)) => Ok((layout, Some(w.staged), w.loan)),
@@ -408,8 +408,8 @@ impl DeviceSlot {
     /// [`stage`](DeviceSlot::stage) for a caller that holds the submitter already.
     fn stage_locked(&self, sub: &mut Submitter, job: &Job) -> Result<(Layout, Option<Staged>)> {
         let layout = Layout::of(job, self.align);
-        if !layout.has_host_data(self.host.direct, self.align) {
-            return Ok((layout, None));
+        if !self.host.caller_writes(&layout, self.align) {
+            return Ok((layout, None)); // written with its batch of one
         }
         let written = self
             .host
@@ -441,9 +441,7 @@ impl DeviceSlot {
         let batch = sub.submit(prepared).map_err(|(e, _)| sub.failure(&e))?;
         let result = sub.wait(&batch);
         let reply = sub.finish(batch, result).pop();
-        reply
-            .unwrap_or(Err(Error::Wgpu("a batch of one gave no reply".into())))
-            .map(crate::job::Finished::into_output)
+        reply.unwrap_or(Err(Error::Wgpu("a batch of one gave no reply".into())))
     }
 
     /// Whether submit may send here.

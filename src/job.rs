@@ -483,56 +483,36 @@ impl Step {
     }
 }
 
-/// A finished job as its device replies it: where its bytes are in the batch's shared mapped
-/// readback. The thread that takes the result copies them out ([`Finished::into_output`]), so
-/// the executor copies nothing.
-pub(crate) struct Finished {
-    pub(crate) device: usize,
-    /// The kernel of the last step.
-    pub(crate) kernel: Kernel,
-    /// (step, binding, offset in the readback, size) of every binding read back.
-    pub(crate) ranges: Vec<(usize, u32, u64, u64)>,
-    /// `None` for a batch that reads nothing back.
-    pub(crate) readback: Option<Arc<Readback>>,
-    pub(crate) gpu_time: Option<Duration>,
-}
-
-impl Finished {
-    /// Copies the job's bytes out of the readback; dropping the last reference to it hands
-    /// the buffer back to its device.
-    pub(crate) fn into_output(self) -> JobOutput {
-        let mapped = self.readback.as_deref().map_or(&[][..], Readback::bytes);
-        let buffers = self
-            .ranges
-            .iter()
-            .map(|&(step, binding, at, size)| {
-                // The plan fits every range inside the readback, so `get` always finds it.
-                let range = usize::try_from(at)
-                    .and_then(|a| Ok(a..a + usize::try_from(size)?))
-                    .ok();
-                let bytes = range.and_then(|r| mapped.get(r)).unwrap_or_default();
-                (step, binding, bytes.to_vec())
-            })
-            .collect();
-        JobOutput {
-            device: self.device,
-            kernel: self.kernel,
-            buffers,
-            gpu_time: self.gpu_time,
-        }
-    }
-}
-
 /// The results of a finished job: the contents of its `inout` and `output` bindings, and the
 /// GPU time it took where the device can measure it.
-#[derive(Debug, Clone)]
+///
+/// The results are not copied until you read them: a `JobOutput` holds the mapped memory they
+/// were read back into (the job's own buffer on adapters that share the host's memory, else
+/// its batch's readback buffer, shared with the batch's other jobs) until it is dropped. Read
+/// what you need and drop it, rather than keeping many of them around.
+#[derive(Clone)]
 pub struct JobOutput {
     pub(crate) device: usize,
     /// The kernel of the last step.
     pub(crate) kernel: Kernel,
-    /// (step, binding, bytes) for every binding read back.
-    pub(crate) buffers: Vec<(usize, u32, Vec<u8>)>,
+    /// (step, binding, offset in `mapped`, size) of every binding read back.
+    pub(crate) ranges: Vec<(usize, u32, u64, u64)>,
+    /// `None` for a job that reads nothing back.
+    pub(crate) mapped: Option<Arc<Readback>>,
     pub(crate) gpu_time: Option<Duration>,
+}
+
+impl std::fmt::Debug for JobOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bindings: Vec<(usize, u32, u64)> =
+            self.ranges.iter().map(|&(s, b, _, n)| (s, b, n)).collect();
+        f.debug_struct("JobOutput")
+            .field("device", &self.device)
+            .field("kernel", &self.kernel.label())
+            .field("bindings (step, binding, bytes)", &bindings)
+            .field("gpu_time", &self.gpu_time)
+            .finish()
+    }
 }
 
 impl JobOutput {
@@ -554,11 +534,16 @@ impl JobOutput {
 
     /// The raw bytes read back from `binding` of the last step that reads one back there.
     pub fn bytes(&self, binding: u32) -> Option<&[u8]> {
-        self.buffers
-            .iter()
-            .rev()
-            .find(|(_, b, _)| *b == binding)
-            .map(|(_, _, v)| v.as_slice())
+        let range = self.ranges.iter().rev().find(|r| r.1 == binding)?;
+        self.slice(range)
+    }
+
+    /// The mapped bytes of one read-back range.
+    fn slice(&self, &(_, _, at, size): &(usize, u32, u64, u64)) -> Option<&[u8]> {
+        let mapped = self.mapped.as_deref().map_or(&[][..], Readback::bytes);
+        // The plan fits every range inside the readback, so `get` always finds it.
+        let start = usize::try_from(at).ok()?;
+        mapped.get(start..start.checked_add(usize::try_from(size).ok()?)?)
     }
 
     /// The contents of `binding` (of the last step that reads one back there) as `T`s.
@@ -568,12 +553,8 @@ impl JobOutput {
 
     /// The contents of `binding` of step `step` (0 = the job's first kernel) as `T`s.
     pub fn read_step<T: bytemuck::Pod>(&self, step: usize, binding: u32) -> Result<Vec<T>> {
-        let bytes = self
-            .buffers
-            .iter()
-            .find(|(s, b, _)| *s == step && *b == binding)
-            .map(|(_, _, v)| v.as_slice());
-        self.cast(binding, bytes)
+        let range = self.ranges.iter().find(|r| r.0 == step && r.1 == binding);
+        self.cast(binding, range.and_then(|r| self.slice(r)))
     }
 
     fn cast<T: bytemuck::Pod>(&self, binding: u32, bytes: Option<&[u8]>) -> Result<Vec<T>> {

@@ -129,15 +129,6 @@ impl Layout {
         }
     }
 
-    /// Whether the job has data for host buffers to hold, in direct mode or upload mode.
-    pub(crate) fn has_host_data(&self, direct: bool, align: u64) -> bool {
-        if direct {
-            self.read_len > 0 || self.own_rw_len(align) > 0
-        } else {
-            self.upload_len() > 0
-        }
-    }
-
     /// The job's uniforms and inputs as (offset in its read block, bytes).
     pub(crate) fn read_parts<'a>(&self, job: &'a Job) -> Vec<(u64, &'a [u8])> {
         self.parts(job, |slot| match slot {

@@ -25,14 +25,17 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::health::Health;
-use crate::job::{Finished, JobOutput};
+use crate::job::JobOutput;
 
-/// What a job resolves to on its device's side; the taker turns it into a [`JobOutput`].
-pub(crate) type Reply = Result<Finished>;
+/// What a job resolves to.
+pub(crate) type Reply = Result<JobOutput>;
 
 /// Where async waiters register a deadline so the job is expired (and they are woken) at it:
 /// the engine's watchdog. Returns false when the watchdog has stopped.
 pub(crate) type DeadlineTimer = Arc<dyn Fn(Instant, Arc<Ticket>) -> bool + Send + Sync>;
+
+/// How long a blocked waiter polls for its reply before parking.
+const WAIT_SPIN: Duration = Duration::from_micros(20);
 
 const QUEUED: u8 = 0;
 const ENCODED: u8 = 1;
@@ -262,6 +265,9 @@ impl JobHandle {
         if self.taken.load(Ordering::Acquire) {
             return Some(Err(Error::ResultTaken));
         }
+        if let Some(reply) = self.spin(give_up) {
+            return Some(self.take(reply));
+        }
         loop {
             let until = match (give_up, self.ticket.queued_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -290,6 +296,20 @@ impl JobHandle {
         }
     }
 
+    /// Polls for the reply for up to [`WAIT_SPIN`] (never past `give_up`), yielding the core
+    /// between polls: a reply that is microseconds away then needs no thread wake-up.
+    fn spin(&self, give_up: Option<Instant>) -> Option<Reply> {
+        let start = Instant::now();
+        let end = give_up.map_or(start + WAIT_SPIN, |g| g.min(start + WAIT_SPIN));
+        while Instant::now() < end {
+            if let Ok(reply) = self.rx.try_recv() {
+                return Some(reply);
+            }
+            std::thread::yield_now();
+        }
+        None
+    }
+
     /// The result if the job has resolved, without blocking.
     pub fn try_get(&self) -> Option<Result<JobOutput>> {
         if self.taken.load(Ordering::Acquire) {
@@ -299,11 +319,10 @@ impl JobHandle {
         self.rx.try_recv().ok().map(|reply| self.take(reply))
     }
 
-    /// Marks the result taken and copies the job's bytes out of the batch's readback, on the
-    /// taking thread. (Two threads racing on one handle: only one receives the reply.)
+    /// Marks the result taken. (Two threads racing on one handle: only one receives it.)
     fn take(&self, reply: Reply) -> Result<JobOutput> {
         self.taken.store(true, Ordering::Release);
-        reply.map(Finished::into_output)
+        reply
     }
 }
 

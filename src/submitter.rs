@@ -16,7 +16,7 @@ use crate::batch::{Batch, BindGroups, Buffers, InFlight, Leftovers, Ready, Targe
 use crate::device::BatchConfig;
 use crate::error::{Error, Result, scoped};
 use crate::health::Health;
-use crate::job::Finished;
+use crate::job::JobOutput;
 use crate::layout::Plan;
 use crate::mapped::{HostPool, Readback, Returned, Staged};
 use crate::pipelines::{Pipeline, PipelineCache};
@@ -105,16 +105,13 @@ impl Submitter {
     }
 
     /// Plans and encodes `jobs` as one batch; on a wgpu error gives them back.
-    pub(crate) fn prepare(
-        &mut self,
-        mut jobs: Vec<Ready>,
-    ) -> Result<Prepared, (Error, Vec<Ready>)> {
+    pub(crate) fn prepare(&mut self, jobs: Vec<Ready>) -> Result<Prepared, (Error, Vec<Ready>)> {
         let began = Instant::now();
-        if let Err(e) = self.write_uploads(&mut jobs) {
-            return Err((e, jobs));
-        }
         let timed = self.queries.is_some() && jobs.len() <= MAX_TIMED_JOBS;
         let mut batch = Batch::plan(jobs, self.align, timed);
+        if let Err(e) = self.write_batch(&mut batch) {
+            return Err((e, batch.jobs));
+        }
         if batch.needs_plain_bindings() {
             for r in &mut batch.jobs {
                 match pipelines_for(&self.pipelines, &r.job, false) {
@@ -147,20 +144,34 @@ impl Submitter {
         }
     }
 
-    /// Writes the data of the jobs whose submitting thread did not (the lend budget was full
-    /// then), and gives back what the others' data had lent.
-    fn write_uploads(&self, jobs: &mut [Ready]) -> Result<()> {
-        for r in jobs.iter_mut() {
-            r.lent = None; // the loan ends: the data is in the batch now
-            if r.staged.is_some() || !r.layout.has_host_data(self.host.direct, self.align) {
+    /// Ends the jobs' loans against the host pool (their data is in the batch now) and
+    /// writes the data of the jobs nobody wrote yet (small ones, or any when the lend budget
+    /// was full) into one upload buffer laid out like the batch.
+    fn write_batch(&self, batch: &mut Batch) -> Result<()> {
+        let plan = &batch.plan;
+        let mut parts = Vec::new();
+        for (j, r) in batch.jobs.iter_mut().enumerate() {
+            r.lent = None;
+            if r.staged.is_some() {
                 continue;
             }
-            r.staged = self
-                .host
-                .write(&r.job, &r.layout, self.align, false)
-                .map_err(|e| Error::Wgpu(format!("could not write a job's data: {e}")))?
-                .map(|w| w.staged);
+            let rw_at = plan.read_size + plan.inout_base[j];
+            for (at, bytes) in r.layout.uploads(&r.job) {
+                parts.push(match at.checked_sub(r.layout.read_len) {
+                    None => (plan.read_base[j] + at, bytes),
+                    Some(inout) => (rw_at + inout, bytes),
+                });
+            }
         }
+        let len = plan.read_size + plan.rw_upload_end;
+        if parts.is_empty() || len == 0 {
+            return Ok(());
+        }
+        let buffer = self
+            .host
+            .write_batch(len, &parts)
+            .map_err(|e| Error::Wgpu(format!("could not write a batch's data: {e}")))?;
+        batch.upload = Some(buffer);
         Ok(())
     }
 
@@ -242,7 +253,7 @@ impl Submitter {
         &mut self,
         batch: InFlight,
         result: std::result::Result<(), String>,
-    ) -> Vec<Result<Finished>> {
+    ) -> Vec<Result<JobOutput>> {
         self.in_flight = self.in_flight.saturating_sub(1);
         if self.in_flight == 0 {
             self.health.note_idle();
