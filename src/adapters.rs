@@ -171,8 +171,7 @@ pub(crate) fn maps_storage(adapter: &wgpu::Adapter, setting: Option<bool>) -> bo
 /// The timestamp-query features for per-job GPU time (queries inside compute passes), those of
 /// them the adapter has.
 pub(crate) fn timing_features(adapter: &wgpu::Adapter) -> wgpu::Features {
-    let timing = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-    adapter.features() & timing
+    adapter.features() & crate::config::TIMING_FEATURES
 }
 
 /// Everything the adapter offers, so large jobs fit; except bind groups, which wgpu-core can

@@ -29,9 +29,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::host::{Readback, Returned, Staged};
 use crate::job::{ArgData, Job, JobOutput};
 use crate::layout::{Layout, Plan, Region};
-use crate::mapped::{Loan, Readback, Returned, Staged};
+use crate::mapped::Loan;
 use crate::pipelines::Pipeline;
 
 /// A job ready to batch: laid out, its uploads written, its pipelines at hand.

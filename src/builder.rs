@@ -6,11 +6,24 @@ use std::time::Duration;
 
 use crate::adapters;
 use crate::balance::Balance;
-use crate::device::{BatchConfig, DeviceSlot};
+use crate::config::BatchConfig;
+use crate::device::DeviceSlot;
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::watchdog::Watchdog;
+
+impl Engine {
+    /// An engine on every usable adapter with the default settings of [`EngineBuilder`].
+    pub fn new() -> Result<Engine> {
+        Engine::builder().build()
+    }
+
+    /// A builder to choose backends, adapters, device count and batching.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+}
 
 /// The default of [`EngineBuilder::priority_aging`]: 100 ms.
 ///

@@ -61,25 +61,25 @@
 //! lost and that has not returned [`ABANDON_AFTER`] later is stuck in the driver: it is left
 //! behind (logged), its jobs already failed by the loss.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::batch::Ready;
+use crate::config::BatchConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, ExecutorSetup};
 use crate::health::Health;
+use crate::host::Staged;
+use crate::inbox::{Inbox, Request};
 use crate::job::{Job, JobOutput};
 use crate::kernel::Kernel;
-use crate::layout::Layout;
-use crate::mapped::{HostPool, Loan, Staged};
+use crate::layout::{Footprint, Layout};
+use crate::mapped::{HostPool, Loan};
 use crate::pipelines::{Pipeline, PipelineCache};
-use crate::queue::{Pending, Priority, Queued};
-use crate::reply::{Responder, Ticket};
 use crate::submitter::{Submitter, binding_alignment, pipelines_for};
 
 /// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
@@ -105,139 +105,8 @@ pub struct DeviceInfo {
     pub maps_storage: bool,
 }
 
-/// Batch formation settings, shared by every executor of an engine.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BatchConfig {
-    pub(crate) max_jobs: usize,
-    pub(crate) max_bytes: u64,
-    pub(crate) max_delay: Duration,
-    pub(crate) max_in_flight: usize,
-    /// Share one bind group among same-shaped jobs of a kernel through dynamic offsets.
-    pub(crate) shared_bind_groups: bool,
-    /// How much priority one level is worth, in waiting time (see `queue.rs`).
-    pub(crate) priority_aging: Duration,
-    /// Time each job on the GPU with timestamp queries, where the device supports them.
-    pub(crate) gpu_timing: bool,
-    /// Free bytes the buffer pool may keep.
-    pub(crate) pool_budget: u64,
-}
-
 /// How long shutdown waits for the executor of a lost device before leaving it behind.
 pub(crate) const ABANDON_AFTER: Duration = Duration::from_millis(250);
-
-/// A queued job and its reply side.
-pub(crate) struct Request {
-    pub(crate) job: Job,
-    pub(crate) responder: Responder,
-    /// Where the job's data goes (computed on the submitting thread).
-    pub(crate) layout: Layout,
-    /// The job's data in host buffers, written by the submitting thread (`None` when the lend
-    /// budget was full: the submitter writes it when the batch forms).
-    pub(crate) staged: Option<Staged>,
-    /// `staged`'s loan against the host pool's budget (given back when dropped).
-    pub(crate) lent: Option<Loan>,
-}
-
-impl Queued for Request {
-    fn priority(&self) -> Priority {
-        self.job.priority
-    }
-    fn submitted(&self) -> Instant {
-        self.responder.submitted()
-    }
-}
-
-/// The jobs a device holds between its channel and their replies, where whoever fails the
-/// device can reach them.
-pub(crate) struct Board {
-    /// Taken off the channel, not yet batched, by priority.
-    pub(crate) pending: Pending<Request>,
-    /// The tickets of each batch in flight, oldest first.
-    in_flight: VecDeque<Vec<Arc<Ticket>>>,
-    /// Set by [`Inbox::close`]: nothing more is accepted.
-    closed: bool,
-}
-
-/// The device's end of its request channel, shared by its executor and the watchdog.
-pub(crate) struct Inbox {
-    pub(crate) health: Arc<Health>,
-    /// Pending jobs and in-flight tickets (lock order: see the module docs).
-    pub(crate) board: Mutex<Board>,
-    /// The channel, for the executor and for draining it on a loss.
-    pub(crate) rx: flume::Receiver<Request>,
-    /// The channel's owning sender while the device accepts work; taken by shutdown or a loss.
-    sender: Mutex<Option<flume::Sender<Request>>>,
-    /// Set once the board is closed, so the watchdog checks without locking.
-    closed: AtomicBool,
-}
-
-impl Inbox {
-    /// Records a loss (if none was recorded) and closes the device.
-    pub(crate) fn fail(&self, reason: String) {
-        self.health.mark_lost(reason);
-        self.close();
-    }
-
-    /// Closes a lost device if nobody has yet.
-    pub(crate) fn close_if_lost(&self) {
-        if !self.health.usable() && !self.closed.load(Ordering::Acquire) {
-            self.close();
-        }
-    }
-
-    /// Stops accepting work and resolves every job the device holds with its drop error
-    /// (`DeviceLost` after a loss): the pending ones, those in flight, and those left on the
-    /// channel, which is drained until every sender is gone. Idempotent.
-    pub(crate) fn close(&self) {
-        drop(self.sender.lock().take());
-        let (pending, in_flight) = {
-            let mut board = self.board.lock();
-            board.closed = true;
-            let pending = std::mem::replace(&mut board.pending, Pending::new(Duration::ZERO));
-            (pending, std::mem::take(&mut board.in_flight))
-        };
-        self.closed.store(true, Ordering::Release);
-        let err = self.health.drop_error();
-        for ticket in in_flight.into_iter().flatten() {
-            ticket.resolve(Err(err.clone()));
-        }
-        drop(pending); // each responder replies as it drops
-        while let Ok(request) = self.rx.recv() {
-            drop(request);
-        }
-    }
-
-    /// Drops the owning sender: the executor runs what is queued, then returns.
-    fn stop_accepting(&self) {
-        drop(self.sender.lock().take());
-    }
-
-    /// Puts a batch's tickets on the board before its submit; false when the device is closed
-    /// (the batch must not be submitted).
-    pub(crate) fn register(&self, tickets: Vec<Arc<Ticket>>) -> bool {
-        let mut board = self.board.lock();
-        if board.closed {
-            return false;
-        }
-        board.in_flight.push_back(tickets);
-        true
-    }
-
-    /// Takes the last registered batch off the board again (its submit failed).
-    pub(crate) fn unregister_last(&self) {
-        self.board.lock().in_flight.pop_back();
-    }
-
-    /// Takes the oldest batch off the board (it completed).
-    pub(crate) fn complete_oldest(&self) {
-        self.board.lock().in_flight.pop_front();
-    }
-
-    /// Whether the board is closed.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
 
 /// One device and everything that serves it.
 pub(crate) struct DeviceSlot {
@@ -274,19 +143,8 @@ impl DeviceSlot {
         install_handlers(&device, &health);
         let capacity = capacity.max(1);
         let (tx, rx) = flume::bounded(capacity);
-        let inbox = Arc::new(Inbox {
-            health: health.clone(),
-            board: Mutex::new(Board {
-                pending: Pending::new(cfg.priority_aging),
-                in_flight: VecDeque::new(),
-                closed: false,
-            }),
-            rx,
-            sender: Mutex::new(None),
-            closed: AtomicBool::new(false),
-        });
         let weak = tx.downgrade();
-        *inbox.sender.lock() = Some(tx);
+        let inbox = Arc::new(Inbox::new(health.clone(), cfg.priority_aging, tx, rx));
         let pipelines = Arc::new(PipelineCache::new(device.clone(), cfg.shared_bind_groups));
         let budget = cfg.pool_budget;
         let direct = device
@@ -346,9 +204,10 @@ impl DeviceSlot {
         self.inbox.rx.len() + pending
     }
 
-    /// The offset alignment of bindings in this device's batches.
-    pub(crate) fn binding_alignment(&self) -> u64 {
-        self.align
+    /// Checks `job` against its kernels' bindings and this device's limits. No lock.
+    pub(crate) fn validate(&self, job: &Job) -> Result<()> {
+        job.validate(&self.limits)?;
+        Footprint::of(job, self.align).check(&self.limits)
     }
 
     /// Lays `job` out and writes its data into this device's mapped host buffers, on the

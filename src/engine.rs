@@ -5,17 +5,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::balance::{Balance, Candidate};
-use crate::buffer::{DeviceBuffer, create_resident};
-use crate::builder::EngineBuilder;
-use crate::device::{DeviceInfo, DeviceSlot, Request};
+use crate::buffer::{COPY_WGSL, DeviceBuffer, next_engine_id, read_grid};
+use crate::device::{DeviceInfo, DeviceSlot};
 use crate::error::{Error, Result};
+use crate::inbox::Request;
 use crate::job::{Job, JobOutput};
 use crate::kernel::{Kernel, KernelSource};
 use crate::reply::{DeadlineTimer, JobHandle};
 use crate::stats::EngineStats;
 use crate::watchdog::Watchdog;
 
-/// What [`EngineBuilder::build`](crate::EngineBuilder::build) hands over.
+/// What the builder hands over (see `builder.rs`).
 pub(crate) struct EngineParts {
     pub(crate) instance: wgpu::Instance,
     pub(crate) adapters: Vec<DeviceInfo>,
@@ -26,6 +26,8 @@ pub(crate) struct EngineParts {
 }
 
 pub(crate) struct EngineInner {
+    /// Process-unique: what resident buffers remember of the engine that made them.
+    id: u64,
     /// Kept alive for the devices' sake.
     _instance: wgpu::Instance,
     /// The devices as opened (their adapters' names, backends, types).
@@ -44,7 +46,7 @@ pub(crate) struct EngineInner {
     default_timeout: Option<Duration>,
     /// How device choice weighs devices.
     balance: Balance,
-    /// Copies a resident buffer into a job output, for [`DeviceBuffer::read`].
+    /// Copies a resident buffer into a job output, for [`Engine::read`].
     copy: Kernel,
 }
 
@@ -91,16 +93,6 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine on every usable adapter with the default settings of [`EngineBuilder`].
-    pub fn new() -> Result<Engine> {
-        Engine::builder().build()
-    }
-
-    /// A builder to choose backends, adapters, device count and batching.
-    pub fn builder() -> EngineBuilder {
-        EngineBuilder::default()
-    }
-
     /// Every opened device, in index order.
     pub fn devices(&self) -> Vec<DeviceInfo> {
         self.inner.slots.iter().map(|s| s.info.clone()).collect()
@@ -111,6 +103,7 @@ impl Engine {
         let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
         let engine = Engine {
             inner: Arc::new(EngineInner {
+                id: next_engine_id(),
                 _instance: parts.instance,
                 adapters: parts.adapters,
                 deadlines: parts.watchdog.deadlines(),
@@ -164,7 +157,7 @@ impl Engine {
     /// back (the idle fast path); otherwise it queues it like [`submit`](Engine::submit).
     pub fn run(&self, job: Job) -> Result<JobOutput> {
         let slot = self.choose(&job)?;
-        job.validate(&slot.limits, slot.binding_alignment())?;
+        slot.validate(&job)?;
         let deadline = self.deadline_of(&job, Instant::now());
         match slot.run_now(job, deadline) {
             Ok(result) => result,
@@ -178,10 +171,7 @@ impl Engine {
     /// Chooses a device for `job`, validates it there and queues it.
     #[allow(clippy::result_large_err)] // as `try_submit`
     fn enqueue(&self, job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
-        let slot = match self
-            .choose(&job)
-            .and_then(|s| job.validate(&s.limits, s.binding_alignment()).map(|_| s))
-        {
+        let slot = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
             Ok(slot) => slot,
             Err(error) => return Err(Rejected { error, job }),
         };
@@ -380,7 +370,7 @@ impl Engine {
                 continue;
             };
             let label = job.kernel().label();
-            if !buffer.is_from(&self.inner) {
+            if !buffer.is_from(self.inner.id) {
                 return Err(Error::binding(
                     label,
                     arg.binding,
@@ -445,34 +435,52 @@ impl Engine {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
-        let size = bytes.len() as u64;
-        if size == 0 || !size.is_multiple_of(4) {
-            let problem =
-                format!("a resident buffer needs a non-zero multiple of 4 bytes, got {size}");
-            return Err(Error::binding("upload", 0, problem));
+        if let Some(lost) = slots.iter().find(|s| !s.usable()) {
+            return Err(lost.health.drop_error());
         }
-        let mut copies = vec![None; self.inner.slots.len()];
-        for slot in slots {
-            if !slot.usable() {
-                return Err(slot.health.drop_error());
-            }
-            if size > slot.limits.max_buffer_size {
-                return Err(Error::Limit {
-                    what: "buffer size",
-                    requested: size,
-                    limit: slot.limits.max_buffer_size,
-                });
-            }
-            let created = create_resident(&slot.device, bytes).map_err(|e| {
-                match slot.health.lost_reason() {
-                    Some(_) => slot.health.drop_error(),
-                    None => e,
-                }
-            })?;
-            copies[slot.info.index] = Some(created);
+        let on: Vec<(usize, &wgpu::Device, u64)> = slots
+            .iter()
+            .map(|s| (s.info.index, &s.device, s.limits.max_buffer_size))
+            .collect();
+        let placed = DeviceBuffer::place(
+            self.inner.id,
+            self.inner.slots.len(),
+            &on,
+            bytes,
+            replicated,
+        );
+        // A device lost under the upload reports its loss rather than wgpu's message.
+        placed.map_err(|e| match slots.iter().find(|s| !s.usable()) {
+            Some(lost) => lost.health.drop_error(),
+            None => e,
+        })
+    }
+
+    /// Reads a resident buffer back, from a device that holds a copy. Goes through the
+    /// device's queue as a job ranked after every job already submitted there (whatever their
+    /// priority), so it sees every write of jobs submitted before it on that device.
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &DeviceBuffer) -> Result<Vec<T>> {
+        if !buffer.is_from(self.inner.id) {
+            return Err(Error::binding(
+                "read",
+                0,
+                "the buffer belongs to another engine",
+            ));
         }
-        let engine = Arc::downgrade(&self.inner);
-        Ok(DeviceBuffer::new(copies, size, replicated, engine))
+        let devices = buffer.devices();
+        let device = devices
+            .iter()
+            .copied()
+            .find(|&i| self.inner.slots[i].usable())
+            .ok_or_else(|| self.inner.slots[devices[0]].health.drop_error())?;
+        let (words, [x, y, z]) = read_grid(buffer.size())?;
+        let job = Job::new(&self.inner.copy)
+            .buffer(0, buffer)
+            .output::<u32>(1, words)
+            .workgroups(x, y, z)
+            .on_device(device)
+            .priority(crate::Priority::Low);
+        self.run(job)?.read::<T>(1)
     }
 
     /// Device `index`, or a `Limit` error naming the highest index.
@@ -490,46 +498,4 @@ fn resident_binding(job: &Job) -> Option<u32> {
     job.args()
         .find(|a| matches!(a.data, crate::job::ArgData::Resident(_)))
         .map(|a| a.binding)
-}
-
-/// Copies a resident buffer (any size, as `u32` words) into an output, over a 2D grid so
-/// large buffers stay within the workgroup count limit.
-const COPY_WGSL: &str = "
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = id.y * groups.x * 256u + id.x;
-    if i < arrayLength(&dst) { dst[i] = src[i]; }
-}";
-
-impl DeviceBuffer {
-    /// Reads the buffer back, from a device that holds a copy. Goes through the device's
-    /// queue as a job ranked after every job already submitted there (whatever their
-    /// priority), so it sees every write of jobs submitted before it on that device.
-    pub fn read<T: bytemuck::Pod>(&self) -> Result<Vec<T>> {
-        let engine = Engine {
-            inner: self.engine().ok_or(Error::Shutdown)?,
-        };
-        let devices = self.devices();
-        let device = devices
-            .iter()
-            .copied()
-            .find(|&i| engine.inner.slots[i].usable())
-            .ok_or_else(|| engine.inner.slots[devices[0]].health.drop_error())?;
-        let too_big = || Error::Limit {
-            what: "bytes of a resident buffer to read back",
-            requested: self.size(),
-            limit: u64::from(u32::MAX),
-        };
-        let words = usize::try_from(self.size() / 4).map_err(|_| too_big())?;
-        let groups = u32::try_from(words.div_ceil(256)).map_err(|_| too_big())?;
-        let x = groups.clamp(1, 65_535);
-        let job = Job::new(&engine.inner.copy)
-            .buffer(0, self)
-            .output::<u32>(1, words)
-            .workgroups(x, groups.div_ceil(x), 1);
-        let out = engine.run(job.on_device(device).priority(crate::Priority::Low))?;
-        out.read::<T>(1)
-    }
 }

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::batch::{InFlight, Ready};
-use crate::device::{BatchConfig, Inbox, Request};
+use crate::config::BatchConfig;
 use crate::error::Error;
 use crate::health::Health;
-use crate::job::Footprint;
+use crate::inbox::{Inbox, Request};
+use crate::layout::Footprint;
 use crate::reply::Responder;
 use crate::submitter::{Submitter, binding_alignment};
 
@@ -232,7 +233,7 @@ impl Executor {
                 skipped.push(r); // resolved already: never encoded
                 continue;
             }
-            let add = r.job.footprint(self.align);
+            let add = Footprint::of(&r.job, self.align);
             if !batch.is_empty() && !used.fits(add, self.buffer_cap, self.cfg.max_bytes) {
                 board.pending.push_front(r); // still queued: it leads the next batch
                 break true;

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::DeviceBuffer;
 use crate::error::{Error, Result};
+use crate::host::Readback;
 use crate::kernel::{BindingKind, Kernel};
-use crate::layout::align_up;
-use crate::mapped::Readback;
 use crate::queue::Priority;
 
 /// Work for one device: one dispatch of a kernel with its arguments, or several kernels in
@@ -143,7 +142,7 @@ impl ArgData {
     }
 
     /// Bytes the argument adds to a batch's pooled buffers (resident buffers add none).
-    fn batch_bytes(&self) -> u64 {
+    pub(crate) fn batch_bytes(&self) -> u64 {
         match self {
             ArgData::Resident(_) => 0,
             other => other.size(),
@@ -314,79 +313,14 @@ impl Job {
         self
     }
 
-    /// What this job adds to a batch's buffers when every binding offset is a multiple of
-    /// `align` (an upper bound of where the batch plan puts it).
-    pub(crate) fn footprint(&self, align: u64) -> Footprint {
-        footprint(self.args(), align)
-    }
-
     /// Every argument of every step.
     pub(crate) fn args(&self) -> impl Iterator<Item = &Arg> {
         self.steps.iter().flat_map(|s| s.args.iter())
     }
 
-    /// Checks every step against its kernel's reflected bindings and `limits`, and that the
-    /// job's arguments fit the device's buffers. No lock.
-    pub(crate) fn validate(&self, limits: &wgpu::Limits, align: u64) -> Result<()> {
-        self.steps.iter().try_for_each(|s| s.validate(limits))?;
-        let f = self.footprint(align);
-        for (what, bytes) in [
-            ("bytes of one job's uniform and input arguments", f.read),
-            ("bytes of one job's inout and output arguments", f.rw),
-        ] {
-            if bytes > limits.max_buffer_size {
-                return Err(Error::Limit {
-                    what,
-                    requested: bytes,
-                    limit: limits.max_buffer_size,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What `args` add to a batch's buffers when every binding offset is a multiple of `align`.
-pub(crate) fn footprint<'a>(args: impl Iterator<Item = &'a Arg>, align: u64) -> Footprint {
-    args.fold(Footprint::default(), |f, a| {
-        let slot = align_up(a.data.size(), align);
-        let (read, rw) = match a.data {
-            ArgData::Uniform(_) | ArgData::Input(_) => (slot, 0),
-            ArgData::InOut(_) | ArgData::Output(_) => (0, slot),
-            ArgData::Scratch { .. } | ArgData::Resident(_) => (0, 0),
-        };
-        f.plus(Footprint {
-            read,
-            rw,
-            bytes: a.data.batch_bytes(),
-        })
-    })
-}
-
-/// The bytes a job takes in a batch: in its read buffer, in its read-write buffer (each
-/// binding padded to the batch's offset alignment), and in all (scratch included, padding not).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Footprint {
-    pub(crate) read: u64,
-    pub(crate) rw: u64,
-    pub(crate) bytes: u64,
-}
-
-impl Footprint {
-    /// Both together, saturating.
-    pub(crate) fn plus(self, o: Footprint) -> Footprint {
-        Footprint {
-            read: self.read.saturating_add(o.read),
-            rw: self.rw.saturating_add(o.rw),
-            bytes: self.bytes.saturating_add(o.bytes),
-        }
-    }
-
-    /// Whether `add` joins a batch that uses `self` without a read or read-write buffer over
-    /// `buffer_cap` or more than `max_bytes` in all.
-    pub(crate) fn fits(self, add: Footprint, buffer_cap: u64, max_bytes: u64) -> bool {
-        let sum = self.plus(add);
-        sum.read <= buffer_cap && sum.rw <= buffer_cap && sum.bytes <= max_bytes
+    /// Checks every step against its kernel's reflected bindings and `limits`. No lock.
+    pub(crate) fn validate(&self, limits: &wgpu::Limits) -> Result<()> {
+        self.steps.iter().try_for_each(|s| s.validate(limits))
     }
 }
 

@@ -185,6 +185,70 @@ impl Layout {
     }
 }
 
+impl Footprint {
+    /// What `job` adds to a batch's buffers when every binding offset is a multiple of
+    /// `align` (an upper bound of where the batch plan puts it).
+    pub(crate) fn of(job: &Job, align: u64) -> Footprint {
+        job.args().fold(Footprint::default(), |f, a| {
+            let slot = align_up(a.data.size(), align);
+            let (read, rw) = match a.data {
+                ArgData::Uniform(_) | ArgData::Input(_) => (slot, 0),
+                ArgData::InOut(_) | ArgData::Output(_) => (0, slot),
+                ArgData::Scratch { .. } | ArgData::Resident(_) => (0, 0),
+            };
+            f.plus(Footprint {
+                read,
+                rw,
+                bytes: a.data.batch_bytes(),
+            })
+        })
+    }
+}
+
+/// The bytes a job takes in a batch: in its read buffer, in its read-write buffer (each
+/// binding padded to the batch's offset alignment), and in all (scratch included, padding not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    pub(crate) read: u64,
+    pub(crate) rw: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Footprint {
+    /// Checks that the job's arguments fit the device's buffers (a job is never split).
+    pub(crate) fn check(&self, limits: &wgpu::Limits) -> crate::error::Result<()> {
+        for (what, bytes) in [
+            ("bytes of one job's uniform and input arguments", self.read),
+            ("bytes of one job's inout and output arguments", self.rw),
+        ] {
+            if bytes > limits.max_buffer_size {
+                return Err(crate::error::Error::Limit {
+                    what,
+                    requested: bytes,
+                    limit: limits.max_buffer_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Both together, saturating.
+    pub(crate) fn plus(self, o: Footprint) -> Footprint {
+        Footprint {
+            read: self.read.saturating_add(o.read),
+            rw: self.rw.saturating_add(o.rw),
+            bytes: self.bytes.saturating_add(o.bytes),
+        }
+    }
+
+    /// Whether `add` joins a batch that uses `self` without a read or read-write buffer over
+    /// `buffer_cap` or more than `max_bytes` in all.
+    pub(crate) fn fits(self, add: Footprint, buffer_cap: u64, max_bytes: u64) -> bool {
+        let sum = self.plus(add);
+        sum.read <= buffer_cap && sum.rw <= buffer_cap && sum.bytes <= max_bytes
+    }
+}
+
 /// Where a placed argument ended up in the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Region {
@@ -513,7 +577,6 @@ mod tests {
 
     #[test]
     fn a_batch_never_places_a_binding_past_a_dynamic_offsets_reach() {
-        use crate::job::Footprint;
         // Jobs of about 1.5 GiB of outputs (and a small input), gathered as the executor does
         // with a 4 GiB buffer cap: two fit a batch, a third does not, and every offset of
         // every batch's plan fits the u32 of a dynamic offset.
@@ -531,7 +594,7 @@ mod tests {
         let mut batches: Vec<Vec<&Job>> = vec![Vec::new()];
         let mut used = Footprint::default();
         for j in &jobs {
-            let add = j.footprint(align);
+            let add = Footprint::of(j, align);
             if !batches.last().unwrap().is_empty() && !used.fits(add, cap, u64::MAX) {
                 batches.push(Vec::new());
                 used = Footprint::default();

@@ -1,24 +1,23 @@
 //! The one place that submits to and polls a device: its queue, buffer pool, kept bind
-//! groups and timestamp queries, behind the device's lock ([`DeviceSlot::submitter`]).
+//! groups and timestamp queries, behind the device's lock (the device slot's `submitter`).
 //!
 //! The executor takes the lock to launch a batch and to wait for one; a caller of
 //! [`Engine::run`](crate::Engine::run) takes it itself when the device has nothing
 //! outstanding, and runs its one job as a batch of one without a thread hand-off (the idle
 //! fast path). Either way one thread at a time submits and polls the device, so the timed
 //! polls below never race a submit (wgpu 30.0.2 can panic when they do).
-//!
-//! [`DeviceSlot::submitter`]: crate::device::DeviceSlot
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batch::{Batch, BindGroups, Buffers, InFlight, Leftovers, Ready, Target};
-use crate::device::BatchConfig;
+use crate::config::BatchConfig;
 use crate::error::{Error, Result, scoped};
 use crate::health::Health;
+use crate::host::{Readback, Returned, Staged};
 use crate::job::JobOutput;
 use crate::layout::Plan;
-use crate::mapped::{HostPool, Readback, Returned, Staged};
+use crate::mapped::HostPool;
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::pool::{BufferPool, Role};
 
@@ -441,7 +440,7 @@ pub(crate) fn binding_alignment(limits: &wgpu::Limits) -> u64 {
 /// A query set for timing `max_jobs` jobs a batch, if the device can write timestamps inside
 /// compute passes.
 fn timestamp_queries(device: &wgpu::Device, max_jobs: usize) -> Option<wgpu::QuerySet> {
-    let needed = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    let needed = crate::config::TIMING_FEATURES;
     let count = u32::try_from(2 * max_jobs.min(MAX_TIMED_JOBS)).ok()?;
     device.features().contains(needed).then(|| {
         device.create_query_set(&wgpu::QuerySetDescriptor {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::device::Inbox;
+use crate::inbox::Inbox;
 use crate::reply::{DeadlineTimer, Ticket};
 
 /// What the watchdog is told.

@@ -125,7 +125,7 @@ fn device_loss_mid_load_fails_over_to_the_other_device() {
     }
     assert_eq!(ok + lost, 2000);
     for h in after {
-        // The loss callback runs inside destroy(), so every job submitted after it avoids device 0.
+        // The hook records the loss at once, so every job submitted after it avoids device 0.
         let out = h
             .wait_timeout(WAIT)
             .expect("jobs after the loss complete on the other device");

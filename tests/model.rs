@@ -461,7 +461,7 @@ fn run(p: &Program, world: &World) -> (Vec<wgpu_batch::Result<JobOutput>>, Vec<u
             }
         }
     });
-    let bins = b.bins.read::<u32>().unwrap();
+    let bins = engine.read::<u32>(&b.bins).unwrap();
     (results.into_iter().map(Option::unwrap).collect(), bins)
 }
 

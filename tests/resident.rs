@@ -27,7 +27,7 @@ fn uploaded_buffers_stay_on_their_device_and_read_back() {
     let buf = engine.upload_to(1, &w).unwrap();
     assert_eq!(buf.devices(), [1]);
     assert_eq!(buf.size(), 40_000);
-    assert_eq!(buf.read::<f32>().unwrap(), w);
+    assert_eq!(engine.read::<f32>(&buf).unwrap(), w);
     // A job that binds it runs on its device, every time.
     let add = engine.kernel(kernels::add()).unwrap();
     for _ in 0..20 {
@@ -61,7 +61,7 @@ fn kernels_write_resident_buffers_in_place() {
             .unwrap();
     }
     let want: Vec<f32> = x.iter().map(|v| v * 8.0).collect();
-    assert_eq!(buf.read::<f32>().unwrap(), want);
+    assert_eq!(engine.read::<f32>(&buf).unwrap(), want);
 }
 
 #[test]

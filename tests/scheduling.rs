@@ -178,7 +178,7 @@ fn a_cancelled_queued_job_never_runs() {
     );
     assert_eq!(stats.failed - failed_before, 1);
     assert_eq!(
-        counter.read::<f32>().unwrap(),
+        engine.read::<f32>(&counter).unwrap(),
         [1.0; 64],
         "the cancelled job's write is absent"
     );

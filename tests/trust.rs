@@ -192,7 +192,7 @@ fn a_waiting_caller_gets_the_deadline_error_at_the_deadline() {
     }
     settle(blockers);
     // None of the three ran: the resident counter was never doubled.
-    assert_eq!(counter.read::<f32>().unwrap(), vec![1.0; 64]);
+    assert_eq!(engine.read::<f32>(&counter).unwrap(), vec![1.0; 64]);
 }
 
 #[test]
@@ -282,7 +282,10 @@ fn zero_sized_element_types_are_errors_not_panics() {
         Err(Error::Binding { .. })
     ));
     let buf = engine.upload(&[1u32; 8]).unwrap();
-    assert!(matches!(buf.read::<[u32; 0]>(), Err(Error::Binding { .. })));
+    assert!(matches!(
+        engine.read::<[u32; 0]>(&buf),
+        Err(Error::Binding { .. })
+    ));
     let zst_output = Job::new(&scale)
         .uniform(0, &2.0f32)
         .output::<()>(1, 8)
@@ -292,7 +295,7 @@ fn zero_sized_element_types_are_errors_not_panics() {
         Err(Error::Binding { .. })
     ));
     // The engine is unharmed.
-    assert_eq!(buf.read::<u32>().unwrap(), [1; 8]);
+    assert_eq!(engine.read::<u32>(&buf).unwrap(), [1; 8]);
 }
 
 #[test]

@@ -1,0 +1,154 @@
+//! A device's end of its request channel: the jobs it holds between the channel and their
+//! replies, where whoever must fail the device (its executor, the watchdog, a test hook) can
+//! reach them. The protocol (a job's life, locks, loss) is in `device.rs`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::health::Health;
+use crate::host::Staged;
+use crate::job::Job;
+use crate::layout::Layout;
+use crate::mapped::Loan;
+use crate::queue::{Pending, Priority, Queued};
+use crate::reply::{Responder, Ticket};
+
+/// A queued job and its reply side.
+pub(crate) struct Request {
+    pub(crate) job: Job,
+    pub(crate) responder: Responder,
+    /// Where the job's data goes (computed on the submitting thread).
+    pub(crate) layout: Layout,
+    /// The job's data in host buffers, written by the submitting thread (`None` when the lend
+    /// budget was full: the submitter writes it when the batch forms).
+    pub(crate) staged: Option<Staged>,
+    /// `staged`'s loan against the host pool's budget (given back when dropped).
+    pub(crate) lent: Option<Loan>,
+}
+
+impl Queued for Request {
+    fn priority(&self) -> Priority {
+        self.job.priority
+    }
+    fn submitted(&self) -> Instant {
+        self.responder.submitted()
+    }
+}
+
+/// The jobs a device holds between its channel and their replies, where whoever fails the
+/// device can reach them.
+pub(crate) struct Board {
+    /// Taken off the channel, not yet batched, by priority.
+    pub(crate) pending: Pending<Request>,
+    /// The tickets of each batch in flight, oldest first.
+    in_flight: VecDeque<Vec<Arc<Ticket>>>,
+    /// Set by [`Inbox::close`]: nothing more is accepted.
+    closed: bool,
+}
+
+/// The device's end of its request channel, shared by its executor and the watchdog.
+pub(crate) struct Inbox {
+    pub(crate) health: Arc<Health>,
+    /// Pending jobs and in-flight tickets (lock order: see the module docs).
+    pub(crate) board: Mutex<Board>,
+    /// The channel, for the executor and for draining it on a loss.
+    pub(crate) rx: flume::Receiver<Request>,
+    /// The channel's owning sender while the device accepts work; taken by shutdown or a loss.
+    sender: Mutex<Option<flume::Sender<Request>>>,
+    /// Set once the board is closed, so the watchdog checks without locking.
+    closed: AtomicBool,
+}
+
+impl Inbox {
+    /// Records a loss (if none was recorded) and closes the device.
+    pub(crate) fn fail(&self, reason: String) {
+        self.health.mark_lost(reason);
+        self.close();
+    }
+
+    /// Closes a lost device if nobody has yet.
+    pub(crate) fn close_if_lost(&self) {
+        if !self.health.usable() && !self.closed.load(Ordering::Acquire) {
+            self.close();
+        }
+    }
+
+    /// Stops accepting work and resolves every job the device holds with its drop error
+    /// (`DeviceLost` after a loss): the pending ones, those in flight, and those left on the
+    /// channel, which is drained until every sender is gone. Idempotent.
+    pub(crate) fn close(&self) {
+        drop(self.sender.lock().take());
+        let (pending, in_flight) = {
+            let mut board = self.board.lock();
+            board.closed = true;
+            let pending = std::mem::replace(&mut board.pending, Pending::new(Duration::ZERO));
+            (pending, std::mem::take(&mut board.in_flight))
+        };
+        self.closed.store(true, Ordering::Release);
+        let err = self.health.drop_error();
+        for ticket in in_flight.into_iter().flatten() {
+            ticket.resolve(Err(err.clone()));
+        }
+        drop(pending); // each responder replies as it drops
+        while let Ok(request) = self.rx.recv() {
+            drop(request);
+        }
+    }
+
+    /// Drops the owning sender: the executor runs what is queued, then returns.
+    pub(crate) fn stop_accepting(&self) {
+        drop(self.sender.lock().take());
+    }
+
+    /// Puts a batch's tickets on the board before its submit; false when the device is closed
+    /// (the batch must not be submitted).
+    pub(crate) fn register(&self, tickets: Vec<Arc<Ticket>>) -> bool {
+        let mut board = self.board.lock();
+        if board.closed {
+            return false;
+        }
+        board.in_flight.push_back(tickets);
+        true
+    }
+
+    /// Takes the last registered batch off the board again (its submit failed).
+    pub(crate) fn unregister_last(&self) {
+        self.board.lock().in_flight.pop_back();
+    }
+
+    /// Takes the oldest batch off the board (it completed).
+    pub(crate) fn complete_oldest(&self) {
+        self.board.lock().in_flight.pop_front();
+    }
+
+    /// Whether the board is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Inbox {
+    /// An inbox over the channel `rx` whose owning sender is `tx`.
+    pub(crate) fn new(
+        health: Arc<Health>,
+        aging: Duration,
+        tx: flume::Sender<Request>,
+        rx: flume::Receiver<Request>,
+    ) -> Inbox {
+        Inbox {
+            health,
+            board: Mutex::new(Board {
+                pending: Pending::new(aging),
+                in_flight: VecDeque::new(),
+                closed: false,
+            }),
+            rx,
+            sender: Mutex::new(Some(tx)),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
