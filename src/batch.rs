@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::group::{self, Class, Group, Placed};
 use crate::host::{Readback, Returned, Staged};
 use crate::job::{ArgData, Job, JobOutput};
 use crate::layout::{Layout, Plan, Region};
@@ -47,6 +48,8 @@ pub(crate) struct Ready {
     pub(crate) lent: Option<Loan>,
     /// One per step.
     pub(crate) pipelines: Vec<Pipeline>,
+    /// The kernel's fused pipeline, when the job may join a fused group (see `group.rs`).
+    pub(crate) fused: Option<Pipeline>,
 }
 
 /// The pooled buffers of one batch; a role with nothing in it has no buffer.
@@ -76,23 +79,104 @@ pub(crate) struct Batch {
     /// The data of the jobs nobody wrote before the batch formed, laid out like the batch:
     /// the read buffer's bytes, then the read-write buffer's uploaded prefix.
     pub(crate) upload: Option<wgpu::Buffer>,
+    /// Fused groups: each runs as one dispatch of its kernel's fused pipeline.
+    pub(crate) groups: Vec<(Group, Placed, Pipeline)>,
+    /// Per job: its group and its place in it, if it is in one.
+    pub(crate) member: Vec<Option<(usize, usize)>>,
 }
 
 impl Batch {
     /// Plans `jobs` with every block at a multiple of `align`, with room for timestamps when
-    /// `timed`. A job whose data is in its own buffers (direct) takes no room in the batch's.
-    pub(crate) fn plan(jobs: Vec<Ready>, align: u64, timed: bool) -> Batch {
+    /// `timed`. A job whose data is in its own buffers (direct) takes no room in the batch's;
+    /// jobs that fuse (see `group.rs`, regions of at most `max_binding` bytes) share regions.
+    pub(crate) fn plan(jobs: Vec<Ready>, align: u64, timed: bool, max_binding: u64) -> Batch {
         let layouts: Vec<&Layout> = jobs.iter().map(|r| &r.layout).collect();
-        let direct: Vec<bool> = jobs
+        let candidates = jobs.iter().enumerate().map(|(j, r)| {
+            let fused = r
+                .fused
+                .as_ref()
+                .and(r.job.kernel().inner().fused.as_deref().ok());
+            (j, &r.job, &r.layout, fused.filter(|_| r.staged.is_none()))
+        });
+        let formed = group::form(candidates, max_binding);
+        let mut member = vec![None; jobs.len()];
+        for (g, group) in formed.iter().enumerate() {
+            for (k, &j) in group.jobs.iter().enumerate() {
+                member[j] = Some((g, k));
+            }
+        }
+        let own: Vec<Option<bool>> = jobs
             .iter()
-            .map(|r| matches!(r.staged, Some(Staged::Direct { .. })))
+            .zip(&member)
+            .map(|(r, m)| match (&r.staged, m) {
+                (_, Some(_)) => Some(false),
+                (Some(Staged::Direct { .. }), None) => Some(true),
+                _ => None,
+            })
             .collect();
-        let plan = Plan::new(&layouts, &direct, align, timed);
+        let needs: Vec<_> = formed.iter().map(Group::needs).collect();
+        let plan = Plan::new(&layouts, &own, &needs, align, timed);
+        let groups = formed
+            .into_iter()
+            .zip(&plan.group_at)
+            .filter_map(|(g, (at, table))| {
+                let pipeline = jobs[g.jobs[0]].fused.clone()?;
+                let placed = g.place(at, *table);
+                Some((g, placed, pipeline))
+            })
+            .collect();
         Batch {
             jobs,
             plan,
             upload: None,
+            groups,
+            member,
         }
+    }
+
+    /// The fused groups' data for the batch's upload buffer, as (offset in it, bytes): each
+    /// group's read-only and inout regions whole (the members' arguments at their places,
+    /// zeros around them: padding, the zero and trash elements), and its job table. (The read
+    /// buffer's bytes come first in the upload, then the read-write buffer's.)
+    pub(crate) fn group_uploads(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut parts = Vec::new();
+        for (g, placed, _) in &self.groups {
+            for (b, &(binding, class, offset, size)) in placed.regions.iter().enumerate() {
+                let at = match class {
+                    Class::Read => offset,
+                    Class::InOut => self.plan.read_size + offset,
+                    Class::Output => continue, // zeroed on the device
+                };
+                let mut region = vec![0u8; usize::try_from(size).unwrap_or(0)];
+                for (k, &j) in g.jobs.iter().enumerate() {
+                    let args = &self.jobs[j].job.steps[0].args;
+                    let bytes = args
+                        .iter()
+                        .find(|a| a.binding == binding)
+                        .and_then(|a| a.data.bytes());
+                    let start = (placed.jobs[k][b].0 - offset) as usize;
+                    if let Some(src) = bytes
+                        && let Some(dst) = region.get_mut(start..start + src.len())
+                    {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                parts.push((at, region));
+            }
+            let words: &[u8] = bytemuck::cast_slice(&placed.table.1);
+            parts.push((placed.table.0, words.to_vec()));
+        }
+        parts
+    }
+
+    /// The compute dispatches the batch records, and how many of its jobs are fused.
+    pub(crate) fn dispatches(&self) -> (usize, usize) {
+        let alone: usize = (self.jobs.iter().zip(&self.member))
+            .filter(|(_, m)| m.is_none())
+            .map(|(r, _)| r.job.steps.len())
+            .sum();
+        let fused = self.member.iter().filter(|m| m.is_some()).count();
+        (alone + self.groups.len(), fused)
     }
 
     /// Whether some binding lies past a dynamic offset's `u32` reach (only a lone job can:
@@ -130,7 +214,21 @@ impl Batch {
                 timestamp_writes: None,
             });
             // Timed batches hold at most 2,048 jobs: `2 * j + 1` fits the query set's u32.
+            // A group's dispatch is timed in its first job's slots.
+            for (g, placed, pipeline) in &self.groups {
+                let j = g.jobs[0] as u32;
+                if let Some(q) = t.queries {
+                    pass.write_timestamp(q, 2 * j);
+                }
+                self.dispatch_group(t, bufs, groups, &mut pass, g, placed, pipeline);
+                if let Some(q) = t.queries {
+                    pass.write_timestamp(q, 2 * j + 1);
+                }
+            }
             for (j, ready) in self.jobs.iter().enumerate() {
+                if self.member[j].is_some() {
+                    continue;
+                }
                 if let Some(q) = t.queries {
                     pass.write_timestamp(q, 2 * j as u32);
                 }
@@ -159,6 +257,53 @@ impl Batch {
             }
         }
         enc.finish()
+    }
+
+    /// Records one fused group's dispatch: each binding bound at its region, the job table.
+    #[allow(clippy::too_many_arguments)] // what one dispatch is recorded from
+    fn dispatch_group(
+        &self,
+        t: &Target<'_>,
+        bufs: &Buffers,
+        groups: &mut BindGroups,
+        pass: &mut wgpu::ComputePass<'_>,
+        g: &Group,
+        placed: &Placed,
+        pipeline: &Pipeline,
+    ) {
+        let (Some(read), rw) = (bufs.read.as_ref(), bufs.rw.as_ref()) else {
+            return; // a group always has a table in the read buffer
+        };
+        let mut bound: Vec<Bound<'_>> = placed
+            .regions
+            .iter()
+            .filter_map(|&(binding, class, offset, size)| {
+                let buffer = match class {
+                    Class::Read => Some(read),
+                    Class::InOut | Class::Output => rw,
+                }?;
+                Some(Bound {
+                    binding,
+                    buffer,
+                    offset,
+                    size,
+                    pooled: true,
+                })
+            })
+            .collect();
+        let (table_at, words) = &placed.table;
+        bound.push(Bound {
+            binding: g.table_binding,
+            buffer: read,
+            offset: *table_at,
+            size: 4 * words.len() as u64,
+            pooled: true,
+        });
+        bound.sort_by_key(|b| b.binding);
+        pass.set_pipeline(&pipeline.pipeline);
+        groups.bind(t.device, pass, pipeline, &bound);
+        let [x, y, z] = placed.dispatch;
+        pass.dispatch_workgroups(x, y, z);
     }
 
     /// Copies the batch's own upload into place (two copies, whole ranges), then each job's
@@ -422,7 +567,13 @@ impl InFlight {
         let InFlight {
             batch, mut buffers, ..
         } = self;
-        let Batch { jobs, plan, upload } = batch;
+        let Batch {
+            jobs,
+            plan,
+            upload,
+            groups,
+            member,
+        } = batch;
         let mut replies = Vec::with_capacity(jobs.len());
         let mut host: Vec<Staged> = upload.into_iter().map(Staged::Upload).collect();
         let timestamps = readback.as_ref().ok().cloned().flatten();
@@ -445,14 +596,25 @@ impl InFlight {
                 (Some(Staged::Direct { .. }), Err(e)) => Err(e.clone()), // buffers dropped
                 (None, _) => readback.clone(),
             };
+            // A fused job's time is its share of its group's dispatch.
+            let (slot, share) = match member[j] {
+                Some((g, _)) => (groups[g].0.jobs[0], groups[g].0.jobs.len() as u32),
+                None => (j, 1),
+            };
             let gpu_time = match (&timestamps, plan.timestamps) {
-                (Some(rb), Some(at)) => gpu_time(rb.bytes(), at, j, period_ns),
+                (Some(rb), Some(at)) => {
+                    gpu_time(rb.bytes(), at, slot, period_ns).map(|t| t / share)
+                }
                 _ => None,
+            };
+            let ranges = match member[j] {
+                Some((g, k)) => group_read_back(&groups[g].0, &groups[g].1, k),
+                None => plan.read_back(j, &ready.layout),
             };
             replies.push(mine.map(|mapped| JobOutput {
                 device,
                 kernel: ready.job.last_kernel().clone(),
-                ranges: plan.read_back(j, &ready.layout),
+                ranges,
                 mapped,
                 gpu_time,
             }));
@@ -460,6 +622,16 @@ impl InFlight {
         buffers.readback = None; // in the replies' `Readback`, or unusable after a failure
         (replies, Leftovers { host, buffers })
     }
+}
+
+/// Job `k` of a fused group's read-back ranges: (step, binding, offset, size).
+fn group_read_back(g: &Group, placed: &Placed, k: usize) -> Vec<(usize, u32, u64, u64)> {
+    g.bindings
+        .iter()
+        .zip(&placed.jobs[k])
+        .filter(|((_, _, class), _)| *class != Class::Read)
+        .map(|(&(binding, _, _), &(at, size))| (0, binding, at, size))
+        .collect()
 }
 
 /// The GPU time of job `j`, from the timestamps at offset `timestamps` of the mapped readback.

@@ -71,6 +71,7 @@ impl Default for EngineBuilder {
                 priority_aging: DEFAULT_PRIORITY_AGING,
                 gpu_timing: false,
                 pool_budget: 256 << 20,
+                fusion: true,
             },
             queue_capacity: 4096,
             default_timeout: None,
@@ -182,6 +183,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether the jobs of one kernel in a batch run as one dispatch of a rewritten kernel
+    /// (kernel fusion; see [`Kernel::unfused_reason`](crate::Kernel::unfused_reason) for
+    /// kernels that cannot be). Each fused job still sees only its own data, with the same
+    /// results as alone. Default true.
+    pub fn fusion(mut self, on: bool) -> Self {
+        self.batch.fusion = on;
+        self
+    }
+
     /// Bytes of free buffers each device keeps for reuse (half for batch buffers, half for
     /// upload buffers); past it, the least recently used are freed, and an idle device frees
     /// them all after a second. An eighth of it bounds the upload buffers that queued jobs
@@ -231,8 +241,8 @@ impl EngineBuilder {
                 info.device_type
             );
             let health = Arc::new(Health::new(index, Watchdog::waker(&watch.0, &watch.2)));
-            let slot =
-                DeviceSlot::start(info, device, queue, health, self.batch, self.queue_capacity)?;
+            let start = (self.batch, self.queue_capacity, self.gpu_timeout);
+            let slot = DeviceSlot::start(info, device, queue, health, start)?;
             slots.push(Arc::new(slot));
         }
         let inboxes = slots.iter().map(|s| s.inbox.clone()).collect();

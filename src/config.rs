@@ -18,6 +18,8 @@ pub(crate) struct BatchConfig {
     pub(crate) gpu_timing: bool,
     /// Free bytes the buffer pool may keep.
     pub(crate) pool_budget: u64,
+    /// Run same-kernel jobs of a batch as one fused dispatch (see `fusion.rs`).
+    pub(crate) fusion: bool,
 }
 
 /// The features per-job GPU timing needs: timestamp queries, written inside compute passes.

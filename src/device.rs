@@ -80,6 +80,7 @@ use crate::kernel::Kernel;
 use crate::layout::{Footprint, Layout};
 use crate::mapped::{HostPool, Loan};
 use crate::pipelines::{Pipeline, PipelineCache};
+use crate::probe;
 use crate::submitter::{Submitter, binding_alignment, pipelines_for};
 
 /// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
@@ -126,6 +127,8 @@ pub(crate) struct DeviceSlot {
     host: Arc<HostPool>,
     /// The offset alignment of bindings in this device's batches.
     align: u64,
+    /// Whether jobs of a fusable kernel may run fused (`EngineBuilder::fusion`).
+    fusion: bool,
     /// The executor thread, and a channel that disconnects when it returns; taken by `stop`.
     executor: Mutex<Option<(JoinHandle<()>, flume::Receiver<()>)>>,
 }
@@ -137,15 +140,30 @@ impl DeviceSlot {
         device: wgpu::Device,
         queue: wgpu::Queue,
         health: Arc<Health>,
-        cfg: BatchConfig,
-        capacity: usize,
+        (cfg, capacity, gpu_timeout): (BatchConfig, usize, Duration),
     ) -> Result<DeviceSlot> {
         install_handlers(&device, &health);
         let capacity = capacity.max(1);
+        // Measured before any other thread polls the device (see `probe.rs`).
+        let bounds = cfg
+            .fusion
+            .then(|| probe::bounds(&device, &queue, gpu_timeout));
+        let bounds = match bounds {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                log::warn!("device {}: kernels run unfused: {e}", info.index);
+                None
+            }
+            None => None,
+        };
         let (tx, rx) = flume::bounded(capacity);
         let weak = tx.downgrade();
         let inbox = Arc::new(Inbox::new(health.clone(), cfg.priority_aging, tx, rx));
-        let pipelines = Arc::new(PipelineCache::new(device.clone(), cfg.shared_bind_groups));
+        let pipelines = Arc::new(PipelineCache::new(
+            device.clone(),
+            cfg.shared_bind_groups,
+            bounds,
+        ));
         let budget = cfg.pool_budget;
         let direct = device
             .features()
@@ -186,6 +204,7 @@ impl DeviceSlot {
         Ok(DeviceSlot {
             info,
             align: binding_alignment(&limits),
+            fusion: cfg.fusion,
             limits,
             health,
             inbox,
@@ -217,7 +236,7 @@ impl DeviceSlot {
     /// go to another device.
     pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
-        if !self.host.caller_writes(&layout, self.align) {
+        if !self.host.caller_writes(&layout, self.align) || self.may_fuse(job) {
             return Ok((layout, None, None)); // the submitter writes it with its batch
         }
         match self.host.write(job, &layout, self.align, true) {
@@ -228,6 +247,12 @@ impl DeviceSlot {
                 Err(self.submitter.lock().failure(&e))
             }
         }
+    }
+
+    /// Whether `job` may join a fused group: its data must then be laid out with its group's,
+    /// by the submitter.
+    fn may_fuse(&self, job: &Job) -> bool {
+        self.fusion && job.steps.len() == 1 && job.kernel().unfused_reason().is_none()
     }
 
     /// The idle fast path: if this device has nothing outstanding and its submitter is free,
@@ -295,6 +320,7 @@ impl DeviceSlot {
             staged,
             lent: None,
             pipelines,
+            fused: None, // a batch of one runs plainly
         }];
         let prepared = sub.prepare(ready).map_err(|(e, _)| sub.failure(&e))?;
         let batch = sub.submit(prepared).map_err(|(e, _)| sub.failure(&e))?;

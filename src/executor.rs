@@ -309,12 +309,14 @@ impl Executor {
                 r.responder.note_encoding();
                 match sub.pipelines_for(&r.job, true) {
                     Ok(pipelines) => {
+                        let fused = self.fused_pipeline(&sub, &r.job);
                         ready.push(Ready {
                             job: r.job,
                             layout: r.layout,
                             staged: r.staged,
                             lent: r.lent,
                             pipelines,
+                            fused,
                         });
                         responders.push(r.responder);
                     }
@@ -335,6 +337,17 @@ impl Executor {
                 self.launch_or_fail(vec![one], vec![responder]);
             }
         }
+    }
+
+    /// The fused pipeline of `job`'s kernel, when fusion is on and the job could join a group.
+    fn fused_pipeline(
+        &self,
+        sub: &Submitter,
+        job: &crate::job::Job,
+    ) -> Option<crate::pipelines::Pipeline> {
+        (self.cfg.fusion && job.steps.len() == 1)
+            .then(|| sub.fused_pipeline(&job.steps[0].kernel))
+            .flatten()
     }
 
     /// Launches `ready` as one batch; if wgpu rejects it, every job in it fails with the reason.

@@ -141,6 +141,14 @@ impl ArgData {
         }
     }
 
+    /// The bytes an uploaded argument carries (uniform, input, inout).
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            ArgData::Uniform(b) | ArgData::Input(b) | ArgData::InOut(b) => Some(b),
+            _ => None,
+        }
+    }
+
     /// Bytes the argument adds to a batch's pooled buffers (resident buffers add none).
     pub(crate) fn batch_bytes(&self) -> u64 {
         match self {

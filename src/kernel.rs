@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wgpu::naga;
 
 use crate::error::{Error, Result};
+use crate::fusion::{Fused, FusedBinding, fuse};
 
 /// WGSL source for a kernel, before validation. Build one with [`KernelSource::wgsl`].
 #[derive(Debug, Clone)]
@@ -121,6 +122,8 @@ pub(crate) struct KernelInner {
     pub(crate) workgroup_memory: u64,
     /// The overrides given in the source, passed to every pipeline.
     pub(crate) constants: Vec<(String, f64)>,
+    /// The kernel rewritten for fusion, or why it cannot be (see `fusion.rs`).
+    pub(crate) fused: std::result::Result<Arc<Fused>, String>,
 }
 
 /// Source of [`Kernel::id`]: unique per process so per-device pipeline caches never confuse
@@ -157,6 +160,10 @@ impl Kernel {
         let index = find_entry_point(&module, Some(&name)).map_err(shader_err)?;
         let uses = info.get_entry_point(index);
         let bindings = reflect_bindings(&module, uses).map_err(shader_err)?;
+        let fused = fuse(&module, index, &bindings).map(Arc::new);
+        if let Err(reason) = &fused {
+            log::info!("kernel `{}` runs unfused: {reason}", src.label);
+        }
         Ok(Kernel {
             inner: Arc::new(KernelInner {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
@@ -165,6 +172,7 @@ impl Kernel {
                 bindings,
                 workgroup_memory: workgroup_memory(&module, uses),
                 constants: src.constants,
+                fused,
                 label: src.label,
                 source: src.source,
             }),
@@ -216,6 +224,23 @@ impl Kernel {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Why jobs of this kernel run one dispatch each even when a batch holds several of them;
+    /// `None` when they can be fused into one dispatch (see
+    /// [`EngineBuilder::fusion`](crate::EngineBuilder::fusion)).
+    pub fn unfused_reason(&self) -> Option<&str> {
+        self.inner.fused.as_ref().err().map(String::as_str)
+    }
+
+    /// How each binding's jobs share it in a fused dispatch; `None` when the kernel is not
+    /// fused.
+    pub fn fused_bindings(&self) -> Option<&[FusedBinding]> {
+        self.inner
+            .fused
+            .as_ref()
+            .ok()
+            .map(|f| f.bindings.as_slice())
     }
 
     /// Bytes of `var<workgroup>` memory the entry point uses.

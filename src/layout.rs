@@ -14,6 +14,7 @@
 //! Read-only and read-write data live in different buffers because wgpu forbids one buffer
 //! bound both as uniform/read-only storage and as read-write storage in one dispatch.
 
+use crate::group::Class;
 use crate::job::{ArgData, Job};
 
 /// Where one argument of one step lives, relative to its job.
@@ -296,6 +297,9 @@ pub(crate) struct Plan {
     /// Per direct job (its data in its own buffers), where its outputs start in its own
     /// read-write buffer; `None` for a job whose data is in the batch's buffers.
     pub(crate) own_output_at: Vec<Option<u64>>,
+    /// Per fused group (see `group.rs`): where its regions start (in the order it asked for
+    /// them), and where its job table starts in the read buffer.
+    pub(crate) group_at: Vec<(Vec<u64>, u64)>,
     /// Sizes of the batch's scratch buffers.
     pub(crate) scratch: Vec<u64>,
     /// Bytes of the read buffer in use.
@@ -312,13 +316,22 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Places the blocks of `jobs` (their layouts), each block at a multiple of `align`.
-    /// `direct` says, per job, that its data lives in its own buffers instead.
-    pub(crate) fn new(jobs: &[&Layout], direct: &[bool], align: u64, timestamps: bool) -> Plan {
+    /// `own` says, per job, that its data lives elsewhere: in its own buffers (`Some(true)`,
+    /// direct) or in a fused group's regions (`Some(false)`). `groups` asks, per fused group,
+    /// for regions of a class and size, and for a job table of a size (see `group.rs`).
+    pub(crate) fn new(
+        jobs: &[&Layout],
+        own: &[Option<bool>],
+        groups: &[(Vec<(Class, u64)>, u64)],
+        align: u64,
+        timestamps: bool,
+    ) -> Plan {
+        let elsewhere = |j: usize| own.get(j).copied().flatten().is_some();
         let blocks = |len: fn(&Layout) -> u64, cursor: &mut u64| -> Vec<u64> {
             jobs.iter()
-                .zip(direct.iter().copied().chain(std::iter::repeat(false)))
-                .map(|(l, own)| {
-                    if own || len(l) == 0 {
+                .enumerate()
+                .map(|(j, l)| {
+                    if elsewhere(j) || len(l) == 0 {
                         return *cursor; // an empty block takes no room
                     }
                     let at = align_up(*cursor, align);
@@ -327,11 +340,43 @@ impl Plan {
                 })
                 .collect()
         };
+        let place = |bytes: u64, cursor: &mut u64| {
+            let at = align_up(*cursor, align);
+            *cursor = at.saturating_add(bytes);
+            at
+        };
+        let regions = |class: Class, cursor: &mut u64| -> Vec<Vec<Option<u64>>> {
+            groups
+                .iter()
+                .map(|(rs, _)| {
+                    rs.iter()
+                        .map(|&(c, bytes)| (c == class).then(|| place(bytes, cursor)))
+                        .collect()
+                })
+                .collect()
+        };
         let (mut read, mut rw) = (0u64, 0u64);
         let read_base = blocks(|l| l.read_len, &mut read);
+        let group_read = regions(Class::Read, &mut read);
+        let tables: Vec<u64> = groups.iter().map(|(_, t)| place(*t, &mut read)).collect();
         let inout_base = blocks(|l| l.inout_len, &mut rw);
+        let group_inout = regions(Class::InOut, &mut rw);
         let rw_upload_end = align_up(rw, 4);
         let output_base = blocks(|l| l.output_len, &mut rw);
+        let group_output = regions(Class::Output, &mut rw);
+        let group_at = (0..groups.len())
+            .map(|g| {
+                let at = (0..groups[g].0.len())
+                    .map(|r| {
+                        group_read[g][r]
+                            .or(group_inout[g][r])
+                            .or(group_output[g][r])
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                (at, tables[g])
+            })
+            .collect();
         let mut scratch_first = Vec::with_capacity(jobs.len());
         let mut scratch = Vec::new();
         for l in jobs {
@@ -346,8 +391,10 @@ impl Plan {
         };
         let own_output_at = jobs
             .iter()
-            .zip(direct.iter().copied().chain(std::iter::repeat(false)))
-            .map(|(l, own)| own.then(|| l.own_output_at(align)))
+            .enumerate()
+            .map(|(j, l)| {
+                (own.get(j).copied().flatten() == Some(true)).then(|| l.own_output_at(align))
+            })
             .collect();
         Plan {
             read_base,
@@ -355,6 +402,7 @@ impl Plan {
             output_base,
             scratch_first,
             own_output_at,
+            group_at,
             scratch,
             read_size: align_up(read, 4),
             rw_upload_end,
@@ -479,7 +527,7 @@ mod tests {
             ]]),
             256,
         );
-        let plan = Plan::new(&[&a, &b], &[], 256, false);
+        let plan = Plan::new(&[&a, &b], &[], &[], 256, false);
         assert_eq!(plan.read_base, [0, 12]);
         assert_eq!(plan.inout_base, [0, 0]);
         assert_eq!(plan.rw_upload_end, 300);
@@ -503,7 +551,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&Layout> = layouts.iter().collect();
-        let plan = Plan::new(&refs, &[], 64, false);
+        let plan = Plan::new(&refs, &[], &[], 64, false);
         let mut ranges = Vec::new();
         for (j, l) in layouts.iter().enumerate() {
             for p in l.steps.iter().flatten() {
@@ -538,7 +586,7 @@ mod tests {
         );
         assert_eq!((own.own_output_at(256), own.own_rw_len(256)), (256, 260));
         assert_eq!(own.own_zeroes(256), [(256, 4)]);
-        let plan = Plan::new(&[&staged, &own], &[false, true], 256, false);
+        let plan = Plan::new(&[&staged, &own], &[None, Some(true)], &[], 256, false);
         // The direct job takes no room in the batch's buffers.
         assert_eq!((plan.read_size, plan.rw_size), (12, 40));
         let at = |p: usize| plan.region(1, own.steps[0][p].slot);
@@ -565,7 +613,7 @@ mod tests {
         ]);
         let l = Layout::of(&one, 256);
         assert_eq!(l.scratch, [16]);
-        let plan = Plan::new(&[&l, &l], &[], 256, true);
+        let plan = Plan::new(&[&l, &l], &[], &[], 256, true);
         assert_eq!(plan.scratch, [16, 16]);
         assert_eq!(plan.region(0, l.steps[1][0].slot), Region::Scratch(0));
         assert_eq!(plan.region(1, l.steps[1][0].slot), Region::Scratch(1));
@@ -609,7 +657,7 @@ mod tests {
         for batch in batches {
             let layouts: Vec<Layout> = batch.iter().map(|j| Layout::of(j, align)).collect();
             let refs: Vec<&Layout> = layouts.iter().collect();
-            let plan = Plan::new(&refs, &[], align, false);
+            let plan = Plan::new(&refs, &[], &[], align, false);
             assert!(plan.rw_size <= cap, "{} bytes", plan.rw_size);
             assert!(plan.max_offset(&refs) <= u64::from(u32::MAX));
         }
@@ -621,7 +669,7 @@ mod tests {
             ]]),
             align,
         );
-        let plan = Plan::new(&[&huge], &[], align, false);
+        let plan = Plan::new(&[&huge], &[], &[], align, false);
         assert!(plan.max_offset(&[&huge]) > u64::from(u32::MAX));
     }
 }

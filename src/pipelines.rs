@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result, scoped};
+use crate::fusion::{Bounds, FUSED_ENTRY};
 use crate::kernel::{BindingInfo, BindingKind, Kernel, KernelInner};
 
 /// A pipeline ready to bind: what encoding one step needs from the cache.
@@ -27,9 +28,20 @@ pub(crate) struct Pipeline {
     pub(crate) kernel: u64,
 }
 
+/// Which of a kernel's pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Variant {
+    /// Every binding takes a dynamic offset.
+    Dynamic,
+    /// Plain bindings.
+    Plain,
+    /// The fused kernel (see `fusion.rs`), dynamic offsets where the device allows them.
+    Fused,
+}
+
 /// A pipeline in the cache, with a weak link to its kernel so dead kernels can be evicted.
 struct Cached {
-    pipeline: Pipeline,
+    pipeline: std::result::Result<Pipeline, Error>,
     kernel: Weak<KernelInner>,
 }
 
@@ -38,16 +50,25 @@ pub(crate) struct PipelineCache {
     device: wgpu::Device,
     /// Whether the engine shares bind groups (`EngineBuilder::shared_bind_groups`).
     shared_bind_groups: bool,
-    /// By (kernel id, dynamic offsets). Taken to look up or insert; pipelines are created
-    /// outside it, and nothing else is taken while it is held.
-    map: Mutex<HashMap<(u64, bool), Cached>>,
+    /// How the device bounds out-of-bounds accesses (see `probe.rs`); `None`: run nothing
+    /// fused.
+    bounds: Option<Bounds>,
+    /// By (kernel id, variant); a fused pipeline that could not be built is cached as its
+    /// error, so it is tried once. Taken to look up or insert; pipelines are created outside
+    /// it, and nothing else is taken while it is held.
+    map: Mutex<HashMap<(u64, Variant), Cached>>,
 }
 
 impl PipelineCache {
-    pub(crate) fn new(device: wgpu::Device, shared_bind_groups: bool) -> PipelineCache {
+    pub(crate) fn new(
+        device: wgpu::Device,
+        shared_bind_groups: bool,
+        bounds: Option<Bounds>,
+    ) -> PipelineCache {
         PipelineCache {
             device,
             shared_bind_groups,
+            bounds,
             map: Mutex::new(HashMap::new()),
         }
     }
@@ -60,11 +81,40 @@ impl PipelineCache {
     /// `kernel`'s pipeline, created on the calling thread when missing. Inserting evicts the
     /// pipelines of kernels that no longer exist.
     pub(crate) fn get(&self, kernel: &Kernel, dynamic: bool) -> Result<Pipeline> {
-        let key = (kernel.id(), dynamic);
+        let variant = if dynamic {
+            Variant::Dynamic
+        } else {
+            Variant::Plain
+        };
+        self.get_variant(kernel, variant)
+    }
+
+    /// `kernel`'s fused pipeline, if it has a fused form and this device can build it (a
+    /// failure is logged once and the kernel then runs unfused here).
+    pub(crate) fn fused(&self, kernel: &Kernel) -> Option<Pipeline> {
+        kernel.inner().fused.as_ref().ok()?;
+        self.bounds?;
+        self.get_variant(kernel, Variant::Fused).ok()
+    }
+
+    fn get_variant(&self, kernel: &Kernel, variant: Variant) -> Result<Pipeline> {
+        let key = (kernel.id(), variant);
         if let Some(c) = self.map.lock().get(&key) {
-            return Ok(c.pipeline.clone());
+            return c.pipeline.clone();
         }
-        let pipeline = create(&self.device, kernel, dynamic)?;
+        let pipeline = match variant {
+            Variant::Fused => {
+                let bounds = self.bounds.unwrap_or(Bounds::ZeroSkip);
+                create_fused(&self.device, kernel, self.shared_bind_groups, bounds)
+            }
+            v => create(&self.device, kernel, v == Variant::Dynamic),
+        };
+        if let (Variant::Fused, Err(e)) = (variant, &pipeline) {
+            log::info!(
+                "kernel `{}` runs unfused on this device: {e}",
+                kernel.label()
+            );
+        }
         let mut map = self.map.lock();
         map.retain(|_, c| c.kernel.strong_count() > 0);
         let cached = Cached {
@@ -72,8 +122,51 @@ impl PipelineCache {
             kernel: Arc::downgrade(kernel.inner()),
         };
         map.insert(key, cached);
-        Ok(pipeline)
+        pipeline
     }
+}
+
+/// The fused kernel's pipeline: its bindings as the rewrite declares them, plus the job table.
+fn create_fused(
+    device: &wgpu::Device,
+    kernel: &Kernel,
+    shared: bool,
+    bounds: Bounds,
+) -> Result<Pipeline> {
+    let inner = kernel.inner();
+    let fused = inner.fused.as_ref().map_err(|e| Error::Shader {
+        kernel: inner.label.clone(),
+        message: e.clone(),
+    })?;
+    let mut bindings: Vec<BindingInfo> = fused
+        .bindings
+        .iter()
+        .map(|b| BindingInfo {
+            binding: b.binding,
+            kind: b.kind,
+            fixed_size: 0,
+            stride: None,
+            min_size: 0,
+        })
+        .collect();
+    bindings.push(BindingInfo {
+        binding: fused.table,
+        kind: BindingKind::StorageRead,
+        fixed_size: 0,
+        stride: None,
+        min_size: 0,
+    });
+    let dynamic = shared && fits_dynamic_offsets(&bindings, &device.limits());
+    build(
+        device,
+        &inner.label,
+        fused.source(bounds),
+        FUSED_ENTRY,
+        &[],
+        &bindings,
+        dynamic,
+        inner.id,
+    )
 }
 
 fn create(device: &wgpu::Device, kernel: &Kernel, dynamic: bool) -> Result<Pipeline> {
@@ -83,37 +176,57 @@ fn create(device: &wgpu::Device, kernel: &Kernel, dynamic: bool) -> Result<Pipel
         .iter()
         .map(|(k, v)| (k.as_str(), *v))
         .collect();
+    let source = &inner.source;
+    let (label, entry, bindings) = (&inner.label, &inner.entry_point, &inner.bindings);
+    build(
+        device, label, source, entry, &constants, bindings, dynamic, inner.id,
+    )
+}
+
+/// A compute pipeline for `source`'s `entry`: with a layout whose every binding takes a
+/// dynamic offset when `dynamic`, else wgpu's own layout.
+#[allow(clippy::too_many_arguments)] // each is one thing the pipeline is made of
+fn build(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    entry: &str,
+    constants: &[(&str, f64)],
+    bindings: &[BindingInfo],
+    dynamic: bool,
+    kernel: u64,
+) -> Result<Pipeline> {
     let (pipeline, err) = scoped(device, || {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&inner.label),
-            source: wgpu::ShaderSource::Wgsl(inner.source.clone()),
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.to_owned().into()),
         });
-        let explicit = dynamic.then(|| dynamic_layout(device, &inner.bindings));
+        let explicit = dynamic.then(|| dynamic_layout(device, bindings));
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&inner.label),
+            label: Some(label),
             layout: explicit.as_ref().map(|(_, layout)| layout),
             module: &module,
-            entry_point: Some(&inner.entry_point),
+            entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
+                constants,
                 ..Default::default()
             },
             cache: None,
         });
         let layout = match explicit {
             Some((group, _)) => Some(group),
-            None => (!inner.bindings.is_empty()).then(|| pipeline.get_bind_group_layout(0)),
+            None => (!bindings.is_empty()).then(|| pipeline.get_bind_group_layout(0)),
         };
         Pipeline {
             pipeline,
             layout,
             dynamic,
-            kernel: inner.id,
+            kernel,
         }
     });
     match err {
         Some(e) => Err(Error::Shader {
-            kernel: inner.label.clone(),
+            kernel: label.to_owned(),
             message: e.to_string(),
         }),
         None => Ok(pipeline),

@@ -79,6 +79,10 @@ pub(crate) struct DeviceStats {
     batched_jobs: AtomicU64,
     /// Largest batch so far.
     max_batch: AtomicU64,
+    /// Compute dispatches recorded.
+    dispatches: AtomicU64,
+    /// Jobs that ran in fused groups.
+    fused_jobs: AtomicU64,
     /// Time from submit to the start of encoding.
     queue_wait: Histogram,
     /// Time from submit to the reply.
@@ -106,6 +110,8 @@ impl DeviceStats {
             batches: z(),
             batched_jobs: z(),
             max_batch: z(),
+            dispatches: z(),
+            fused_jobs: z(),
             queue_wait: Histogram::new(),
             latency: Histogram::new(),
             gpu_ns: z(),
@@ -139,7 +145,11 @@ impl DeviceStats {
         self.outstanding.fetch_sub(1, SeqCst);
     }
 
-    pub(crate) fn record_batch(&self, jobs: usize) {
+    /// A batch of `jobs` went out as `dispatches` compute dispatches (fewer when jobs fused;
+    /// a multi-step job is one dispatch per step), `fused` of its jobs in fused groups.
+    pub(crate) fn record_batch(&self, jobs: usize, dispatches: usize, fused: usize) {
+        self.dispatches.fetch_add(dispatches as u64, Relaxed);
+        self.fused_jobs.fetch_add(fused as u64, Relaxed);
         self.batches.fetch_add(1, Relaxed);
         self.batched_jobs.fetch_add(jobs as u64, Relaxed);
         self.max_batch.fetch_max(jobs as u64, Relaxed);
@@ -200,6 +210,8 @@ impl DeviceStats {
                 batched as f64 / batches as f64
             },
             max_batch: self.max_batch.load(Relaxed),
+            dispatches: self.dispatches.load(Relaxed),
+            fused_jobs: self.fused_jobs.load(Relaxed),
             queue_depth,
             outstanding: self.outstanding(),
             queue_wait_p50: self.queue_wait.quantile(0.5),
@@ -231,6 +243,11 @@ pub struct DeviceStatsSnapshot {
     pub mean_batch: f64,
     /// Largest batch.
     pub max_batch: u64,
+    /// Compute dispatches recorded: one per job and step, except that a fused group of jobs
+    /// (see [`EngineBuilder::fusion`](crate::EngineBuilder::fusion)) is one.
+    pub dispatches: u64,
+    /// Jobs that ran as members of a fused dispatch.
+    pub fused_jobs: u64,
     /// Jobs waiting in the request queue.
     pub queue_depth: usize,
     /// Jobs submitted and not yet resolved (queued, encoding or running).
@@ -261,6 +278,18 @@ pub struct EngineStats {
     pub devices: Vec<DeviceStatsSnapshot>,
 }
 
+impl DeviceStatsSnapshot {
+    /// Batched jobs per compute dispatch (1.0 without fusion for one-step jobs; 0.0 before
+    /// the first batch).
+    pub fn jobs_per_dispatch(&self) -> f64 {
+        if self.dispatches == 0 {
+            0.0
+        } else {
+            self.mean_batch * self.batches as f64 / self.dispatches as f64
+        }
+    }
+}
+
 impl EngineStats {
     /// Jobs resolved with an output, over all devices.
     pub fn completed(&self) -> u64 {
@@ -275,6 +304,16 @@ impl EngineStats {
     /// Batches submitted, over all devices.
     pub fn batches(&self) -> u64 {
         self.devices.iter().map(|d| d.batches).sum()
+    }
+
+    /// Compute dispatches recorded, over all devices.
+    pub fn dispatches(&self) -> u64 {
+        self.devices.iter().map(|d| d.dispatches).sum()
+    }
+
+    /// Jobs that ran in fused dispatches, over all devices.
+    pub fn fused_jobs(&self) -> u64 {
+        self.devices.iter().map(|d| d.fused_jobs).sum()
     }
 }
 

@@ -103,11 +103,17 @@ impl Submitter {
         pipelines_for(&self.pipelines, job, dynamic)
     }
 
+    /// `kernel`'s fused pipeline on this device, if it has one.
+    pub(crate) fn fused_pipeline(&self, kernel: &crate::kernel::Kernel) -> Option<Pipeline> {
+        self.pipelines.fused(kernel)
+    }
+
     /// Plans and encodes `jobs` as one batch; on a wgpu error gives them back.
     pub(crate) fn prepare(&mut self, jobs: Vec<Ready>) -> Result<Prepared, (Error, Vec<Ready>)> {
         let began = Instant::now();
         let timed = self.queries.is_some() && jobs.len() <= MAX_TIMED_JOBS;
-        let mut batch = Batch::plan(jobs, self.align, timed);
+        let max_binding = self.device.limits().max_storage_buffer_binding_size;
+        let mut batch = Batch::plan(jobs, self.align, timed, max_binding);
         if let Err(e) = self.write_batch(&mut batch) {
             return Err((e, batch.jobs));
         }
@@ -147,12 +153,14 @@ impl Submitter {
     /// writes the data of the jobs nobody wrote yet (small ones, or any when the lend budget
     /// was full) into one upload buffer laid out like the batch.
     fn write_batch(&self, batch: &mut Batch) -> Result<()> {
+        for r in &mut batch.jobs {
+            r.lent = None;
+        }
         let plan = &batch.plan;
         let mut parts = Vec::new();
-        for (j, r) in batch.jobs.iter_mut().enumerate() {
-            r.lent = None;
-            if r.staged.is_some() {
-                continue;
+        for (j, r) in batch.jobs.iter().enumerate() {
+            if r.staged.is_some() || batch.member[j].is_some() {
+                continue; // written by its caller, or with its fused group
             }
             let rw_at = plan.read_size + plan.inout_base[j];
             for (at, bytes) in r.layout.uploads(&r.job) {
@@ -162,6 +170,8 @@ impl Submitter {
                 });
             }
         }
+        let grouped = batch.group_uploads();
+        parts.extend(grouped.iter().map(|(at, b)| (*at, b.as_slice())));
         let len = plan.read_size + plan.rw_upload_end;
         if parts.is_empty() || len == 0 {
             return Ok(());
@@ -170,6 +180,7 @@ impl Submitter {
             .host
             .write_batch(len, &parts)
             .map_err(|e| Error::Wgpu(format!("could not write a batch's data: {e}")))?;
+        drop(parts);
         batch.upload = Some(buffer);
         Ok(())
     }
@@ -200,7 +211,10 @@ impl Submitter {
             return Err((e.into(), batch.jobs));
         }
         self.in_flight += 1;
-        self.health.stats.record_batch(batch.jobs.len());
+        let (dispatches, fused) = batch.dispatches();
+        self.health
+            .stats
+            .record_batch(batch.jobs.len(), dispatches, fused);
         Ok(batch.in_flight(&self.queue, index, buffers, began))
     }
 

@@ -1,0 +1,687 @@
+//! Kernel fusion: a kernel rewritten (with naga, at [`Kernel::compile`](crate::Kernel)) so
+//! that one dispatch runs many jobs of it, each on its own data, with the same results as one
+//! dispatch each.
+//!
+//! # The fused kernel
+//! - Every buffer binding holds the data of all the dispatch's jobs. A runtime-sized array
+//!   (`array<T>`) holds each job's elements one after another ([`Shape::Slice`]); a binding of a
+//!   fixed-size type `T` (a uniform, a struct, a fixed array) becomes an `array<T>` with one
+//!   element per job ([`Shape::PerJob`]; a uniform becomes read-only storage).
+//! - A **job table** (a new read-only storage binding, `array<u32>`): `[workgroups in all,
+//!   jobs]`, then per job `[first workgroup, workgroups x, y, z]` and per slice binding its
+//!   `[base, length]` in elements.
+//! - A new entry point flattens the dispatch's workgroup id, returns at once (the whole
+//!   workgroup, uniformly) from padding workgroups, finds its job by binary search in the table,
+//!   stores the job index in a `var<workgroup>` (so it stays uniform for barriers), and calls
+//!   the original entry point (now a plain function) with the job's own `workgroup_id`,
+//!   `num_workgroups` and `global_invocation_id`.
+//! - In every function, every access into a binding is kept inside the job's own data:
+//!   `arrayLength(&x)` becomes the job's length, and each index of an access (into a slice,
+//!   or into a fixed-size array, vector or matrix inside a binding) is bounded the way the
+//!   device bounds it unfused, which [`Bounds`] names and `probe.rs` measures once per device.
+//!   An out-of-bounds access therefore never reaches another job's data, and reads and writes
+//!   what it would unfused. A use of a per-job binding becomes a use of the job's element.
+//!
+//! # What is not fused
+//! Anything the rewrite cannot prove safe runs unfused, with the reason on the kernel: a
+//! struct binding with a runtime-sized array after a header, a buffer binding used other
+//! than by indexing or `arrayLength` (a pointer to it passed to a function, say), pointer
+//! arguments to storage or uniform memory, builtins other than the five of a compute grid,
+//! textures, subgroup or ray-query operations, and any rewrite naga does not validate.
+
+mod rebuild;
+
+use naga::{
+    AddressSpace, ArraySize, Block, Expression, Function, FunctionArgument, GlobalVariable, Handle,
+    Module, ResourceBinding, Span, Statement, StorageAccess, Type, TypeInner,
+};
+use wgpu::naga;
+
+use crate::kernel::{BindingInfo, BindingKind};
+use rebuild::rewrite;
+
+/// The fused kernel's entry point.
+pub(crate) const FUSED_ENTRY: &str = "wgpu_batch_fused";
+const TABLE: &str = "wgpu_batch_jobs";
+const JOB: &str = "wgpu_batch_job";
+const INNER: &str = "wgpu_batch_inner";
+/// u32 words of the table before its per-slice words (then come the job records).
+pub(crate) const TABLE_HEADER: u32 = 2;
+/// u32 words of a job record before its slices' (base, length) pairs.
+pub(crate) const RECORD_HEADER: u32 = 4;
+
+/// How the jobs of a fused dispatch share one binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A runtime-sized array: each job's elements, one job after another. `slot` is the
+    /// binding's place among the slices (its base and length in the job's table record).
+    Slice {
+        /// Bytes per element.
+        stride: u64,
+        /// Which (base, length) pair of the job's record.
+        slot: u32,
+    },
+    /// A fixed-size type: one element of `stride` bytes per job.
+    PerJob {
+        /// Bytes per element of the fused array (the type's size, rounded to its alignment).
+        stride: u64,
+    },
+}
+
+/// One of the kernel's bindings in the fused kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedBinding {
+    /// The binding number (unchanged).
+    pub binding: u32,
+    /// How the jobs share it.
+    pub shape: Shape,
+    /// How the fused kernel declares it (a uniform becomes read-only storage).
+    pub kind: BindingKind,
+}
+
+/// What a device does with an out-of-bounds access to a storage or uniform buffer unfused,
+/// which the fused kernel reproduces inside each job's own data (see `probe.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bounds {
+    /// The index is clamped to the last element (naga's `Restrict`, Vulkan without
+    /// `robustBufferAccess2`).
+    Clamp = 0,
+    /// A read returns zero and a write is dropped (naga's `ReadZeroSkipWrite`, and the
+    /// hardware's own checks under Vulkan's `robustBufferAccess2`, DX12 and Metal).
+    ZeroSkip = 1,
+}
+
+/// A kernel rewritten for fusion.
+#[derive(Debug, Clone)]
+pub(crate) struct Fused {
+    /// WGSL of the fused kernel, entry point [`FUSED_ENTRY`], per [`Bounds`] (by its value).
+    pub(crate) sources: [String; 2],
+    /// The kernel's bindings, in binding order.
+    pub(crate) bindings: Vec<FusedBinding>,
+    /// The job table's binding number.
+    pub(crate) table: u32,
+    /// u32 words per job record.
+    pub(crate) record: u32,
+    /// u32 words of the table before the first record: `[workgroups, jobs]`, then per slice
+    /// the index of its zero element (see `rebuild.rs`).
+    pub(crate) header: u32,
+}
+
+impl Fused {
+    /// The fused kernel's WGSL for a device that bounds accesses as `bounds`.
+    pub(crate) fn source(&self, bounds: Bounds) -> &str {
+        &self.sources[bounds as usize]
+    }
+}
+
+/// What the rewrite of one function needs.
+struct Ctx {
+    /// Per global variable: how the rewrite treats it.
+    globals: Vec<Role>,
+    table: Handle<GlobalVariable>,
+    job: Handle<GlobalVariable>,
+    record: u32,
+    header: u32,
+    /// Slices in slot order.
+    slices: Vec<Handle<GlobalVariable>>,
+    /// Per slice slot: its element type.
+    slice_ty: Vec<Handle<Type>>,
+    /// Per-job globals.
+    per_job: Vec<Handle<GlobalVariable>>,
+    /// Per global variable that is a per-job binding: its type before the rewrite.
+    per_job_ty: Vec<Option<Handle<Type>>>,
+    /// The module's types.
+    types: naga::UniqueArena<Type>,
+    bounds: Bounds,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Other,
+    Slice(u32),
+    PerJob,
+}
+
+/// Rewrites `module` (overrides resolved; `entry` its compute entry point, whose bindings
+/// are `bindings`) for fusion, or says why it cannot be.
+pub(crate) fn fuse(
+    module: &Module,
+    entry: usize,
+    bindings: &[BindingInfo],
+) -> Result<Fused, String> {
+    reserved_names(module)?;
+    let mut m = module.clone();
+    let size = m
+        .entry_points
+        .get(entry)
+        .ok_or("no such entry point")?
+        .workgroup_size;
+    let (mut ctx, fused) = shape_bindings(&mut m, bindings)?;
+    check_functions(&m, &ctx)?;
+    let inner = m.entry_points.remove(entry).function;
+    m.entry_points.clear();
+    let args = standard_arguments(&mut m, &inner)?;
+    let mut sources = [String::new(), String::new()];
+    for bounds in [Bounds::Clamp, Bounds::ZeroSkip] {
+        ctx.bounds = bounds;
+        sources[bounds as usize] = write(&m, &inner, &args, &ctx, size)?;
+    }
+    Ok(Fused {
+        sources,
+        bindings: fused,
+        table: bindings
+            .iter()
+            .map(|b| b.binding)
+            .max()
+            .map_or(0, |b| b + 1),
+        record: ctx.record,
+        header: ctx.header,
+    })
+}
+
+/// The fused kernel's WGSL: `m` (without entry points) with its functions and the old entry
+/// point `inner` rewritten under `ctx`, and the new entry point; parsed and validated again.
+fn write(
+    m: &Module,
+    inner: &Function,
+    args: &Args,
+    ctx: &Ctx,
+    size: [u32; 3],
+) -> Result<String, String> {
+    let mut m = m.clone();
+    for (_, f) in m.functions.iter_mut() {
+        *f = rewrite(f, ctx, None)?;
+    }
+    let mut inner = rewrite(inner, ctx, Some(args))?;
+    inner.name = Some(INNER.into());
+    inner.arguments = args.arguments.clone();
+    m.functions.append(inner, Span::UNDEFINED);
+    let info = validate(&m).map_err(|e| format!("the rewritten kernel does not validate: {e}"))?;
+    let body = naga::back::wgsl::write_string(&m, &info, naga::back::wgsl::WriterFlags::empty())
+        .map_err(|e| format!("could not write the rewritten kernel: {e}"))?;
+    let source = format!("{body}\n{}", wrapper(size, ctx.header, ctx.record));
+    let parsed = naga::front::wgsl::parse_str(&source).map_err(|e| {
+        format!(
+            "the fused kernel does not parse: {}",
+            e.emit_to_string(&source)
+        )
+    })?;
+    validate(&parsed).map_err(|e| format!("the fused kernel does not validate: {e}"))?;
+    Ok(source)
+}
+
+/// Refuses a module that names something `wgpu_batch_*`, the prefix of the rewrite's names.
+fn reserved_names(m: &Module) -> Result<(), String> {
+    let names = (m.global_variables.iter().map(|(_, g)| &g.name))
+        .chain(m.functions.iter().map(|(_, f)| &f.name))
+        .chain(m.constants.iter().map(|(_, c)| &c.name))
+        .chain(m.types.iter().map(|(_, t)| &t.name))
+        .flatten();
+    for name in names {
+        if name.starts_with("wgpu_batch_") {
+            return Err(format!(
+                "the kernel names `{name}`, and `wgpu_batch_` is the fusion's prefix"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate(m: &Module) -> Result<naga::valid::ModuleInfo, String> {
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(m)
+    .map_err(|e| {
+        // The whole chain of causes: the top one alone names only the function.
+        let mut text = e.as_inner().to_string();
+        let mut cause = std::error::Error::source(e.as_inner());
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    })
+}
+
+/// Decides each binding's shape, turns fixed-size bindings into per-job arrays, and adds the
+/// job table and the job index.
+fn shape_bindings(
+    m: &mut Module,
+    bindings: &[BindingInfo],
+) -> Result<(Ctx, Vec<FusedBinding>), String> {
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(m.to_ctx()).map_err(|e| e.to_string())?;
+    let mut globals = vec![Role::Other; m.global_variables.len()];
+    let (mut slices, mut per_job, mut fused) = (Vec::new(), Vec::new(), Vec::new());
+    let mut slice_ty = Vec::new();
+    let mut per_job_ty = vec![None; m.global_variables.len()];
+    for info in bindings {
+        let (handle, var) = m
+            .global_variables
+            .iter()
+            .find(|(_, v)| {
+                v.binding
+                    == Some(ResourceBinding {
+                        group: 0,
+                        binding: info.binding,
+                    })
+            })
+            .ok_or_else(|| format!("binding {} not found", info.binding))?;
+        let shape = match &m.types[var.ty].inner {
+            TypeInner::Array {
+                size: ArraySize::Dynamic,
+                stride,
+                base,
+            } => {
+                globals[handle.index()] = Role::Slice(slices.len() as u32);
+                slices.push(handle);
+                slice_ty.push(*base);
+                Shape::Slice {
+                    stride: u64::from(*stride),
+                    slot: slices.len() as u32 - 1,
+                }
+            }
+            TypeInner::Struct { members, .. }
+                if members.last().is_some_and(|l| {
+                    matches!(
+                        m.types[l.ty].inner,
+                        TypeInner::Array {
+                            size: ArraySize::Dynamic,
+                            ..
+                        }
+                    )
+                }) =>
+            {
+                return Err(format!(
+                    "binding {} is a struct with a runtime-sized array after a header",
+                    info.binding
+                ));
+            }
+            _ => {
+                globals[handle.index()] = Role::PerJob;
+                per_job.push(handle);
+                Shape::PerJob {
+                    stride: u64::from(layouter[var.ty].to_stride()),
+                }
+            }
+        };
+        let kind = match info.kind {
+            BindingKind::Uniform => BindingKind::StorageRead,
+            k => k,
+        };
+        fused.push(FusedBinding {
+            binding: info.binding,
+            shape,
+            kind,
+        });
+    }
+    for &g in &per_job {
+        let (ty, space) = (m.global_variables[g].ty, m.global_variables[g].space);
+        per_job_ty[g.index()] = Some(ty);
+        let stride = layouter[ty].to_stride();
+        let array = m.types.insert(
+            Type {
+                name: None,
+                inner: TypeInner::Array {
+                    base: ty,
+                    size: ArraySize::Dynamic,
+                    stride,
+                },
+            },
+            Span::UNDEFINED,
+        );
+        let var = &mut m.global_variables[g];
+        var.ty = array;
+        if space == AddressSpace::Uniform {
+            var.space = AddressSpace::Storage {
+                access: StorageAccess::LOAD,
+            };
+        }
+    }
+    let u32_ty = m.types.insert(
+        Type {
+            name: None,
+            inner: TypeInner::Scalar(naga::Scalar::U32),
+        },
+        Span::UNDEFINED,
+    );
+    let words = m.types.insert(
+        Type {
+            name: None,
+            inner: TypeInner::Array {
+                base: u32_ty,
+                size: ArraySize::Dynamic,
+                stride: 4,
+            },
+        },
+        Span::UNDEFINED,
+    );
+    let table_binding = bindings
+        .iter()
+        .map(|b| b.binding)
+        .max()
+        .map_or(0, |b| b + 1);
+    let table = m.global_variables.append(
+        GlobalVariable {
+            name: Some(TABLE.into()),
+            space: AddressSpace::Storage {
+                access: StorageAccess::LOAD,
+            },
+            binding: Some(ResourceBinding {
+                group: 0,
+                binding: table_binding,
+            }),
+            ty: words,
+            init: None,
+            memory_decorations: Default::default(),
+        },
+        Span::UNDEFINED,
+    );
+    let job = m.global_variables.append(
+        GlobalVariable {
+            name: Some(JOB.into()),
+            space: AddressSpace::WorkGroup,
+            binding: None,
+            ty: u32_ty,
+            init: None,
+            memory_decorations: Default::default(),
+        },
+        Span::UNDEFINED,
+    );
+    globals.resize(m.global_variables.len(), Role::Other);
+    let record = RECORD_HEADER + 2 * slices.len() as u32;
+    let ctx = Ctx {
+        globals,
+        table,
+        job,
+        record,
+        header: TABLE_HEADER + slices.len() as u32,
+        slices,
+        slice_ty,
+        per_job,
+        per_job_ty,
+        types: m.types.clone(),
+        bounds: Bounds::Clamp,
+    };
+    Ok((ctx, fused))
+}
+
+/// Refuses what the rewrite cannot make safe (see the module docs).
+fn check_functions(m: &Module, ctx: &Ctx) -> Result<(), String> {
+    let all = m
+        .functions
+        .iter()
+        .map(|(_, f)| f)
+        .chain(m.entry_points.iter().map(|e| &e.function));
+    for f in all {
+        for a in &f.arguments {
+            if let TypeInner::Pointer { space, .. } = m.types[a.ty].inner
+                && matches!(space, AddressSpace::Storage { .. } | AddressSpace::Uniform)
+            {
+                return Err("a function takes a pointer to storage or uniform memory".into());
+            }
+        }
+        check_expressions(f, ctx)?;
+    }
+    Ok(())
+}
+
+/// Every use of a slice binding is an index or `arrayLength`; no unsupported expression.
+fn check_expressions(f: &Function, ctx: &Ctx) -> Result<(), String> {
+    let slice = |h: Handle<Expression>| match f.expressions[h] {
+        Expression::GlobalVariable(g) => matches!(ctx.globals[g.index()], Role::Slice(_)),
+        _ => false,
+    };
+    for (h, e) in f.expressions.iter() {
+        let allowed_base = match e {
+            Expression::Access { base, .. } | Expression::AccessIndex { base, .. } => Some(*base),
+            Expression::ArrayLength(p) => Some(*p),
+            _ => None,
+        };
+        if operands(e)?
+            .into_iter()
+            .any(|o| slice(o) && Some(o) != allowed_base)
+        {
+            return Err("a buffer binding is used other than by indexing or arrayLength".into());
+        }
+        let _ = h;
+    }
+    statement_operands_ok(&f.body, &slice)
+}
+
+fn statement_operands_ok(
+    block: &Block,
+    slice: &dyn Fn(Handle<Expression>) -> bool,
+) -> Result<(), String> {
+    for s in block.iter() {
+        let mut bad = false;
+        let mut nested = Vec::new();
+        match s {
+            Statement::Store { pointer, value } => bad = slice(*pointer) || slice(*value),
+            Statement::Atomic { pointer, .. } | Statement::WorkGroupUniformLoad { pointer, .. } => {
+                bad = slice(*pointer)
+            }
+            Statement::Call { arguments, .. } => bad = arguments.iter().any(|a| slice(*a)),
+            Statement::Block(b) => nested.push(b),
+            Statement::If { accept, reject, .. } => nested.extend([accept, reject]),
+            Statement::Loop {
+                body, continuing, ..
+            } => nested.extend([body, continuing]),
+            Statement::Switch { cases, .. } => nested.extend(cases.iter().map(|c| &c.body)),
+            Statement::Emit(_)
+            | Statement::Break
+            | Statement::Continue
+            | Statement::Return { .. }
+            | Statement::Kill
+            | Statement::ControlBarrier(_)
+            | Statement::MemoryBarrier(_) => {}
+            _ => return Err("the kernel uses an operation fusion does not support".into()),
+        }
+        if bad {
+            return Err("a buffer binding is used other than by indexing or arrayLength".into());
+        }
+        for b in nested {
+            statement_operands_ok(b, slice)?;
+        }
+    }
+    Ok(())
+}
+
+/// The operands of an expression; an error for kinds fusion does not support.
+fn operands(e: &Expression) -> Result<Vec<Handle<Expression>>, String> {
+    use Expression as E;
+    Ok(match e {
+        E::Literal(_)
+        | E::Constant(_)
+        | E::ZeroValue(_)
+        | E::FunctionArgument(_)
+        | E::GlobalVariable(_)
+        | E::LocalVariable(_)
+        | E::CallResult(_)
+        | E::AtomicResult { .. }
+        | E::WorkGroupUniformLoadResult { .. } => vec![],
+        E::Compose { components, .. } => components.clone(),
+        E::Access { base, index } => vec![*base, *index],
+        E::AccessIndex { base, .. } => vec![*base],
+        E::Splat { value, .. } => vec![*value],
+        E::Swizzle { vector, .. } => vec![*vector],
+        E::Load { pointer } => vec![*pointer],
+        E::Unary { expr, .. } => vec![*expr],
+        E::Binary { left, right, .. } => vec![*left, *right],
+        E::Select {
+            condition,
+            accept,
+            reject,
+        } => vec![*condition, *accept, *reject],
+        E::Relational { argument, .. } => vec![*argument],
+        E::Math {
+            arg,
+            arg1,
+            arg2,
+            arg3,
+            ..
+        } => [Some(*arg), *arg1, *arg2, *arg3]
+            .into_iter()
+            .flatten()
+            .collect(),
+        E::As { expr, .. } => vec![*expr],
+        E::ArrayLength(p) => vec![*p],
+        _ => return Err("the kernel uses an expression fusion does not support".into()),
+    })
+}
+
+/// The inner function's standard arguments and how the original ones are rebuilt from them.
+#[derive(Clone)]
+struct Args {
+    arguments: Vec<FunctionArgument>,
+    /// Per original argument: the builtins it is made of (one, or a struct's members).
+    originals: Vec<Vec<usize>>,
+    /// Per original argument that is a struct: its type.
+    structs: Vec<Option<Handle<Type>>>,
+}
+
+/// The order of the inner function's arguments.
+const STANDARD: [naga::BuiltIn; 5] = [
+    naga::BuiltIn::GlobalInvocationId,
+    naga::BuiltIn::WorkGroupId,
+    naga::BuiltIn::NumWorkGroups,
+    naga::BuiltIn::LocalInvocationId,
+    naga::BuiltIn::LocalInvocationIndex,
+];
+
+fn standard_arguments(m: &mut Module, entry: &Function) -> Result<Args, String> {
+    let vec3 = m.types.insert(
+        Type {
+            name: None,
+            inner: TypeInner::Vector {
+                size: naga::VectorSize::Tri,
+                scalar: naga::Scalar::U32,
+            },
+        },
+        Span::UNDEFINED,
+    );
+    let u32_ty = m.types.insert(
+        Type {
+            name: None,
+            inner: TypeInner::Scalar(naga::Scalar::U32),
+        },
+        Span::UNDEFINED,
+    );
+    let arguments = STANDARD
+        .iter()
+        .enumerate()
+        .map(|(i, _)| FunctionArgument {
+            name: Some(
+                [
+                    "wgpu_batch_gid",
+                    "wgpu_batch_wid",
+                    "wgpu_batch_nwg",
+                    "wgpu_batch_lid",
+                    "wgpu_batch_lidx",
+                ][i]
+                    .into(),
+            ),
+            ty: if i == 4 { u32_ty } else { vec3 },
+            binding: None,
+        })
+        .collect();
+    let which = |b: &naga::Binding| match b {
+        naga::Binding::BuiltIn(bi) => STANDARD
+            .iter()
+            .position(|s| s == bi)
+            .ok_or_else(|| format!("the builtin {bi:?} cannot be fused")),
+        _ => Err("an entry point argument is not a builtin".into()),
+    };
+    let (mut originals, mut structs) = (Vec::new(), Vec::new());
+    for a in &entry.arguments {
+        match (&a.binding, &m.types[a.ty].inner) {
+            (Some(b), _) => {
+                originals.push(vec![which(b)?]);
+                structs.push(None);
+            }
+            (None, TypeInner::Struct { members, .. }) => {
+                let parts = members
+                    .iter()
+                    .map(|mb| {
+                        mb.binding
+                            .as_ref()
+                            .ok_or("a struct argument member is not a builtin".to_string())
+                            .and_then(which)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                originals.push(parts);
+                structs.push(Some(a.ty));
+            }
+            _ => return Err("an entry point argument is not a builtin".into()),
+        }
+    }
+    Ok(Args {
+        arguments,
+        originals,
+        structs,
+    })
+}
+
+/// The fused entry point (see the module docs), for workgroups of `size`, a table header of
+/// `header` words and job records of `record` words.
+fn wrapper(size: [u32; 3], header: u32, record: u32) -> String {
+    let [x, y, z] = size;
+    format!(
+        "@compute @workgroup_size({x}, {y}, {z})
+fn {FUSED_ENTRY}(@builtin(workgroup_id) wgpu_batch_fw: vec3<u32>,
+        @builtin(num_workgroups) wgpu_batch_fg: vec3<u32>,
+        @builtin(local_invocation_id) wgpu_batch_lid: vec3<u32>,
+        @builtin(local_invocation_index) wgpu_batch_lidx: u32) {{
+    let wgpu_batch_f = wgpu_batch_fw.y * wgpu_batch_fg.x + wgpu_batch_fw.x;
+    if wgpu_batch_f >= {TABLE}[0u] {{
+        return;
+    }}
+    var wgpu_batch_lo = 0u;
+    var wgpu_batch_hi = {TABLE}[1u];
+    loop {{
+        if wgpu_batch_hi - wgpu_batch_lo <= 1u {{
+            break;
+        }}
+        let wgpu_batch_mid = (wgpu_batch_lo + wgpu_batch_hi) / 2u;
+        if {TABLE}[{header}u + wgpu_batch_mid * {record}u] <= wgpu_batch_f {{
+            wgpu_batch_lo = wgpu_batch_mid;
+        }} else {{
+            wgpu_batch_hi = wgpu_batch_mid;
+        }}
+    }}
+    if wgpu_batch_lidx == 0u {{
+        {JOB} = wgpu_batch_lo;
+    }}
+    workgroupBarrier();
+    let wgpu_batch_r = {header}u + wgpu_batch_lo * {record}u;
+    let wgpu_batch_local = wgpu_batch_f - {TABLE}[wgpu_batch_r];
+    let wgpu_batch_nw = vec3<u32>({TABLE}[wgpu_batch_r + 1u], {TABLE}[wgpu_batch_r + 2u], {TABLE}[wgpu_batch_r + 3u]);
+    let wgpu_batch_jw = vec3<u32>(
+        wgpu_batch_local % wgpu_batch_nw.x,
+        (wgpu_batch_local / wgpu_batch_nw.x) % wgpu_batch_nw.y,
+        wgpu_batch_local / (wgpu_batch_nw.x * wgpu_batch_nw.y),
+    );
+    let wgpu_batch_gid = wgpu_batch_jw * vec3<u32>({x}u, {y}u, {z}u) + wgpu_batch_lid;
+    {INNER}(wgpu_batch_gid, wgpu_batch_jw, wgpu_batch_nw, wgpu_batch_lid, wgpu_batch_lidx);
+}}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernel::Kernel;
+
+    #[test]
+    fn print_fused() {
+        for src in [crate::kernels::saxpy(), crate::kernels::sum()] {
+            let k = Kernel::compile(src).unwrap();
+            match &k.inner().fused {
+                Ok(f) => println!("{}\n{:?}", f.sources[1], f.bindings),
+                Err(e) => println!("refused: {e}"),
+            }
+        }
+    }
+}
