@@ -29,10 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::group::{self, Class, Group, Placed};
+use crate::fusion::TABLE_WORDS;
+use crate::group::{self, Group, Placed};
 use crate::host::{Readback, Returned, Staged};
 use crate::job::{ArgData, Job, JobOutput};
-use crate::layout::{Layout, Plan, Region};
+use crate::layout::{Class, Layout, Plan, Region};
 use crate::mapped::Loan;
 use crate::pipelines::Pipeline;
 
@@ -51,6 +52,9 @@ pub(crate) struct Ready {
     /// The kernel's fused pipeline, when the job may join a fused group (see `group.rs`).
     pub(crate) fused: Option<Pipeline>,
 }
+
+/// Bytes to write at an offset of a batch's upload buffer.
+pub(crate) type Part<'a> = (u64, &'a [u8]);
 
 /// The pooled buffers of one batch; a role with nothing in it has no buffer.
 #[derive(Default)]
@@ -134,39 +138,41 @@ impl Batch {
         }
     }
 
-    /// The fused groups' data for the batch's upload buffer, as (offset in it, bytes): each
-    /// group's read-only and inout regions whole (the members' arguments at their places,
-    /// zeros around them: padding, the zero and trash elements), and its job table. (The read
-    /// buffer's bytes come first in the upload, then the read-write buffer's.)
-    pub(crate) fn group_uploads(&self) -> Vec<(u64, Vec<u8>)> {
-        let mut parts = Vec::new();
+    /// The fused groups' data for the batch's upload buffer: (offset in it, bytes) for each
+    /// member's read-only and inout arguments at their places in the group's regions and for
+    /// each group's job table, and (offset, size) of what must be zero around them (padding
+    /// after a per-job element, the zero and trash elements). (The read buffer's bytes come
+    /// first in the upload, then the read-write buffer's.)
+    pub(crate) fn group_uploads(&self) -> (Vec<Part<'_>>, Vec<(u64, u64)>) {
+        let (mut parts, mut zeroes) = (Vec::new(), Vec::new());
         for (g, placed, _) in &self.groups {
             for (b, &(binding, class, offset, size)) in placed.regions.iter().enumerate() {
-                let at = match class {
-                    Class::Read => offset,
-                    Class::InOut => self.plan.read_size + offset,
+                let base = match class {
+                    Class::Read => 0,
+                    Class::InOut => self.plan.read_size,
                     Class::Output => continue, // zeroed on the device
                 };
-                let mut region = vec![0u8; usize::try_from(size).unwrap_or(0)];
+                let mut end = offset; // where the members' data has reached
                 for (k, &j) in g.jobs.iter().enumerate() {
+                    let (at, _) = placed.jobs[k][b];
+                    if at > end {
+                        zeroes.push((base + end, at - end));
+                    }
                     let args = &self.jobs[j].job.steps[0].args;
                     let bytes = args
                         .iter()
                         .find(|a| a.binding == binding)
                         .and_then(|a| a.data.bytes());
-                    let start = (placed.jobs[k][b].0 - offset) as usize;
-                    if let Some(src) = bytes
-                        && let Some(dst) = region.get_mut(start..start + src.len())
-                    {
-                        dst.copy_from_slice(src);
-                    }
+                    let bytes = bytes.unwrap_or_default();
+                    parts.push((base + at, bytes));
+                    end = at + bytes.len() as u64;
                 }
-                parts.push((at, region));
+                zeroes.push((base + end, offset + size - end));
             }
             let words: &[u8] = bytemuck::cast_slice(&placed.table.1);
-            parts.push((placed.table.0, words.to_vec()));
+            parts.push((placed.table.0, words));
         }
-        parts
+        (parts, zeroes)
     }
 
     /// The compute dispatches the batch records, and how many of its jobs are fused.
@@ -291,12 +297,11 @@ impl Batch {
                 })
             })
             .collect();
-        let (table_at, words) = &placed.table;
         bound.push(Bound {
             binding: g.table_binding,
             buffer: read,
-            offset: *table_at,
-            size: 4 * words.len() as u64,
+            offset: placed.table.0,
+            size: 4 * u64::from(TABLE_WORDS), // the whole uniform array
             pooled: true,
         });
         bound.sort_by_key(|b| b.binding);

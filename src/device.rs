@@ -72,6 +72,7 @@ use crate::batch::Ready;
 use crate::config::BatchConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, ExecutorSetup};
+use crate::group;
 use crate::health::Health;
 use crate::host::Staged;
 use crate::inbox::{Inbox, Request};
@@ -236,7 +237,7 @@ impl DeviceSlot {
     /// go to another device.
     pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
-        if !self.host.caller_writes(&layout, self.align) || self.may_fuse(job) {
+        if !self.host.caller_writes(&layout, self.align) || self.may_fuse(job, &layout) {
             return Ok((layout, None, None)); // the submitter writes it with its batch
         }
         match self.host.write(job, &layout, self.align, true) {
@@ -251,8 +252,11 @@ impl DeviceSlot {
 
     /// Whether `job` may join a fused group: its data must then be laid out with its group's,
     /// by the submitter.
-    fn may_fuse(&self, job: &Job) -> bool {
-        self.fusion && job.steps.len() == 1 && job.kernel().unfused_reason().is_none()
+    fn may_fuse(&self, job: &Job, layout: &Layout) -> bool {
+        self.fusion
+            && job.steps.len() == 1
+            && job.kernel().unfused_reason().is_none()
+            && group::small_enough(job, layout)
     }
 
     /// The idle fast path: if this device has nothing outstanding and its submitter is free,

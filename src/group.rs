@@ -11,20 +11,9 @@
 
 use std::collections::HashMap;
 
-use crate::fusion::{Fused, Shape};
+use crate::fusion::{Fused, Shape, TABLE_WORDS};
 use crate::job::{ArgData, Job};
-use crate::layout::Layout;
-
-/// Where a binding's data lives in the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Class {
-    /// Uploaded into the read buffer (uniform and input arguments).
-    Read,
-    /// Uploaded into the read-write buffer and read back (inout).
-    InOut,
-    /// Zeroed in the read-write buffer and read back (output).
-    Output,
-}
+use crate::layout::{Class, Layout};
 
 /// The largest workgroup count per dimension every adapter offers.
 const MAX_DIM: u64 = 65_535;
@@ -60,12 +49,34 @@ pub(crate) struct Placed {
     pub(crate) jobs: Vec<Vec<(u64, u64)>>,
 }
 
+/// The most workgroups a member may have: at least 8 such jobs fit one job table.
+const MEMBER_WORKGROUPS: u64 = TABLE_WORDS as u64 / 16;
+/// The most bytes a member may have. Its data is copied by the submitter, on one thread;
+/// past this the copy costs more than the dispatch that fusion saves, and the job is better
+/// written by its own caller (see `mapped.rs`).
+const MEMBER_BYTES: u64 = 1 << 20;
+
+/// Whether a job is small enough to gain from fusion (its kernel and steps aside).
+pub(crate) fn small_enough(job: &Job, layout: &Layout) -> bool {
+    let bytes = layout.read_len + layout.inout_len + layout.output_len;
+    let groups = job
+        .steps
+        .iter()
+        .map(|s| groups_of(s.workgroups))
+        .max()
+        .unwrap_or(0);
+    bytes <= MEMBER_BYTES && groups <= MEMBER_WORKGROUPS
+}
+
 /// A job's shape as a group member: its kernel, and per binding its class and bytes; `None`
 /// when it cannot join a group.
 fn member(job: &Job, layout: &Layout, fused: &Fused) -> Option<Vec<(Class, u64)>> {
     let [step] = job.steps.as_slice() else {
         return None;
     };
+    if !small_enough(job, layout) {
+        return None;
+    }
     let mut by_binding: Vec<(u32, Class, u64)> = step
         .args
         .iter()
@@ -157,7 +168,9 @@ impl Group {
         let regions_fit =
             (0..self.bindings.len()).all(|b| self.region_bytes(b, sizes[b], 1) <= max_binding);
         let grid = self.total() + groups_of(wg);
-        regions_fit && grid <= MAX_DIM * MAX_DIM
+        let n = self.jobs.len() as u64 + 1;
+        let words = u64::from(self.header) + n * u64::from(self.record) + 2 * grid;
+        regions_fit && n <= 1 << 16 && words <= u64::from(TABLE_WORDS)
     }
 
     /// Bytes of binding `b`'s region with `more` more jobs of `extra` bytes in it: the jobs'
@@ -178,12 +191,11 @@ impl Group {
 
     /// What the group asks of the batch: per binding its class and bytes, and the table's.
     pub(crate) fn needs(&self) -> (Vec<(Class, u64)>, u64) {
-        let n = self.jobs.len() as u64;
         let regions = (self.bindings.iter().enumerate())
             .map(|(b, (_, _, class))| (*class, self.region_bytes(b, 0, 0)))
             .collect();
-        let words = u64::from(self.header) + n * u64::from(self.record);
-        (regions, 4 * words)
+        // The table's binding is its whole uniform array, whatever it holds.
+        (regions, 4 * u64::from(TABLE_WORDS))
     }
 
     /// Where everything lives once the plan placed the regions at `at` (in [`needs`] order)
@@ -200,7 +212,8 @@ impl Group {
             .map(|(((b, _, class), &offset), &(_, bytes))| (*b, *class, offset, bytes))
             .collect();
         let total = self.total();
-        let mut words = vec![total as u32, self.jobs.len() as u32];
+        let mut words = Vec::new();
+        words.extend([total as u32, self.jobs.len() as u32]);
         for (b, (_, shape, _)) in self.bindings.iter().enumerate() {
             if let Shape::Slice { stride, .. } = shape {
                 // The zero element's index: just past the jobs' elements.
@@ -209,11 +222,8 @@ impl Group {
         }
         let mut jobs = Vec::with_capacity(self.jobs.len());
         let mut cursors = vec![0u64; self.bindings.len()];
-        let mut start = 0u64;
         for (k, sizes) in self.sizes.iter().enumerate() {
-            let [x, y, z] = self.workgroups[k];
-            words.extend([start as u32, x, y, z]);
-            start += groups_of(self.workgroups[k]);
+            words.extend(self.workgroups[k]);
             let mut mine = Vec::with_capacity(sizes.len());
             for (b, (_, shape, _)) in self.bindings.iter().enumerate() {
                 let offset = match shape {
@@ -229,7 +239,17 @@ impl Group {
             }
             jobs.push(mine);
         }
-        debug_assert_eq!(words.len() as u64, self.needs().1 / 4);
+        // The workgroup map: per workgroup of the fused grid, its job and its own id there.
+        for (k, &[x, y, z]) in self.workgroups.iter().enumerate() {
+            for wz in 0..z {
+                for wy in 0..y {
+                    for wx in 0..x {
+                        words.extend([k as u32 | wz << 16, wx | wy << 16]);
+                    }
+                }
+            }
+        }
+        debug_assert!(words.len() as u64 <= self.needs().1 / 4);
         let gx = total.clamp(1, MAX_DIM);
         Placed {
             regions,
@@ -295,7 +315,8 @@ mod tests {
             needs,
             [(Class::Read, 20), (Class::Read, 1612), (Class::InOut, 1612)]
         );
-        assert_eq!(table, 4 * (4 + 3 * 8));
+        // The table's binding is the whole uniform array.
+        assert_eq!(table, 4 * u64::from(TABLE_WORDS));
         let placed = g.place(&[0, 256, 4096], 8192);
         // x: elements 0..100, 100..101, 101..401; a: one f32 per job.
         assert_eq!(placed.jobs[1], [(4, 4), (256 + 400, 4), (4096 + 400, 4)]);
@@ -303,7 +324,12 @@ mod tests {
         // Workgroups in all (64 a group), jobs, the slices' zero elements.
         assert_eq!(&w[..4], [2 + 1 + 5, 3, 401, 401]);
         let r = record_at(g, 2);
-        assert_eq!(&w[r..r + 8], [3, 5, 1, 1, 101, 300, 101, 300]);
+        assert_eq!(&w[r..r + 7], [5, 1, 1, 101, 300, 101, 300]);
+        let map = record_at(g, 3);
+        // Two words per workgroup (2 + 1 + 5 of them): job | z << 16, x | y << 16.
+        assert_eq!(w.len(), map + 2 * 8);
+        assert_eq!(&w[map..map + 6], [0, 0, 0, 1, 1, 0]);
+        assert_eq!(&w[w.len() - 2..], [2, 4]);
         assert_eq!(placed.dispatch, [8, 1, 1]);
     }
 

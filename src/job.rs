@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::binding::BindingKind;
 use crate::buffer::DeviceBuffer;
 use crate::error::{Error, Result};
 use crate::host::Readback;
-use crate::kernel::{BindingKind, Kernel};
+use crate::kernel::Kernel;
 use crate::queue::Priority;
 
 /// Work for one device: one dispatch of a kernel with its arguments, or several kernels in

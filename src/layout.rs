@@ -14,8 +14,18 @@
 //! Read-only and read-write data live in different buffers because wgpu forbids one buffer
 //! bound both as uniform/read-only storage and as read-write storage in one dispatch.
 
-use crate::group::Class;
 use crate::job::{ArgData, Job};
+
+/// Where a binding's data lives in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Class {
+    /// Uploaded into the read buffer (uniform and input arguments).
+    Read,
+    /// Uploaded into the read-write buffer and read back (inout).
+    InOut,
+    /// Zeroed in the read-write buffer and read back (output).
+    Output,
+}
 
 /// Where one argument of one step lives, relative to its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

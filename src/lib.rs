@@ -45,6 +45,7 @@
 mod adapters;
 mod balance;
 mod batch;
+mod binding;
 mod buffer;
 mod builder;
 mod config;
@@ -72,6 +73,7 @@ mod submitter;
 mod watchdog;
 
 pub use balance::Balance;
+pub use binding::{BindingInfo, BindingKind};
 pub use buffer::DeviceBuffer;
 pub use builder::{DEFAULT_PRIORITY_AGING, EngineBuilder};
 pub use device::DeviceInfo;
@@ -79,7 +81,7 @@ pub use engine::{Engine, Rejected};
 pub use error::{Error, Result};
 pub use fusion::{FusedBinding, Shape};
 pub use job::{Job, JobOutput};
-pub use kernel::{BindingInfo, BindingKind, Kernel, KernelSource};
+pub use kernel::{Kernel, KernelSource};
 pub use queue::Priority;
 pub use reply::JobHandle;
 pub use stats::{DeviceStatsSnapshot, EngineStats};

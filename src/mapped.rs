@@ -1,11 +1,12 @@
 //! Mapped memory shared between a device's submitter and the threads that own the data, so
-//! the bytes of a job are copied on the caller's thread, never on the executor's.
+//! the bytes of most jobs are copied on the caller's thread, not on the executor's.
 //!
 //! A small job's data (under [`DIRECT_MIN_BYTES`]) is written by the submitter, with the rest
 //! of its batch, into one upload buffer laid out like the batch ([`HostPool::write_batch`]):
 //! a few KiB of copying there costs less than the buffer operations a job of its own would
-//! cost. A larger job's data is written by the thread that submits it ([`HostPool::write`]),
-//! one of two ways ([`Staged`]):
+//! cost. So is the data of a job that may fuse (see `group.rs`), whatever its size: where it
+//! goes is known only once its batch forms. Any other job's data is written by the thread
+//! that submits it ([`HostPool::write`]), one of two ways ([`Staged`]):
 //! - **Direct**, on adapters whose storage buffers can be mapped and live in the memory the
 //!   kernel reads (CPU and integrated adapters with `MAPPABLE_PRIMARY_BUFFERS`): the job gets
 //!   its own read buffer and its own read-write buffer, mapped; the caller writes its
@@ -202,17 +203,19 @@ impl HostPool {
             >= DIRECT_MIN_BYTES
     }
 
-    /// Writes a batch's small jobs' data (`parts`: offset, bytes) into one upload buffer of
-    /// `len` bytes, laid out as the batch is, and unmaps it.
+    /// Writes a batch's small and fused jobs' data (`parts`: offset, bytes) into one upload
+    /// buffer of `len` bytes, laid out as the batch is, zeroes `zeroes` (offset, size) there,
+    /// and unmaps it.
     pub(crate) fn write_batch(
         &self,
         len: u64,
         parts: &[(u64, &[u8])],
+        zeroes: &[(u64, u64)],
     ) -> Result<wgpu::Buffer, String> {
         let Staged::Upload(buffer) = self.take((false, class_of(len), 0)) else {
             return Err("the pool gave a direct set for an upload".into());
         };
-        fill(&buffer, len, parts, &[]).map(|()| buffer)
+        fill(&buffer, len, parts, zeroes).map(|()| buffer)
     }
 
     /// Counts `bytes` as lent if the budget allows.

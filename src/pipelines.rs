@@ -12,9 +12,10 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
+use crate::binding::{BindingInfo, BindingKind};
 use crate::error::{Error, Result, scoped};
-use crate::fusion::{Bounds, FUSED_ENTRY};
-use crate::kernel::{BindingInfo, BindingKind, Kernel, KernelInner};
+use crate::fusion::{Bounds, FUSED_ENTRY, TABLE_WORDS};
+use crate::kernel::{Kernel, KernelInner};
 
 /// A pipeline ready to bind: what encoding one step needs from the cache.
 #[derive(Clone)]
@@ -94,6 +95,9 @@ impl PipelineCache {
     pub(crate) fn fused(&self, kernel: &Kernel) -> Option<Pipeline> {
         kernel.inner().fused.as_ref().ok()?;
         self.bounds?;
+        if self.device.limits().max_uniform_buffer_binding_size < 4 * u64::from(TABLE_WORDS) {
+            return None; // the job table does not fit
+        }
         self.get_variant(kernel, Variant::Fused).ok()
     }
 
@@ -151,7 +155,7 @@ fn create_fused(
         .collect();
     bindings.push(BindingInfo {
         binding: fused.table,
-        kind: BindingKind::StorageRead,
+        kind: BindingKind::Uniform,
         fixed_size: 0,
         stride: None,
         min_size: 0,

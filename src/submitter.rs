@@ -170,15 +170,15 @@ impl Submitter {
                 });
             }
         }
-        let grouped = batch.group_uploads();
-        parts.extend(grouped.iter().map(|(at, b)| (*at, b.as_slice())));
+        let (grouped, zeroes) = batch.group_uploads();
+        parts.extend(grouped);
         let len = plan.read_size + plan.rw_upload_end;
         if parts.is_empty() || len == 0 {
             return Ok(());
         }
         let buffer = self
             .host
-            .write_batch(len, &parts)
+            .write_batch(len, &parts, &zeroes)
             .map_err(|e| Error::Wgpu(format!("could not write a batch's data: {e}")))?;
         drop(parts);
         batch.upload = Some(buffer);

@@ -141,12 +141,23 @@ impl Rebuild<'_> {
         let zero_skip = ctx.bounds == Bounds::ZeroSkip;
         let start = new.len();
         let table = b(new, Expression::GlobalVariable(ctx.table));
+        // Word `at` of the table: `table[at >> 2][at & 3]`.
+        let (two, three) = (lit(new, 2), lit(new, 3));
         let word = |new: &mut naga::Arena<Expression>, at: Handle<Expression>| {
-            let p = b(
+            let quad = bin(new, BinaryOperator::ShiftRight, at, two);
+            let lane = bin(new, BinaryOperator::And, at, three);
+            let v = b(
                 new,
                 Expression::Access {
                     base: table,
-                    index: at,
+                    index: quad,
+                },
+            );
+            let p = b(
+                new,
+                Expression::Access {
+                    base: v,
+                    index: lane,
                 },
             );
             b(new, Expression::Load { pointer: p })
