@@ -1,27 +1,36 @@
 //! A batch: many jobs, one command buffer, one `queue.submit`. This module owns its life:
 //!
 //! 1. **planned** ([`Batch::plan`]): the jobs, each already laid out and uploaded by the thread
-//!    that submitted it (`layout.rs`, `mapped.rs`), and the plan that places their blocks;
+//!    that submitted it (`layout.rs`, `mapped.rs`), the fused groups that jobs of one
+//!    fusable kernel form (`group.rs`: their data shares regions, laid out contiguously), and
+//!    the plan that places the jobs' blocks and the groups' regions and job tables;
 //! 2. **encoded** ([`Batch::encode`]): one command buffer that copies each job's upload into
-//!    place, clears the outputs and scratch, runs one compute pass with every step of every
-//!    job, and copies the read-write buffer into the readback buffer;
+//!    place, clears the outputs and scratch, runs one compute pass with one dispatch per
+//!    fused group (its kernel rewritten by `fusion.rs`) and one per step of every other job,
+//!    and copies the read-write buffer into the readback buffer;
 //! 3. **in flight** ([`InFlight`]): submitted, waiting for its readback to be mapped;
 //! 4. **finished** ([`InFlight::finish`]): one reply per job, each holding the shared mapped
 //!    readback, from which the thread that takes the result copies its own bytes.
 //!
 //! # Why jobs cannot see each other's data
-//! Each binding is bound at its exact range, and user WGSL always runs with runtime bounds
-//! checks, so a job can reach only its own bytes; every one of them was copied from its own
-//! upload or cleared in this command buffer before the pass, so nothing of an earlier batch
-//! that used the pooled buffer is visible. A shared bind group is keyed by the buffers it
-//! points into, not only by the kernel and sizes. A pooled buffer goes back to the pool only
-//! after the batch that used it completed.
+//! Each binding of a job that runs alone is bound at its exact range, and the device bounds
+//! accesses to it (naga's checks, or the hardware's; `probe.rs` measures which: the GL
+//! backend has none, and there an out-of-bounds access can reach past the binding). A fused
+//! job's bindings cover its whole group, but the rewritten kernel keeps every access inside
+//! the job's own elements (`fusion.rs`), and a group's regions hold only its members' data
+//! and its zero and trash elements. Every byte a job can read was copied from an upload of
+//! this batch or cleared in this command buffer before the pass, so nothing of an earlier
+//! batch that used the pooled buffer is visible. A shared bind group is keyed by the buffers
+//! it points into, not only by the kernel and sizes. A pooled buffer goes back to the pool
+//! only after the batch that used it completed.
 //!
 //! Steps of a job are consecutive dispatches in the one compute pass; wgpu puts a barrier
 //! between dispatches that share a written buffer, so each step sees the previous one's writes.
 //!
 //! With timestamp queries, a timestamp is written before each job's first dispatch and after
-//! its last, resolved into a pooled buffer and copied to the end of the readback buffer.
+//! its last (a fused group's one dispatch in its first member's slots, each member then
+//! getting an equal share), resolved into a pooled buffer and copied to the end of the
+//! readback buffer.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;

@@ -72,7 +72,6 @@ use crate::batch::Ready;
 use crate::config::BatchConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, ExecutorSetup};
-use crate::group;
 use crate::health::Health;
 use crate::host::Staged;
 use crate::inbox::{Inbox, Request};
@@ -128,8 +127,6 @@ pub(crate) struct DeviceSlot {
     host: Arc<HostPool>,
     /// The offset alignment of bindings in this device's batches.
     align: u64,
-    /// Whether jobs of a fusable kernel may run fused (`EngineBuilder::fusion`).
-    fusion: bool,
     /// The executor thread, and a channel that disconnects when it returns; taken by `stop`.
     executor: Mutex<Option<(JoinHandle<()>, flume::Receiver<()>)>>,
 }
@@ -205,7 +202,6 @@ impl DeviceSlot {
         Ok(DeviceSlot {
             info,
             align: binding_alignment(&limits),
-            fusion: cfg.fusion,
             limits,
             health,
             inbox,
@@ -237,7 +233,7 @@ impl DeviceSlot {
     /// go to another device.
     pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
-        if !self.host.caller_writes(&layout, self.align) || self.may_fuse(job, &layout) {
+        if !self.host.caller_writes(&layout, self.align) {
             return Ok((layout, None, None)); // the submitter writes it with its batch
         }
         match self.host.write(job, &layout, self.align, true) {
@@ -248,15 +244,6 @@ impl DeviceSlot {
                 Err(self.submitter.lock().failure(&e))
             }
         }
-    }
-
-    /// Whether `job` may join a fused group: its data must then be laid out with its group's,
-    /// by the submitter.
-    fn may_fuse(&self, job: &Job, layout: &Layout) -> bool {
-        self.fusion
-            && job.steps.len() == 1
-            && job.kernel().unfused_reason().is_none()
-            && group::small_enough(job, layout)
     }
 
     /// The idle fast path: if this device has nothing outstanding and its submitter is free,

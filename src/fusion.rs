@@ -26,17 +26,25 @@
 //!   reading.
 //! - In every function, every access into a binding is kept inside the job's own data:
 //!   `arrayLength(&x)` becomes the job's length, and each index of an access (into a slice,
-//!   or into a fixed-size array, vector or matrix inside a binding) is bounded the way the
-//!   device bounds it unfused, which [`Bounds`] names and `probe.rs` measures once per device.
-//!   An out-of-bounds access therefore never reaches another job's data, and reads and writes
-//!   what it would unfused. A use of a per-job binding becomes a use of the job's element.
+//!   or into a fixed-size array, vector or matrix inside a binding) is clamped into its
+//!   bounds. An out-of-bounds access therefore never reaches another job's data. An index
+//!   past a slice's end reads and writes what it would unfused: the device's own rule, which
+//!   [`Bounds`] names and `probe.rs` measures once per device (clamp to the last element, or
+//!   read zero and drop the write). An index past the end of a fixed-size array inside an
+//!   element follows the same rule fused; unfused, a device that checks only a binding's
+//!   whole range (Vulkan with `robustBufferAccess2`) may let it reach the next element of the
+//!   same binding. WGSL allows both; the tests compare such accesses for containment only.
+//! - A use of a per-job binding becomes a use of the job's element.
 //!
 //! # What is not fused
-//! Anything the rewrite cannot prove safe runs unfused, with the reason on the kernel: a
-//! struct binding with a runtime-sized array after a header, a buffer binding used other
-//! than by indexing or `arrayLength` (a pointer to it passed to a function, say), pointer
-//! arguments to storage or uniform memory, builtins other than the five of a compute grid,
-//! textures, subgroup or ray-query operations, and any rewrite naga does not validate.
+//! Anything the rewrite cannot prove safe runs unfused, with the reason on the kernel
+//! ([`Kernel::unfused_reason`](crate::Kernel::unfused_reason)): a struct binding with a
+//! runtime-sized array after a header, a buffer binding used other than by indexing or
+//! `arrayLength`, pointer arguments to storage or uniform memory, builtins other than the five
+//! of a compute grid, operations the rewrite does not know, names with the rewrite's prefix
+//! `wgpu_batch_`, and any rewrite naga does not validate. A fused kernel's job does not join a
+//! group (it runs alone, as before) when it has several steps, a resident or scratch argument,
+//! an empty array argument, or more than 1 MiB of data or 1,024 workgroups (see `group.rs`).
 
 mod rebuild;
 
@@ -219,7 +227,33 @@ fn write(
         )
     })?;
     validate(&parsed).map_err(|e| format!("the fused kernel does not validate: {e}"))?;
+    same_layouts(&m, &parsed)?;
     Ok(source)
+}
+
+/// Refuses a rewrite whose WGSL lost a struct's layout: naga's WGSL writer does not write
+/// `@size` and `@align`, so a struct laid out with them would read other bytes fused.
+fn same_layouts(m: &Module, parsed: &Module) -> Result<(), String> {
+    let layout = |t: &Type| match &t.inner {
+        TypeInner::Struct { members, span } => {
+            Some((members.iter().map(|m| m.offset).collect::<Vec<_>>(), *span))
+        }
+        _ => None,
+    };
+    for (_, t) in m.types.iter() {
+        let Some(want) = layout(t) else { continue };
+        let same = parsed
+            .types
+            .iter()
+            .any(|(_, p)| p.name == t.name && layout(p).as_ref() == Some(&want));
+        if !same {
+            let name = t.name.as_deref().unwrap_or("?");
+            return Err(format!(
+                "struct `{name}` has a layout (@size or @align) the rewrite cannot keep"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a module that names something `wgpu_batch_*`, the prefix of the rewrite's names.
@@ -332,18 +366,12 @@ fn shape_bindings(
     for &g in &per_job {
         let (ty, space) = (m.global_variables[g].ty, m.global_variables[g].space);
         per_job_ty[g.index()] = Some(ty);
-        let stride = layouter[ty].to_stride();
-        let array = m.types.insert(
-            Type {
-                name: None,
-                inner: TypeInner::Array {
-                    base: ty,
-                    size: ArraySize::Dynamic,
-                    stride,
-                },
-            },
-            Span::UNDEFINED,
-        );
+        let inner = TypeInner::Array {
+            base: ty,
+            size: ArraySize::Dynamic,
+            stride: layouter[ty].to_stride(),
+        };
+        let array = m.types.insert(Type { name: None, inner }, Span::UNDEFINED);
         let var = &mut m.global_variables[g];
         var.ty = array;
         if space == AddressSpace::Uniform {

@@ -24,6 +24,12 @@
 //!   order, a job's life, loss and shutdown are written down in the `device` module.
 //! - A batch is planned as plain data, then encoded into one command buffer (see the `batch`
 //!   module for its memory layout and why jobs cannot see each other's data).
+//! - **Kernel fusion** (on by default, [`EngineBuilder::fusion`]): the small jobs of one
+//!   kernel in a batch run as *one* dispatch of the kernel rewritten with naga at
+//!   [`Engine::kernel`]: each job finds its own data, workgroup ids and lengths in a job table,
+//!   and every access stays inside its own elements, bounded as the device bounds it unfused.
+//!   A kernel the rewrite cannot prove safe runs unfused and says why
+//!   ([`Kernel::unfused_reason`]); [`DeviceStatsSnapshot::jobs_per_dispatch`] shows the effect.
 //! - The executor serves its queue by [`Priority`] as virtual deadlines (priority ages one
 //!   level per [`EngineBuilder::priority_aging`], so none starves), never encodes a job that
 //!   was cancelled or whose deadline passed, and holds a partial batch open for at most

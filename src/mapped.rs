@@ -4,9 +4,9 @@
 //! A small job's data (under [`DIRECT_MIN_BYTES`]) is written by the submitter, with the rest
 //! of its batch, into one upload buffer laid out like the batch ([`HostPool::write_batch`]):
 //! a few KiB of copying there costs less than the buffer operations a job of its own would
-//! cost. So is the data of a job that may fuse (see `group.rs`), whatever its size: where it
-//! goes is known only once its batch forms. Any other job's data is written by the thread
-//! that submits it ([`HostPool::write`]), one of two ways ([`Staged`]):
+//! cost; such jobs are also the ones that may fuse (see `group.rs`): where their data goes
+//! is known only once the batch forms. A larger job's data is written by the thread that
+//! submits it ([`HostPool::write`]), one of two ways ([`Staged`]):
 //! - **Direct**, on adapters whose storage buffers can be mapped and live in the memory the
 //!   kernel reads (CPU and integrated adapters with `MAPPABLE_PRIMARY_BUFFERS`): the job gets
 //!   its own read buffer and its own read-write buffer, mapped; the caller writes its
@@ -43,7 +43,7 @@ use crate::layout::Layout;
 /// (`HOT_ELEMENTS=n cargo bench --bench throughput -- hot`): 3 KiB of data per job 0.74x,
 /// 12 KiB 0.85x, 24 KiB 0.95x, 48 KiB 1.30x; below the crossover even per-job upload buffers
 /// cost more than one shared buffer per batch.
-const DIRECT_MIN_BYTES: u64 = 32 << 10;
+pub(crate) const DIRECT_MIN_BYTES: u64 = 32 << 10;
 
 /// Smallest host buffer: small jobs share few classes.
 const MIN_CLASS: u64 = 4096;
@@ -203,7 +203,7 @@ impl HostPool {
             >= DIRECT_MIN_BYTES
     }
 
-    /// Writes a batch's small and fused jobs' data (`parts`: offset, bytes) into one upload
+    /// Writes a batch's small jobs' data (fused or not) (`parts`: offset, bytes) into one upload
     /// buffer of `len` bytes, laid out as the batch is, zeroes `zeroes` (offset, size) there,
     /// and unmaps it.
     pub(crate) fn write_batch(

@@ -186,6 +186,62 @@ fn out_of_bounds_never_reaches_a_neighbour() {
     assert_eq!(fused, run(&s.unfused, jobs()), "fused and unfused differ");
 }
 
+/// An index out of bounds inside a binding's element (a fixed-size array in a uniform, in a
+/// slice's struct) stays inside the job's own data too. (Its value may differ from unfused:
+/// a device whose hardware checks only a binding's whole range, as Vulkan's
+/// `robustBufferAccess2` does, lets such an index reach a neighbouring element of the same
+/// binding unfused, where the fused kernel reads zero or clamps; WGSL allows both.)
+#[test]
+fn inner_out_of_bounds_stays_in_the_job() {
+    const SRC: &str = "
+        struct E { v: array<u32, 3>, tag: u32 }
+        @group(0) @binding(0) var<uniform> u: array<vec4<u32>, 2>;
+        @group(0) @binding(1) var<storage, read_write> e: array<E>;
+        @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+            let n = arrayLength(&e);
+            if g.x >= n { return; }
+            let k = e[g.x].tag;
+            e[g.x].tag = u[k][k] | e[g.x].v[k + 1u];
+            e[g.x].v[k + 2u] = e[g.x].v[0];
+        }";
+    let s = setup();
+    let k = s
+        .fused
+        .kernel(wgpu_batch::KernelSource::wgsl("inner", SRC))
+        .unwrap();
+    assert!(k.unfused_reason().is_none());
+    let before = s.fused.stats().fused_jobs();
+    let jobs: Vec<Job> = (0..48u32)
+        .map(|j| {
+            let n = 1 + (j as usize * 29) % 200;
+            let mark = (j + 1) << 16;
+            let u = [mark | 1; 8];
+            // Each element: v = [mark | 2; 3], tag = an index from 0 to 6 (past 1 and 2).
+            let e: Vec<u32> = (0..n)
+                .flat_map(|i| [mark | 2, mark | 2, mark | 2, (i % 7) as u32])
+                .collect();
+            Job::new(&k)
+                .uniform(0, &u)
+                .inout(1, &e)
+                .workgroups(n.div_ceil(64) as u32, 1, 1)
+        })
+        .collect();
+    let out = run(&s.fused, jobs);
+    assert!(s.fused.stats().fused_jobs() > before, "nothing fused");
+    for (j, outputs) in out.iter().enumerate() {
+        let mark = (j as u32 + 1) << 16;
+        for (i, &v) in bytemuck::cast_slice::<u8, u32>(outputs[1].as_deref().unwrap())
+            .iter()
+            .enumerate()
+        {
+            assert!(
+                v == 0 || v & 0xffff_0000 == mark || v < 7,
+                "job {j} word {i}: {v:#x}"
+            );
+        }
+    }
+}
+
 /// GPU timing on: the fused dispatch's time is shared among its jobs, and results agree.
 #[test]
 fn gpu_timing_covers_fused_dispatches() {

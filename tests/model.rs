@@ -8,7 +8,8 @@
 //! buffers, a resident histogram every job adds to), random sizes (1, around the workgroup
 //! size, large), priorities and pinning, and random engine settings (`max_batch_jobs`,
 //! `max_batch_delay`, `shared_bind_groups`, batches in flight, one or two devices, jobs' data
-//! in their own mapped buffers or copied through upload buffers). The jobs
+//! in their own mapped buffers or copied through upload buffers, kernel fusion on or off:
+//! every kernel of the family fuses). The jobs
 //! are submitted from several threads at once, or run one at a time with `Engine::run` (which
 //! takes the idle fast path whenever the device has nothing else).
 //!
@@ -93,6 +94,7 @@ struct Settings {
     threads: usize,
     window: usize,
     map_storage: bool,
+    fusion: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +213,7 @@ fn settings() -> impl Strategy<Value = Settings> {
         1usize..=4,
         1usize..=16,
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -222,6 +225,7 @@ fn settings() -> impl Strategy<Value = Settings> {
                 threads,
                 window,
                 map_storage,
+                fusion,
             )| {
                 Settings {
                     devices,
@@ -232,6 +236,7 @@ fn settings() -> impl Strategy<Value = Settings> {
                     threads,
                     window,
                     map_storage,
+                    fusion,
                 }
             },
         )
@@ -332,11 +337,12 @@ impl Kernels {
             ("grid", kernels::GRID),
             ("hist", kernels::HIST),
         ];
-        Kernels(
-            all.into_iter()
-                .map(|(name, src)| (name, engine.kernel(KernelSource::wgsl(name, src)).unwrap()))
-                .collect(),
-        )
+        let kernel = |(name, src)| {
+            let k = engine.kernel(KernelSource::wgsl(name, src)).unwrap();
+            assert_eq!(k.unfused_reason(), None, "{name} must fuse");
+            (name, k)
+        };
+        Kernels(all.into_iter().map(kernel).collect())
     }
 
     fn of(&self, op: Op) -> &Kernel {
@@ -422,7 +428,8 @@ fn run(p: &Program, world: &World) -> (Vec<wgpu_batch::Result<JobOutput>>, Vec<u
             .max_batch_delay(std::time::Duration::from_micros(s.delay_us))
             .shared_bind_groups(s.shared_bind_groups)
             .max_batches_in_flight(s.in_flight)
-            .map_storage(s.map_storage),
+            .map_storage(s.map_storage)
+            .fusion(s.fusion),
     );
     let k = Kernels::new(&engine);
     let b = Buffers {

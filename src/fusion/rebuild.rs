@@ -330,8 +330,13 @@ impl Rebuild<'_> {
         k: u32,
     ) -> Result<Option<Chain>, String> {
         let zero_skip = self.ctx.bounds == Bounds::ZeroSkip;
-        // The index as u32, clamped below `bound`, and whether it was in bounds.
-        let bounded = |this: &mut Self, bound: Handle<Expression>, last: Handle<Expression>| {
+        // The index as u32, clamped below `bound` (unless `selected`: under ZeroSkip a slice's
+        // index out of bounds is replaced by the zero or trash element's anyway), and whether
+        // it was in bounds.
+        let bounded = |this: &mut Self,
+                       bound: Handle<Expression>,
+                       last: Handle<Expression>,
+                       selected: bool| {
             let u = match index {
                 Some(i) => {
                     let expr = this.m(i);
@@ -346,6 +351,9 @@ impl Rebuild<'_> {
                 }
                 None => lit(&mut this.new, k),
             };
+            if selected && zero_skip {
+                return (u, Some(bin(&mut this.new, BinaryOperator::Less, u, bound)));
+            }
             let clamped = b(
                 &mut this.new,
                 Expression::Math {
@@ -361,7 +369,7 @@ impl Rebuild<'_> {
         };
         if let Role::Slice(slot) = self.role(f, base) {
             let [first, last, len, ..] = self.slices[slot as usize];
-            let (clamped, pred) = bounded(self, len, last);
+            let (clamped, pred) = bounded(self, len, last, true);
             let index = bin(&mut self.new, BinaryOperator::Add, first, clamped);
             let ty = self.ctx.types[self.ctx.slice_ty[slot as usize]]
                 .inner
@@ -411,7 +419,7 @@ impl Rebuild<'_> {
             (None, _) => c.steps.push(Step::Member(k)),
             (Some(_), Some(n)) => {
                 let (bound, last) = (lit(&mut self.new, n), lit(&mut self.new, n - 1));
-                let (clamped, ok) = bounded(self, bound, last);
+                let (clamped, ok) = bounded(self, bound, last, false);
                 c.steps.push(Step::Index(clamped));
                 c.pred = match (c.pred, ok) {
                     (Some(p), Some(o)) => {

@@ -602,5 +602,23 @@ fn refused() -> Vec<Case> {
                     .workgroups(groups(n, 64), 1, 1)
             }
         ),
+        case!(
+            "struct_layout_attributes",
+            false,
+            "
+            struct P { @size(16) a: f32, @align(16) b: f32 }
+            @group(0) @binding(0) var<uniform> p: P;
+            @group(0) @binding(1) var<storage, read_write> y: array<f32>;
+            @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+                if g.x < arrayLength(&y) { y[g.x] = y[g.x] * p.a + p.b; }
+            }",
+            |k, r| {
+                let n = r.range(1, 2000);
+                Job::new(k)
+                    .uniform(0, &<[f32; 8]>::try_from(r.f32s(8)).unwrap())
+                    .inout(1, &r.f32s(n))
+                    .workgroups(groups(n, 64), 1, 1)
+            }
+        ),
     ]
 }
