@@ -266,6 +266,8 @@ impl EngineRun {
 struct Bench {
     secs: Duration,
     reps: usize,
+    /// Pause after each measurement (large jobs: long enough for idle pools to free memory).
+    settle: Duration,
     csv: String,
 }
 
@@ -273,7 +275,7 @@ impl Bench {
     /// Jobs/s of each system (a closure that runs for the given time and returns jobs done),
     /// interleaved over the repetitions: the medians.
     fn measure(&self, systems: &[&dyn Fn(Duration) -> u64]) -> Vec<f64> {
-        let mut samples = vec![vec![0.0]; systems.len()];
+        let mut samples = vec![Vec::new(); systems.len()];
         // For profiling: `FUSION_SYSTEM=k` runs the k-th system of each row only.
         let only: Option<usize> = std::env::var("FUSION_SYSTEM")
             .ok()
@@ -287,13 +289,16 @@ impl Bench {
                 let start = Instant::now();
                 let jobs = s(self.secs);
                 samples[i].push(jobs as f64 / start.elapsed().as_secs_f64());
+                // Let the last system's pools go idle and free their memory (see `pool.rs`)
+                // before the next one runs.
+                std::thread::sleep(self.settle);
             }
         }
         samples
             .into_iter()
             .map(|mut v| {
                 v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
+                v.get(v.len() / 2).copied().unwrap_or(0.0)
             })
             .collect()
     }
@@ -386,6 +391,7 @@ fn saxpy(b: &mut Bench, out: &mut String) {
         // 256 jobs outstanding, but at most about 256 MiB of data.
         let bytes = 8 * works.iter().map(|w| w.y.len()).max().unwrap_or(1);
         let window = WINDOW.min((256 << 20) / (THREADS * bytes)).max(1);
+        b.settle = Duration::from_millis(if bytes > 1 << 20 { 1500 } else { 0 });
         let before = fused.engine.stats().devices[0];
         let jf = |i: usize| fused.saxpy(&works[i % works.len()]);
         let ju = |i: usize| unfused.saxpy(&works[i % works.len()]);
@@ -498,6 +504,7 @@ fn main() {
     let mut b = Bench {
         secs: Duration::from_secs_f64(env("BENCH_SECS", 1.0)),
         reps: env("BENCH_REPS", 3.0) as usize,
+        settle: Duration::ZERO,
         csv: "section,load,plain_or_system,ceiling_or_rate,unfused,fused,jobs_per_dispatch\n"
             .into(),
     };

@@ -170,7 +170,7 @@ impl DeviceSlot {
             device.clone(),
             direct,
             budget / 2,
-            budget / 8,
+            budget / 2,
         ));
         let submitter = Arc::new(Mutex::new(Submitter::new(
             device.clone(),
