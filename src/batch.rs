@@ -1,13 +1,13 @@
 //! A batch: many jobs, one command buffer, one `queue.submit`. This module owns its life:
 //!
 //! 1. **planned** ([`Batch::plan`]): the jobs, each already laid out and uploaded by the thread
-//!    that submitted it (`layout.rs`, `mapped.rs`), the fused groups that jobs of one
-//!    fusable kernel form (`group.rs`: their data shares regions, laid out contiguously), and
-//!    the plan that places the jobs' blocks and the groups' regions and job tables;
+//!    that submitted it (`layout.rs`, `mapped.rs`), the fused groups that jobs of the same
+//!    fusable kernels form (`group.rs`: their data shares regions, laid out contiguously), and
+//!    the plan that places the jobs' blocks and the groups' regions, tables and scratch;
 //! 2. **encoded** ([`Batch::encode`]): one command buffer that copies each job's upload into
-//!    place, clears the outputs and scratch, runs one compute pass with one dispatch per
-//!    fused group (its kernel rewritten by `fusion.rs`) and one per step of every other job,
-//!    and copies the read-write buffer into the readback buffer;
+//!    place, clears the outputs and scratch, runs one compute pass with one dispatch per step
+//!    of each fused group (its kernels rewritten by `fusion.rs`) and one per step of every
+//!    other job, and copies the read-write buffer into the readback buffer;
 //! 3. **in flight** ([`InFlight`]): submitted, waiting for its readback to be mapped;
 //! 4. **finished** ([`InFlight::finish`]): one reply per job, each holding the shared mapped
 //!    readback, from which the thread that takes the result copies its own bytes.
@@ -28,7 +28,7 @@
 //! between dispatches that share a written buffer, so each step sees the previous one's writes.
 //!
 //! With timestamp queries, a timestamp is written before each job's first dispatch and after
-//! its last (a fused group's one dispatch in its first member's slots, each member then
+//! its last (a fused group's dispatches in its first member's slots, each member then
 //! getting an equal share), resolved into a pooled buffer and copied to the end of the
 //! readback buffer.
 
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::fusion::TABLE_WORDS;
-use crate::group::{self, Group, Placed};
+use crate::group::{self, Group, Placed, Role};
 use crate::host::{Readback, Returned, Staged};
 use crate::job::{ArgData, Job, JobOutput};
 use crate::layout::{Class, Layout, Plan, Region};
@@ -58,8 +58,9 @@ pub(crate) struct Ready {
     pub(crate) lent: Option<Loan>,
     /// One per step.
     pub(crate) pipelines: Vec<Pipeline>,
-    /// The kernel's fused pipeline, when the job may join a fused group (see `group.rs`).
-    pub(crate) fused: Option<Pipeline>,
+    /// Per step, its kernel's fused pipeline, when the job may join a fused group (see
+    /// `group.rs`).
+    pub(crate) fused: Option<Vec<Pipeline>>,
 }
 
 /// Bytes to write at an offset of a batch's upload buffer.
@@ -92,8 +93,8 @@ pub(crate) struct Batch {
     /// The data of the jobs nobody wrote before the batch formed, laid out like the batch:
     /// the read buffer's bytes, then the read-write buffer's uploaded prefix.
     pub(crate) upload: Option<wgpu::Buffer>,
-    /// Fused groups: each runs as one dispatch of its kernel's fused pipeline.
-    pub(crate) groups: Vec<(Group, Placed, Pipeline)>,
+    /// Fused groups: each runs as one dispatch per step of its kernels' fused pipelines.
+    pub(crate) groups: Vec<(Group, Vec<Placed>, Vec<Pipeline>)>,
     /// Per job: its group and its place in it, if it is in one.
     pub(crate) member: Vec<Option<(usize, usize)>>,
 }
@@ -105,11 +106,15 @@ impl Batch {
     pub(crate) fn plan(jobs: Vec<Ready>, align: u64, timed: bool, max_binding: u64) -> Batch {
         let layouts: Vec<&Layout> = jobs.iter().map(|r| &r.layout).collect();
         let candidates = jobs.iter().enumerate().map(|(j, r)| {
-            let fused = r
-                .fused
-                .as_ref()
-                .and(r.job.kernel().inner().fused.as_deref().ok());
-            (j, &r.job, &r.layout, fused.filter(|_| r.staged.is_none()))
+            let fused = (r.fused.is_some() && r.staged.is_none())
+                .then(|| {
+                    let steps = r.job.steps.iter();
+                    steps
+                        .map(|s| s.kernel.inner().fused.as_deref().ok())
+                        .collect::<Option<Vec<_>>>()
+                })
+                .flatten();
+            (j, &r.job, &r.layout, fused)
         });
         let formed = group::form(candidates, max_binding);
         let mut member = vec![None; jobs.len()];
@@ -129,13 +134,12 @@ impl Batch {
             .collect();
         let needs: Vec<_> = formed.iter().map(Group::needs).collect();
         let plan = Plan::new(&layouts, &own, &needs, align, timed);
-        let groups = formed
-            .into_iter()
-            .zip(&plan.group_at)
-            .filter_map(|(g, (at, table))| {
-                let pipeline = jobs[g.jobs[0]].fused.clone()?;
-                let placed = g.place(at, *table);
-                Some((g, placed, pipeline))
+        // Every member has its pipelines (they were asked for), the first's serve the group.
+        let groups = (formed.into_iter().zip(&plan.group_at))
+            .map(|(g, at)| {
+                let pipelines = jobs[g.jobs[0]].fused.clone().unwrap_or_default();
+                let placed = g.place(at);
+                (g, placed, pipelines)
             })
             .collect();
         Batch {
@@ -155,31 +159,31 @@ impl Batch {
     pub(crate) fn group_uploads(&self) -> (Vec<Part<'_>>, Vec<(u64, u64)>) {
         let (mut parts, mut zeroes) = (Vec::new(), Vec::new());
         for (g, placed, _) in &self.groups {
-            for (b, &(binding, class, offset, size)) in placed.regions.iter().enumerate() {
-                let base = match class {
-                    Class::Read => 0,
-                    Class::InOut => self.plan.read_size,
-                    Class::Output => continue, // zeroed on the device
-                };
-                let mut end = offset; // where the members' data has reached
-                for (k, &j) in g.jobs.iter().enumerate() {
-                    let (at, _) = placed.jobs[k][b];
-                    if at > end {
-                        zeroes.push((base + end, at - end));
+            for (s, step) in placed.iter().enumerate() {
+                for (b, &(binding, role, region, size)) in step.regions.iter().enumerate() {
+                    let base = match role {
+                        Role::Own(Class::Read) => 0,
+                        Role::Own(Class::InOut) => self.plan.read_size,
+                        Role::Own(Class::Output) | Role::Scratch(_) => continue, // zeroed on the device
+                    };
+                    let offset = region.offset();
+                    let mut end = offset; // where the members' data has reached
+                    for (k, &j) in g.jobs.iter().enumerate() {
+                        let (at, _) = step.jobs[k][b];
+                        if at > end {
+                            zeroes.push((base + end, at - end));
+                        }
+                        let args = &self.jobs[j].job.steps[s].args;
+                        let bytes = args.iter().find(|a| a.binding == binding);
+                        let bytes = bytes.and_then(|a| a.data.bytes()).unwrap_or_default();
+                        parts.push((base + at, bytes));
+                        end = at + bytes.len() as u64;
                     }
-                    let args = &self.jobs[j].job.steps[0].args;
-                    let bytes = args
-                        .iter()
-                        .find(|a| a.binding == binding)
-                        .and_then(|a| a.data.bytes());
-                    let bytes = bytes.unwrap_or_default();
-                    parts.push((base + at, bytes));
-                    end = at + bytes.len() as u64;
+                    zeroes.push((base + end, offset + size - end));
                 }
-                zeroes.push((base + end, offset + size - end));
+                let words: &[u8] = bytemuck::cast_slice(&step.table.1);
+                parts.push((step.table.0, words));
             }
-            let words: &[u8] = bytemuck::cast_slice(&placed.table.1);
-            parts.push((placed.table.0, words));
         }
         (parts, zeroes)
     }
@@ -191,7 +195,8 @@ impl Batch {
             .map(|(r, _)| r.job.steps.len())
             .sum();
         let fused = self.member.iter().filter(|m| m.is_some()).count();
-        (alone + self.groups.len(), fused)
+        let grouped: usize = self.groups.iter().map(|g| g.1.len()).sum();
+        (alone + grouped, fused)
     }
 
     /// Whether some binding lies past a dynamic offset's `u32` reach (only a lone job can:
@@ -229,13 +234,16 @@ impl Batch {
                 timestamp_writes: None,
             });
             // Timed batches hold at most 2,048 jobs: `2 * j + 1` fits the query set's u32.
-            // A group's dispatch is timed in its first job's slots.
-            for (g, placed, pipeline) in &self.groups {
+            // A group's dispatches are timed in its first job's slots.
+            for (g, placed, pipelines) in &self.groups {
                 let j = g.jobs[0] as u32;
                 if let Some(q) = t.queries {
                     pass.write_timestamp(q, 2 * j);
                 }
-                self.dispatch_group(t, bufs, groups, &mut pass, g, placed, pipeline);
+                for ((step, placed), pipeline) in g.steps.iter().zip(placed).zip(pipelines) {
+                    let table = step.table_binding;
+                    Self::dispatch_step(t, bufs, groups, &mut pass, table, placed, pipeline);
+                }
                 if let Some(q) = t.queries {
                     pass.write_timestamp(q, 2 * j + 1);
                 }
@@ -274,15 +282,14 @@ impl Batch {
         enc.finish()
     }
 
-    /// Records one fused group's dispatch: each binding bound at its region, the job table.
-    #[allow(clippy::too_many_arguments)] // what one dispatch is recorded from
-    fn dispatch_group(
-        &self,
+    /// Records one step of a fused group: each binding bound at its region, the job table
+    /// (binding `table`).
+    fn dispatch_step(
         t: &Target<'_>,
         bufs: &Buffers,
         groups: &mut BindGroups,
         pass: &mut wgpu::ComputePass<'_>,
-        g: &Group,
+        table: u32,
         placed: &Placed,
         pipeline: &Pipeline,
     ) {
@@ -292,22 +299,24 @@ impl Batch {
         let mut bound: Vec<Bound<'_>> = placed
             .regions
             .iter()
-            .filter_map(|&(binding, class, offset, size)| {
-                let buffer = match class {
-                    Class::Read => Some(read),
-                    Class::InOut | Class::Output => rw,
+            .filter_map(|&(binding, _, region, size)| {
+                let buffer = match region {
+                    Region::Read(_) => Some(read),
+                    Region::ReadWrite(_) => rw,
+                    Region::Scratch(i) => bufs.scratch.get(i),
+                    _ => None,
                 }?;
                 Some(Bound {
                     binding,
                     buffer,
-                    offset,
+                    offset: region.offset(),
                     size,
                     pooled: true,
                 })
             })
             .collect();
         bound.push(Bound {
-            binding: g.table_binding,
+            binding: table,
             buffer: read,
             offset: placed.table.0,
             size: 4 * u64::from(TABLE_WORDS), // the whole uniform array
@@ -639,13 +648,16 @@ impl InFlight {
 }
 
 /// Job `k` of a fused group's read-back ranges: (step, binding, offset, size).
-fn group_read_back(g: &Group, placed: &Placed, k: usize) -> Vec<(usize, u32, u64, u64)> {
-    g.bindings
-        .iter()
-        .zip(&placed.jobs[k])
-        .filter(|((_, _, class), _)| *class != Class::Read)
-        .map(|(&(binding, _, _), &(at, size))| (0, binding, at, size))
-        .collect()
+fn group_read_back(g: &Group, placed: &[Placed], k: usize) -> Vec<(usize, u32, u64, u64)> {
+    let mut ranges = Vec::new();
+    for (s, (step, placed)) in g.steps.iter().zip(placed).enumerate() {
+        for (&(binding, _, role), &(at, size)) in step.bindings.iter().zip(&placed.jobs[k]) {
+            if let Role::Own(Class::InOut | Class::Output) = role {
+                ranges.push((s, binding, at, size));
+            }
+        }
+    }
+    ranges
 }
 
 /// The GPU time of job `j`, from the timestamps at offset `timestamps` of the mapped readback.

@@ -339,14 +339,16 @@ impl Executor {
         }
     }
 
-    /// The fused pipeline of `job`'s kernel, when fusion is on and the job could join a group.
+    /// The fused pipelines of `job`'s kernels, when fusion is on and every step has one.
     fn fused_pipeline(
         &self,
         sub: &Submitter,
         job: &crate::job::Job,
-    ) -> Option<crate::pipelines::Pipeline> {
-        (self.cfg.fusion && job.steps.len() == 1)
-            .then(|| sub.fused_pipeline(&job.steps[0].kernel))
+    ) -> Option<Vec<crate::pipelines::Pipeline>> {
+        let steps = job.steps.iter();
+        self.cfg
+            .fusion
+            .then(|| steps.map(|s| sub.fused_pipeline(&s.kernel)).collect())
             .flatten()
     }
 

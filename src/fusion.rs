@@ -42,19 +42,22 @@
 //! runtime-sized array after a header, a buffer binding used other than by indexing or
 //! `arrayLength`, pointer arguments to storage or uniform memory, builtins other than the five
 //! of a compute grid, operations the rewrite does not know, names with the rewrite's prefix
-//! `wgpu_batch_`, and any rewrite naga does not validate. A fused kernel's job does not join a
-//! group (it runs alone, as before) when it has several steps, a resident or scratch argument,
-//! an empty array argument, or more than 1 MiB of data or 1,024 workgroups (see `group.rs`).
+//! `wgpu_batch_`, and any rewrite naga does not validate. A job does not join a group (it runs
+//! alone, as before) when one of its steps' kernels is not fused, or it has a resident
+//! argument, an empty array argument, a scratch buffer bound as a fixed-size type, 32 KiB of
+//! data or more, or more than 1,024 workgroups in a step (see `group.rs`).
 
+mod builtins;
 mod rebuild;
 
 use naga::{
-    AddressSpace, ArraySize, Block, Expression, Function, FunctionArgument, GlobalVariable, Handle,
-    Module, ResourceBinding, Span, Statement, StorageAccess, Type, TypeInner,
+    AddressSpace, ArraySize, Block, Expression, Function, GlobalVariable, Handle, Module,
+    ResourceBinding, Span, Statement, StorageAccess, Type, TypeInner,
 };
 use wgpu::naga;
 
 use crate::binding::{BindingInfo, BindingKind};
+use builtins::{Args, STANDARD, standard_arguments};
 use rebuild::rewrite;
 
 /// The fused kernel's entry point.
@@ -582,98 +585,6 @@ fn operands(e: &Expression) -> Result<Vec<Handle<Expression>>, String> {
     })
 }
 
-/// The inner function's standard arguments and how the original ones are rebuilt from them.
-#[derive(Clone)]
-struct Args {
-    arguments: Vec<FunctionArgument>,
-    /// Per original argument: the builtins it is made of (one, or a struct's members).
-    originals: Vec<Vec<usize>>,
-    /// Per original argument that is a struct: its type.
-    structs: Vec<Option<Handle<Type>>>,
-}
-
-/// The order of the inner function's arguments.
-const STANDARD: [naga::BuiltIn; 5] = [
-    naga::BuiltIn::GlobalInvocationId,
-    naga::BuiltIn::WorkGroupId,
-    naga::BuiltIn::NumWorkGroups,
-    naga::BuiltIn::LocalInvocationId,
-    naga::BuiltIn::LocalInvocationIndex,
-];
-
-fn standard_arguments(m: &mut Module, entry: &Function) -> Result<Args, String> {
-    let vec3 = m.types.insert(
-        Type {
-            name: None,
-            inner: TypeInner::Vector {
-                size: naga::VectorSize::Tri,
-                scalar: naga::Scalar::U32,
-            },
-        },
-        Span::UNDEFINED,
-    );
-    let u32_ty = m.types.insert(
-        Type {
-            name: None,
-            inner: TypeInner::Scalar(naga::Scalar::U32),
-        },
-        Span::UNDEFINED,
-    );
-    let arguments = STANDARD
-        .iter()
-        .enumerate()
-        .map(|(i, _)| FunctionArgument {
-            name: Some(
-                [
-                    "wgpu_batch_gid",
-                    "wgpu_batch_wid",
-                    "wgpu_batch_nwg",
-                    "wgpu_batch_lid",
-                    "wgpu_batch_lidx",
-                ][i]
-                    .into(),
-            ),
-            ty: if i == 4 { u32_ty } else { vec3 },
-            binding: None,
-        })
-        .collect();
-    let which = |b: &naga::Binding| match b {
-        naga::Binding::BuiltIn(bi) => STANDARD
-            .iter()
-            .position(|s| s == bi)
-            .ok_or_else(|| format!("the builtin {bi:?} cannot be fused")),
-        _ => Err("an entry point argument is not a builtin".into()),
-    };
-    let (mut originals, mut structs) = (Vec::new(), Vec::new());
-    for a in &entry.arguments {
-        match (&a.binding, &m.types[a.ty].inner) {
-            (Some(b), _) => {
-                originals.push(vec![which(b)?]);
-                structs.push(None);
-            }
-            (None, TypeInner::Struct { members, .. }) => {
-                let parts = members
-                    .iter()
-                    .map(|mb| {
-                        mb.binding
-                            .as_ref()
-                            .ok_or("a struct argument member is not a builtin".to_string())
-                            .and_then(which)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                originals.push(parts);
-                structs.push(Some(a.ty));
-            }
-            _ => return Err("an entry point argument is not a builtin".into()),
-        }
-    }
-    Ok(Args {
-        arguments,
-        originals,
-        structs,
-    })
-}
-
 /// The fused entry point (see the module docs), for workgroups of `size`, a table header of
 /// `header` words and job records of `record` words.
 fn wrapper(size: [u32; 3], header: u32, record: u32) -> String {
@@ -711,13 +622,12 @@ mod tests {
     use crate::kernel::Kernel;
 
     #[test]
-    fn print_fused() {
-        for src in [crate::kernels::saxpy(), crate::kernels::sum()] {
-            let k = Kernel::compile(src).unwrap();
-            match &k.inner().fused {
-                Ok(f) => println!("{}\n{:?}", f.sources[1], f.bindings),
-                Err(e) => println!("refused: {e}"),
-            }
-        }
+    fn saxpy_fuses_with_a_table_after_its_bindings_and_one_source_per_bounds_rule() {
+        let k = Kernel::compile(crate::kernels::saxpy()).unwrap();
+        let f = k.inner().fused.as_ref().unwrap();
+        assert_eq!(f.table, 3);
+        assert_eq!((f.header, f.record), (4, 7)); // two slices: x and y
+        assert!(f.sources.iter().all(|s| s.contains(super::FUSED_ENTRY)));
+        assert_ne!(f.sources[0], f.sources[1]);
     }
 }

@@ -27,6 +27,28 @@ pub(crate) enum Class {
     Output,
 }
 
+/// What a fused group (see `group.rs`) asks of a batch's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupNeeds {
+    /// Regions of the read or read-write buffer: (class, bytes).
+    pub(crate) regions: Vec<(Class, u64)>,
+    /// Bytes of each job table (in the read buffer).
+    pub(crate) tables: Vec<u64>,
+    /// Bytes of each scratch buffer (zeroed).
+    pub(crate) scratch: Vec<u64>,
+}
+
+/// Where a plan put a fused group's needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupAt {
+    /// Per region, its offset in its buffer.
+    pub(crate) regions: Vec<u64>,
+    /// Per table, its offset in the read buffer.
+    pub(crate) tables: Vec<u64>,
+    /// Per scratch buffer, its index among the batch's.
+    pub(crate) scratch: Vec<usize>,
+}
+
 /// Where one argument of one step lives, relative to its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
@@ -307,9 +329,8 @@ pub(crate) struct Plan {
     /// Per direct job (its data in its own buffers), where its outputs start in its own
     /// read-write buffer; `None` for a job whose data is in the batch's buffers.
     pub(crate) own_output_at: Vec<Option<u64>>,
-    /// Per fused group (see `group.rs`): where its regions start (in the order it asked for
-    /// them), and where its job table starts in the read buffer.
-    pub(crate) group_at: Vec<(Vec<u64>, u64)>,
+    /// Per fused group (see `group.rs`): where its regions and tables are.
+    pub(crate) group_at: Vec<GroupAt>,
     /// Sizes of the batch's scratch buffers.
     pub(crate) scratch: Vec<u64>,
     /// Bytes of the read buffer in use.
@@ -328,11 +349,12 @@ impl Plan {
     /// Places the blocks of `jobs` (their layouts), each block at a multiple of `align`.
     /// `own` says, per job, that its data lives elsewhere: in its own buffers (`Some(true)`,
     /// direct) or in a fused group's regions (`Some(false)`). `groups` asks, per fused group,
-    /// for regions of a class and size, and for a job table of a size (see `group.rs`).
+    /// for regions, job tables and scratch buffers (see `group.rs`); a job in a group has no
+    /// scratch buffers of its own.
     pub(crate) fn new(
         jobs: &[&Layout],
         own: &[Option<bool>],
-        groups: &[(Vec<(Class, u64)>, u64)],
+        groups: &[GroupNeeds],
         align: u64,
         timestamps: bool,
     ) -> Plan {
@@ -358,7 +380,7 @@ impl Plan {
         let regions = |class: Class, cursor: &mut u64| -> Vec<Vec<Option<u64>>> {
             groups
                 .iter()
-                .map(|(rs, _)| {
+                .map(|GroupNeeds { regions: rs, .. }| {
                     rs.iter()
                         .map(|&(c, bytes)| (c == class).then(|| place(bytes, cursor)))
                         .collect()
@@ -368,15 +390,17 @@ impl Plan {
         let (mut read, mut rw) = (0u64, 0u64);
         let read_base = blocks(|l| l.read_len, &mut read);
         let group_read = regions(Class::Read, &mut read);
-        let tables: Vec<u64> = groups.iter().map(|(_, t)| place(*t, &mut read)).collect();
+        let tables: Vec<Vec<u64>> = (groups.iter())
+            .map(|g| g.tables.iter().map(|t| place(*t, &mut read)).collect())
+            .collect();
         let inout_base = blocks(|l| l.inout_len, &mut rw);
         let group_inout = regions(Class::InOut, &mut rw);
         let rw_upload_end = align_up(rw, 4);
         let output_base = blocks(|l| l.output_len, &mut rw);
         let group_output = regions(Class::Output, &mut rw);
-        let group_at = (0..groups.len())
+        let mut group_at: Vec<GroupAt> = (0..groups.len())
             .map(|g| {
-                let at = (0..groups[g].0.len())
+                let at = (0..groups[g].regions.len())
                     .map(|r| {
                         group_read[g][r]
                             .or(group_inout[g][r])
@@ -384,14 +408,24 @@ impl Plan {
                             .unwrap_or(0)
                     })
                     .collect();
-                (at, tables[g])
+                GroupAt {
+                    regions: at,
+                    tables: tables[g].clone(),
+                    scratch: Vec::new(),
+                }
             })
             .collect();
         let mut scratch_first = Vec::with_capacity(jobs.len());
         let mut scratch = Vec::new();
-        for l in jobs {
+        for (j, l) in jobs.iter().enumerate() {
             scratch_first.push(scratch.len());
-            scratch.extend_from_slice(&l.scratch);
+            if own.get(j).copied().flatten() != Some(false) {
+                scratch.extend_from_slice(&l.scratch);
+            }
+        }
+        for (g, at) in groups.iter().zip(&mut group_at) {
+            at.scratch = (scratch.len()..scratch.len() + g.scratch.len()).collect();
+            scratch.extend_from_slice(&g.scratch);
         }
         let rw_size = align_up(rw, 4);
         let timestamps = (timestamps && !jobs.is_empty()).then(|| align_up(rw_size, QUERY_ALIGN));

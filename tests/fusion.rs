@@ -19,10 +19,28 @@ use corpus::{Case, Rng};
 use proptest::prelude::*;
 use wgpu_batch::{Engine, Job, Kernel};
 
+/// Makes a job of an entry's kernels.
+type MakeJob = Box<dyn Fn(&[Kernel], &mut Rng) -> Job + Send + Sync>;
+
+/// A corpus entry: one kernel's case, or a multi-step chain, with its kernels compiled.
+struct Entry {
+    name: &'static str,
+    /// Whether every kernel must fuse.
+    fused: bool,
+    kernels: Vec<Kernel>,
+    job: MakeJob,
+}
+
+impl Entry {
+    fn job(&self, seed: u64) -> Job {
+        (self.job)(&self.kernels, &mut Rng::new(seed))
+    }
+}
+
 struct Setup {
     fused: Engine,
     unfused: Engine,
-    cases: Vec<(Case, Kernel)>,
+    cases: Vec<Entry>,
 }
 
 fn setup() -> &'static Setup {
@@ -31,15 +49,27 @@ fn setup() -> &'static Setup {
         let delay = Duration::from_millis(5);
         let fused = common::build(common::builder().max_batch_delay(delay));
         let unfused = common::build(common::builder().fusion(false));
-        let cases = corpus::all()
+        let compile = |name: &str, src| fused.kernel(src).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut cases: Vec<Entry> = corpus::all()
             .into_iter()
-            .map(|c| {
-                let k = fused
-                    .kernel((c.source)())
-                    .unwrap_or_else(|e| panic!("{}: {e}", c.name));
-                (c, k)
+            .map(|c: Case| Entry {
+                name: c.name,
+                fused: c.fused,
+                kernels: vec![compile(c.name, (c.source)())],
+                job: Box::new(move |k, r| (c.job)(&k[0], r)),
             })
             .collect();
+        cases.extend(corpus::chains().into_iter().map(|c| {
+            Entry {
+                name: c.name,
+                fused: true,
+                kernels: (c.sources)()
+                    .into_iter()
+                    .map(|src| compile(c.name, src))
+                    .collect(),
+                job: Box::new(c.job),
+            }
+        }));
         Setup {
             fused,
             unfused,
@@ -48,7 +78,8 @@ fn setup() -> &'static Setup {
     })
 }
 
-/// Every output binding's bytes (binding 0 to 7), per job, of `jobs` run on `engine`.
+/// Every output binding's words (steps 0 to 3, bindings 0 to 7), per job, of `jobs` run on
+/// `engine`.
 fn run(engine: &Engine, jobs: Vec<Job>) -> Vec<Vec<Option<Vec<u8>>>> {
     let handles: Vec<_> = jobs
         .into_iter()
@@ -58,18 +89,22 @@ fn run(engine: &Engine, jobs: Vec<Job>) -> Vec<Vec<Option<Vec<u8>>>> {
         .into_iter()
         .map(|h| {
             let out = h.wait_timeout(WAIT).expect("job");
-            (0..8).map(|b| out.bytes(b).map(<[u8]>::to_vec)).collect()
+            let words = |(s, b)| {
+                out.read_step::<u32>(s, b)
+                    .ok()
+                    .map(|w| bytemuck::cast_slice(&w).to_vec())
+            };
+            (0..4)
+                .flat_map(|s| (0..8).map(move |b| (s, b)))
+                .map(words)
+                .collect()
         })
         .collect()
 }
 
 /// Runs the mix (per job: case index and seed) fused and unfused; says where they differ.
 fn differ(s: &Setup, mix: &[(usize, u64)]) -> Result<(), String> {
-    let jobs = || -> Vec<Job> {
-        mix.iter()
-            .map(|&(c, seed)| (s.cases[c].0.job)(&s.cases[c].1, &mut Rng::new(seed)))
-            .collect()
-    };
+    let jobs = || -> Vec<Job> { mix.iter().map(|&(c, seed)| s.cases[c].job(seed)).collect() };
     let (fused, unfused) = (run(&s.fused, jobs()), run(&s.unfused, jobs()));
     for (j, (f, u)) in fused.iter().zip(&unfused).enumerate() {
         for (b, (fb, ub)) in f.iter().zip(u).enumerate() {
@@ -86,9 +121,11 @@ fn differ(s: &Setup, mix: &[(usize, u64)]) -> Result<(), String> {
                     .find(|&i| word(fb, i) != word(ub, i))
                     .unwrap_or(0);
                 return Err(format!(
-                    "job {j} ({}, seed {}) binding {b}: {} and {} bytes; word {i}: fused {:#x?}, unfused {:#x?}",
-                    s.cases[mix[j].0].0.name,
+                    "job {j} ({}, seed {}) step {} binding {}: {} and {} bytes; word {i}: fused {:#x?}, unfused {:#x?}",
+                    s.cases[mix[j].0].name,
                     mix[j].1,
+                    b / 8,
+                    b % 8,
                     fb.len(),
                     ub.len(),
                     word(fb, i),
@@ -104,35 +141,38 @@ fn differ(s: &Setup, mix: &[(usize, u64)]) -> Result<(), String> {
 fn the_corpus_fuses_what_it_should() {
     let s = setup();
     let mut fused = 0;
-    for (c, k) in &s.cases {
-        assert_eq!(
-            k.unfused_reason().is_none(),
-            c.fused,
-            "{}: {:?}",
-            c.name,
-            k.unfused_reason()
-        );
-        match k.unfused_reason() {
+    let singles = s.cases.iter().filter(|c| c.kernels.len() == 1);
+    for c in singles.clone() {
+        let reason = c.kernels[0].unfused_reason();
+        assert_eq!(reason.is_none(), c.fused, "{}: {reason:?}", c.name);
+        match reason {
             None => fused += 1,
             Some(why) => println!("{} runs unfused: {why}", c.name),
         }
     }
-    println!("{fused} of {} corpus kernels fuse", s.cases.len());
+    println!("{fused} of {} corpus kernels fuse", singles.count());
     assert!(fused >= 30, "only {fused} corpus kernels fuse");
+    for c in s.cases.iter().filter(|c| c.kernels.len() > 1) {
+        assert!(
+            c.kernels.iter().all(|k| k.unfused_reason().is_none()),
+            "{}",
+            c.name
+        );
+    }
 }
 
 #[test]
 fn each_corpus_kernel_gives_the_same_bits_fused() {
     let s = setup();
-    for (i, (c, _)) in s.cases.iter().enumerate() {
+    for (i, c) in s.cases.iter().enumerate() {
         let before = s.fused.stats().fused_jobs();
         let mix: Vec<(usize, u64)> = (0..24).map(|seed| (i, 1000 * i as u64 + seed)).collect();
         if let Err(e) = differ(s, &mix) {
             panic!("{e}");
         }
-        // Another test may fuse at the same time: only "some fused" is certain.
+        // Other tests fuse at the same time: only "some fused" is certain.
         let fused = s.fused.stats().fused_jobs() - before;
-        assert_eq!(fused > 0, c.fused, "{}: {fused} of 24 jobs fused", c.name);
+        assert!(!c.fused || fused > 0, "{}: none of 24 jobs fused", c.name);
     }
 }
 
@@ -254,7 +294,7 @@ fn gpu_timing_covers_fused_dispatches() {
     let k = timed.kernel(wgpu_batch::kernels::saxpy()).unwrap();
     let jobs = || {
         (0..32)
-            .map(|i| (s.cases[0].0.job)(&k, &mut Rng::new(i)))
+            .map(|i| (s.cases[0].job)(std::slice::from_ref(&k), &mut Rng::new(i)))
             .collect::<Vec<_>>()
     };
     assert_eq!(run(&timed, jobs()), run(&s.unfused, jobs()));

@@ -622,3 +622,118 @@ fn refused() -> Vec<Case> {
         ),
     ]
 }
+
+/// A multi-step job: its kernels in step order, and a generator. Steps pass data through
+/// scratch buffers, which stay per job when the steps fuse.
+pub struct Chain {
+    pub name: &'static str,
+    pub sources: fn() -> Vec<KernelSource>,
+    pub job: fn(&[Kernel], &mut Rng) -> Job,
+}
+
+const SCALE_TO: &str = "
+    @group(0) @binding(0) var<uniform> s: vec4<f32>;
+    @group(0) @binding(1) var<storage, read> x: array<f32>;
+    @group(0) @binding(2) var<storage, read_write> t: array<f32>;
+    @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+        if g.x < arrayLength(&t) { t[g.x] = s.x * x[g.x % arrayLength(&x)] + s.y; }
+    }";
+const ADD_FROM: &str = "
+    @group(0) @binding(0) var<storage, read_write> t: array<f32>;
+    @group(0) @binding(1) var<storage, read_write> y: array<f32>;
+    @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+        if g.x < arrayLength(&y) { y[g.x] = y[g.x] + t[g.x] + t[g.x + 1u]; }
+    }";
+const HIST_TO: &str = "
+    @group(0) @binding(0) var<storage, read> x: array<u32>;
+    @group(0) @binding(1) var<storage, read_write> bins: array<atomic<u32>>;
+    @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+        if g.x < arrayLength(&x) { atomicAdd(&bins[x[g.x] % 16u], 1u); }
+    }";
+const PREFIX: &str = "
+    @group(0) @binding(0) var<storage, read_write> bins: array<u32>;
+    @group(0) @binding(1) var<storage, read_write> out: array<u32>;
+    var<workgroup> t: array<u32, 16>;
+    @compute @workgroup_size(16) fn main(@builtin(local_invocation_index) li: u32) {
+        t[li] = bins[li];
+        workgroupBarrier();
+        var acc = 0u;
+        for (var k = 0u; k <= li; k++) { acc += t[k]; }
+        out[li] = acc;
+    }";
+const VEC_SPLIT: &str = "
+    @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+    @group(0) @binding(1) var<storage, read_write> t: array<vec4<f32>>;
+    @compute @workgroup_size(32) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+        if g.x < arrayLength(&x) { t[g.x] = x[g.x].wzyx * 0.5; }
+    }";
+const VEC_SUM: &str = "
+    @group(0) @binding(0) var<storage, read_write> t: array<vec4<f32>>;
+    @group(0) @binding(1) var<storage, read_write> y: array<f32>;
+    @compute @workgroup_size(32) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+        if g.x < arrayLength(&y) { let v = t[g.x]; y[g.x] = v.x + v.y + v.z + v.w; t[g.x] = vec4(0.0); }
+    }";
+
+pub fn chains() -> Vec<Chain> {
+    vec![
+        Chain {
+            name: "scale_then_add",
+            sources: || vec![wgsl("scale_to", SCALE_TO), wgsl("add_from", ADD_FROM)],
+            job: |k, r| {
+                let n = r.range(1, 2000);
+                let s = r.f32s(4);
+                let m = r.range(1, n);
+                Job::new(&k[0])
+                    .uniform(0, &<[f32; 4]>::try_from(s).unwrap())
+                    .input(1, &r.f32s(m))
+                    .scratch::<f32>(2, 3, n)
+                    .workgroups(groups(n, 64), 1, 1)
+                    .then(&k[1])
+                    .scratch::<f32>(0, 3, n)
+                    .inout(1, &r.f32s(n))
+                    .workgroups(groups(n, 64), 1, 1)
+            },
+        },
+        Chain {
+            name: "histogram_then_prefix",
+            sources: || vec![wgsl("hist_to", HIST_TO), wgsl("prefix", PREFIX)],
+            job: |k, r| {
+                let n = r.range(1, 3000);
+                Job::new(&k[0])
+                    .input(0, &r.u32s(n, 1000))
+                    .scratch::<u32>(1, 0, 16)
+                    .workgroups(groups(n, 64), 1, 1)
+                    .then(&k[1])
+                    .scratch::<u32>(0, 0, 16)
+                    .output::<u32>(1, 16)
+                    .workgroups(1, 1, 1)
+            },
+        },
+        Chain {
+            name: "three_steps_two_scratch",
+            sources: || {
+                vec![
+                    wgsl("vec_split", VEC_SPLIT),
+                    wgsl("vec_sum", VEC_SUM),
+                    wgsl("scale_to", SCALE_TO),
+                ]
+            },
+            job: |k, r| {
+                let n = r.range(1, 700);
+                Job::new(&k[0])
+                    .input(0, &r.f32s(4 * n))
+                    .scratch::<[f32; 4]>(1, 1, n)
+                    .workgroups(groups(n, 32), 1, 1)
+                    .then(&k[1])
+                    .scratch::<[f32; 4]>(0, 1, n)
+                    .output::<f32>(1, n)
+                    .workgroups(groups(n, 32), 1, 1)
+                    .then(&k[2])
+                    .uniform(0, &[2.0f32, 1.0, 0.0, 0.0])
+                    .input(1, &r.f32s(n))
+                    .output::<f32>(2, n)
+                    .workgroups(groups(n, 64), 1, 1)
+            },
+        },
+    ]
+}
