@@ -100,6 +100,21 @@ pub(crate) fn pick_adapters(
     Ok(picked)
 }
 
+/// Every compute-capable adapter for `backends` (under the enumeration lock; no device is
+/// opened).
+pub(crate) fn list(backends: wgpu::Backends) -> Result<Vec<wgpu::AdapterInfo>> {
+    enumerating(|| {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        match pick_adapters(&instance, backends, None) {
+            Ok(found) => Ok(found.iter().map(wgpu::Adapter::get_info).collect()),
+            Err(Error::NoAdapter(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    })
+}
+
 pub(crate) fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
 }

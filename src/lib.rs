@@ -76,6 +76,7 @@ mod queue;
 mod reply;
 mod stats;
 mod submitter;
+pub mod testing;
 mod watchdog;
 
 pub use balance::Balance;

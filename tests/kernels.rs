@@ -1,92 +1,83 @@
 //! Every shipped kernel against a CPU reference, at sizes around the workgroup size, on every
-//! adapter of the machine (lavapipe Vulkan and llvmpipe GL in CI).
+//! adapter of the machine (lavapipe Vulkan and llvmpipe GL in CI), through
+//! `wgpu_batch::testing::for_each_adapter`.
 
 mod common;
 
 use common::{WAIT, assert_close, data};
-use wgpu_batch::{Engine, Job, kernels};
+use wgpu_batch::{Engine, Job, kernels, testing};
 
 const SIZES: [usize; 7] = [1, 255, 256, 257, 1000, 4099, 100_003];
 
-/// Every adapter, one device each: the kernels must be right on all of them.
-fn all_adapters() -> Engine {
+/// Runs `check` on every adapter; the kernels must be right on all of them.
+fn on_every_adapter(check: impl FnMut(&Engine, &wgpu_batch::DeviceInfo)) {
     let _ = env_logger::builder().is_test(true).try_init();
-    common::build(Engine::builder())
+    let reports = testing::for_each_adapter(check);
+    assert!(!reports.is_empty());
 }
 
-fn run(engine: &Engine, job: Job, device: usize) -> wgpu_batch::JobOutput {
-    let out = engine
-        .submit(job.on_device(device))
-        .unwrap()
-        .wait_timeout(WAIT)
-        .unwrap();
-    assert_eq!(out.device(), device);
-    out
+fn run(engine: &Engine, job: Job) -> wgpu_batch::JobOutput {
+    engine.submit(job).unwrap().wait_timeout(WAIT).unwrap()
 }
 
 #[test]
 fn saxpy_matches_cpu() {
-    let engine = all_adapters();
-    let k = engine.kernel(kernels::saxpy()).unwrap();
-    for d in 0..engine.devices().len() {
+    on_every_adapter(|engine, _| {
+        let k = engine.kernel(kernels::saxpy()).unwrap();
         for n in SIZES {
             let (x, y) = (data(n, 1), data(n, 2));
-            let got: Vec<f32> = run(&engine, kernels::saxpy_job(&k, 1.5, &x, &y), d)
+            let got: Vec<f32> = run(engine, kernels::saxpy_job(&k, 1.5, &x, &y))
                 .read(2)
                 .unwrap();
+            // A fused multiply-add rounds once: near cancellation that is many ULPs apart.
             let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 1.5 * x + y).collect();
             assert_close(&got, &want, 1e-6);
         }
-    }
+    });
 }
 
 #[test]
 fn add_matches_cpu() {
-    let engine = all_adapters();
-    let k = engine.kernel(kernels::add()).unwrap();
-    for d in 0..engine.devices().len() {
+    on_every_adapter(|engine, _| {
+        let k = engine.kernel(kernels::add()).unwrap();
         for n in SIZES {
             let (a, b) = (data(n, 3), data(n, 4));
-            let got: Vec<f32> = run(&engine, kernels::add_job(&k, &a, &b), d)
-                .read(2)
-                .unwrap();
+            let got: Vec<f32> = run(engine, kernels::add_job(&k, &a, &b)).read(2).unwrap();
             let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
-            assert_close(&got, &want, 0.0);
+            testing::assert_close(&got, &want, 0);
         }
-    }
+    });
 }
 
 #[test]
 fn scale_matches_cpu() {
-    let engine = all_adapters();
-    let k = engine.kernel(kernels::scale()).unwrap();
-    for d in 0..engine.devices().len() {
+    on_every_adapter(|engine, _| {
+        let k = engine.kernel(kernels::scale()).unwrap();
         for n in SIZES {
             let x = data(n, 5);
-            let got: Vec<f32> = run(&engine, kernels::scale_job(&k, -3.0, &x), d)
+            let got: Vec<f32> = run(engine, kernels::scale_job(&k, -3.0, &x))
                 .read(1)
                 .unwrap();
             let want: Vec<f32> = x.iter().map(|x| -3.0 * x).collect();
-            assert_close(&got, &want, 0.0);
+            testing::assert_close(&got, &want, 0);
         }
-    }
+    });
 }
 
 #[test]
 fn sum_partials_match_cpu() {
-    let engine = all_adapters();
-    let k = engine.kernel(kernels::sum()).unwrap();
-    for d in 0..engine.devices().len() {
+    on_every_adapter(|engine, _| {
+        let k = engine.kernel(kernels::sum()).unwrap();
         for n in SIZES {
             let x = data(n, 6);
-            let got: Vec<f32> = run(&engine, kernels::sum_job(&k, &x), d).read(1).unwrap();
+            let got: Vec<f32> = run(engine, kernels::sum_job(&k, &x)).read(1).unwrap();
             let want: Vec<f32> = x
                 .chunks(kernels::SUM_ELEMENTS_PER_WORKGROUP)
                 .map(|c| c.iter().map(|&v| v as f64).sum::<f64>() as f32)
                 .collect();
             assert_close(&got, &want, 1e-4);
         }
-    }
+    });
 }
 
 #[test]
@@ -170,9 +161,8 @@ fn per_job_bind_groups_and_shared_inputs_give_the_same_results() {
 
 #[test]
 fn linear_matches_cpu() {
-    let engine = all_adapters();
-    let k = engine.kernel(kernels::linear()).unwrap();
-    for d in 0..engine.devices().len() {
+    on_every_adapter(|engine, _| {
+        let k = engine.kernel(kernels::linear()).unwrap();
         for (m, kk, n, relu) in [
             (1, 1, 1, 0),
             (3, 17, 5, 1),
@@ -193,7 +183,7 @@ fn linear_matches_cpu() {
                 .input(2, &w)
                 .input(3, &b)
                 .output::<f32>(4, m * n);
-            let got: Vec<f32> = run(&engine, job.workgroups(x, y, z), d).read(4).unwrap();
+            let got: Vec<f32> = run(engine, job.workgroups(x, y, z)).read(4).unwrap();
             let want: Vec<f32> = (0..m * n)
                 .map(|e| {
                     let (r, c) = (e / n, e % n);
@@ -203,5 +193,5 @@ fn linear_matches_cpu() {
                 .collect();
             assert_close(&got, &want, 1e-4);
         }
-    }
+    });
 }
