@@ -72,7 +72,7 @@ impl DeviceBuffer {
         devices: usize,
         on: &[(usize, &wgpu::Device, u64)],
         bytes: &[u8],
-        replicated: bool,
+        (replicated, usage): (bool, wgpu::BufferUsages),
     ) -> Result<DeviceBuffer> {
         let size = bytes.len() as u64;
         if size == 0 || !size.is_multiple_of(4) {
@@ -89,7 +89,7 @@ impl DeviceBuffer {
                     limit: max,
                 });
             }
-            copies[index] = Some(create(device, bytes)?);
+            copies[index] = Some(create(device, bytes, usage)?);
         }
         Ok(DeviceBuffer {
             inner: Arc::new(Resident {
@@ -119,6 +119,14 @@ impl DeviceBuffer {
         self.inner.replicated
     }
 
+    /// Device `device`'s copy as a wgpu buffer, to bind in an application's own passes on a
+    /// device it shares with the engine (see
+    /// [`EngineBuilder::with_device`](crate::EngineBuilder::with_device) for the ordering of
+    /// the engine's writes and the application's reads); `None` where it has no copy.
+    pub fn wgpu_buffer(&self, device: usize) -> Option<&wgpu::Buffer> {
+        self.copy_on(device)
+    }
+
     /// Device `index`'s copy, if it has one.
     pub(crate) fn copy_on(&self, index: usize) -> Option<&wgpu::Buffer> {
         self.inner.copies.get(index).and_then(Option::as_ref)
@@ -141,14 +149,14 @@ impl std::fmt::Debug for DeviceBuffer {
 }
 
 /// A buffer on `device` holding `bytes`, written through a mapping at creation, so no submit
-/// is involved.
-fn create(device: &wgpu::Device, bytes: &[u8]) -> Result<wgpu::Buffer> {
+/// is involved; `usage` adds to what the engine needs.
+fn create(device: &wgpu::Device, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
     use wgpu::BufferUsages as U;
     let (buffer, caught) = scoped(device, || {
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-batch resident"),
             size: bytes.len() as u64,
-            usage: U::STORAGE | U::UNIFORM | U::COPY_SRC | U::COPY_DST,
+            usage: U::STORAGE | U::UNIFORM | U::COPY_SRC | U::COPY_DST | usage,
             mapped_at_creation: true,
         });
         if let Ok(mut view) = buffer.slice(..).get_mapped_range_mut() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::adapters;
 use crate::balance::Balance;
 use crate::config::BatchConfig;
-use crate::device::DeviceSlot;
+use crate::device::{DeviceSlot, Opening};
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
 use crate::health::Health;
@@ -54,6 +54,8 @@ pub struct EngineBuilder {
     balance: Balance,
     gpu_timeout: Duration,
     map_storage: Option<bool>,
+    /// An application's device to adopt instead of opening any (`with_device`).
+    adopted: Option<(wgpu::Adapter, wgpu::Device, wgpu::Queue)>,
 }
 
 impl Default for EngineBuilder {
@@ -78,6 +80,7 @@ impl Default for EngineBuilder {
             balance: Balance::default(),
             gpu_timeout: Duration::from_secs(10),
             map_storage: None,
+            adopted: None,
         }
     }
 }
@@ -226,11 +229,55 @@ impl EngineBuilder {
         self
     }
 
-    /// Enumerates adapters, opens the devices and starts one executor per device and the
+    /// Adopts an application's device (a desktop app's renderer's, say) instead of opening
+    /// any: the engine batches and submits on `queue` alongside the application's own
+    /// submits, and the engine has this one device. `adapter` is the adapter the device was
+    /// requested from (the engine reads its name, limits and features from it and from the
+    /// device).
+    ///
+    /// What the engine does and does not do to an adopted device:
+    /// - It installs **no** handler: wgpu keeps one uncaptured-error handler and one
+    ///   device-lost callback per device, and the application's stay as they were. The engine
+    ///   catches its own errors with error scopes, and learns of a lost device from failed
+    ///   operations and from its watchdog ([`gpu_timeout`](Self::gpu_timeout)).
+    /// - It never destroys the device, and dropping the engine leaves it open.
+    /// - It polls with `PollType::Poll` only (never a timed wait, which races with another
+    ///   thread's submit or poll in wgpu 30.0.2), so the application may submit and poll from
+    ///   its own threads at any time.
+    /// - Its resident buffers can be created with extra usages
+    ///   ([`Engine::upload_with_usage`]) and bound in the application's own passes
+    ///   ([`DeviceBuffer::wgpu_buffer`](crate::DeviceBuffer::wgpu_buffer)). One queue runs its
+    ///   submissions in order: once a job that wrote a buffer has completed (its handle
+    ///   resolved), every later submission of the application sees its writes, and a job
+    ///   submitted after the application's submission sees what that wrote.
+    ///
+    /// The settings that choose adapters (`backends`, `adapter_name`,
+    /// `devices_per_adapter`) do not apply; the device's own features decide whether GPU
+    /// timing and mapped storage are available.
+    pub fn with_device(
+        mut self,
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Self {
+        self.adopted = Some((adapter.clone(), device, queue));
+        self
+    }
+
+    /// Enumerates adapters, opens the devices (or adopts one, see
+    /// [`with_device`](Self::with_device)) and starts one executor per device and the
     /// engine's watchdog. Enumeration and device requests run under the process-wide
     /// enumeration lock, so engines built at once on several threads take turns there.
-    pub fn build(self) -> Result<Engine> {
-        let (instance, opened) = adapters::enumerating(|| self.open())?;
+    pub fn build(mut self) -> Result<Engine> {
+        let adopted = self.adopted.take();
+        let (instance, opened) = match adopted {
+            Some(one) => (None, vec![one]),
+            None => {
+                let (instance, opened) = adapters::enumerating(|| self.open())?;
+                (Some(instance), opened)
+            }
+        };
+        let shared = instance.is_none();
         let watch = Watchdog::channel();
         let mut slots = Vec::new();
         for (adapter, device, queue) in opened {
@@ -243,8 +290,13 @@ impl EngineBuilder {
                 info.device_type
             );
             let health = Arc::new(Health::new(index, Watchdog::waker(&watch.0, &watch.2)));
-            let start = (self.batch, self.queue_capacity, self.gpu_timeout);
-            let slot = DeviceSlot::start(info, device, queue, health, start)?;
+            let opening = Opening {
+                cfg: self.batch,
+                capacity: self.queue_capacity,
+                gpu_timeout: self.gpu_timeout,
+                shared,
+            };
+            let slot = DeviceSlot::start(info, device, queue, health, opening)?;
             slots.push(Arc::new(slot));
         }
         let inboxes = slots.iter().map(|s| s.inbox.clone()).collect();

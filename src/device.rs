@@ -131,6 +131,17 @@ pub(crate) struct DeviceSlot {
     executor: Mutex<Option<(JoinHandle<()>, flume::Receiver<()>)>>,
 }
 
+/// How to start a device's slot.
+pub(crate) struct Opening {
+    pub(crate) cfg: BatchConfig,
+    /// The request queue's capacity.
+    pub(crate) capacity: usize,
+    pub(crate) gpu_timeout: Duration,
+    /// The device is an application's (`EngineBuilder::with_device`): no handlers, polls
+    /// that never wait on wgpu.
+    pub(crate) shared: bool,
+}
+
 impl DeviceSlot {
     /// Wraps an opened device and starts its executor thread.
     pub(crate) fn start(
@@ -138,14 +149,21 @@ impl DeviceSlot {
         device: wgpu::Device,
         queue: wgpu::Queue,
         health: Arc<Health>,
-        (cfg, capacity, gpu_timeout): (BatchConfig, usize, Duration),
+        opening: Opening,
     ) -> Result<DeviceSlot> {
-        install_handlers(&device, &health);
+        let Opening {
+            cfg,
+            capacity,
+            gpu_timeout,
+            shared,
+        } = opening;
+        if !shared {
+            install_handlers(&device, &health); // an adopted device keeps its app's
+        }
         let capacity = capacity.max(1);
-        // Measured before any other thread polls the device (see `probe.rs`).
         let bounds = cfg
             .fusion
-            .then(|| probe::bounds(&device, &queue, gpu_timeout));
+            .then(|| probe::bounds(&device, &queue, gpu_timeout, shared));
         let bounds = match bounds {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
@@ -179,6 +197,7 @@ impl DeviceSlot {
             pipelines.clone(),
             host.clone(),
             &cfg,
+            shared,
         )));
         let limits = device.limits();
         let setup = ExecutorSetup {

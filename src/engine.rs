@@ -17,7 +17,8 @@ use crate::watchdog::Watchdog;
 
 /// What the builder hands over (see `builder.rs`).
 pub(crate) struct EngineParts {
-    pub(crate) instance: wgpu::Instance,
+    /// `None` for an adopted device (the application keeps its instance).
+    pub(crate) instance: Option<wgpu::Instance>,
     pub(crate) adapters: Vec<DeviceInfo>,
     pub(crate) slots: Vec<Arc<DeviceSlot>>,
     pub(crate) watchdog: Watchdog,
@@ -28,8 +29,8 @@ pub(crate) struct EngineParts {
 pub(crate) struct EngineInner {
     /// Process-unique: what resident buffers remember of the engine that made them.
     id: u64,
-    /// Kept alive for the devices' sake.
-    _instance: wgpu::Instance,
+    /// Kept alive for the devices' sake (`None` for an adopted device).
+    _instance: Option<wgpu::Instance>,
     /// The devices as opened (their adapters' names, backends, types).
     adapters: Vec<DeviceInfo>,
     /// Every opened device; fixed after build.
@@ -396,13 +397,43 @@ impl Engine {
     pub fn upload_to<T: bytemuck::Pod>(&self, device: usize, data: &[T]) -> Result<DeviceBuffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let slot = self.slot(device)?;
-        self.place(std::slice::from_ref(slot), bytes, false)
+        self.place(
+            std::slice::from_ref(slot),
+            bytes,
+            false,
+            wgpu::BufferUsages::empty(),
+        )
+    }
+
+    /// Like [`upload_to`](Engine::upload_to), with extra `usage` (`VERTEX`, `INDEX`,
+    /// `INDIRECT`, ...), so an application that shares the device (see
+    /// [`EngineBuilder::with_device`](crate::EngineBuilder::with_device)) can use the buffer in
+    /// its own passes ([`DeviceBuffer::wgpu_buffer`]). A usage wgpu does not allow beside
+    /// storage (`MAP_READ` on most adapters) is an [`Error::Wgpu`].
+    pub fn upload_with_usage<T: bytemuck::Pod>(
+        &self,
+        device: usize,
+        data: &[T],
+        usage: wgpu::BufferUsages,
+    ) -> Result<DeviceBuffer> {
+        let slot = self.slot(device)?;
+        self.place(
+            std::slice::from_ref(slot),
+            bytemuck::cast_slice(data),
+            false,
+            usage,
+        )
     }
 
     /// Copies `data` to the least-loaded usable device.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
         let slot = self.choose(&Job::new(&self.inner.copy))?;
-        self.place(&[slot], bytemuck::cast_slice(data), false)
+        self.place(
+            &[slot],
+            bytemuck::cast_slice(data),
+            false,
+            wgpu::BufferUsages::empty(),
+        )
     }
 
     /// Copies `data` to every usable device, so jobs that bind it can still go to any of them.
@@ -422,7 +453,12 @@ impl Engine {
         if usable.len() == 1 {
             log::debug!("replicating on device {} alone", first.info.index);
         }
-        self.place(&usable, bytemuck::cast_slice(data), true)
+        self.place(
+            &usable,
+            bytemuck::cast_slice(data),
+            true,
+            wgpu::BufferUsages::empty(),
+        )
     }
 
     /// One resident copy of `bytes` on each of `slots`.
@@ -431,6 +467,7 @@ impl Engine {
         slots: &[Arc<DeviceSlot>],
         bytes: &[u8],
         replicated: bool,
+        usage: wgpu::BufferUsages,
     ) -> Result<DeviceBuffer> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
@@ -447,7 +484,7 @@ impl Engine {
             self.inner.slots.len(),
             &on,
             bytes,
-            replicated,
+            (replicated, usage),
         );
         // A device lost under the upload reports its loss rather than wgpu's message.
         placed.map_err(|e| match slots.iter().find(|s| !s.usable()) {

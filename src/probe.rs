@@ -14,6 +14,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::scoped;
 use crate::fusion::Bounds;
+use crate::submitter::poll_wait;
 
 const PROBE: &str = "
 @group(0) @binding(0) var<storage, read_write> a: array<u32>;
@@ -29,14 +30,15 @@ fn main() {
 const BOUND: u64 = 4;
 
 /// How `device` bounds out-of-bounds storage accesses, or why that could not be told (the
-/// device then runs nothing fused). Waits at most `timeout` for the GPU. Call it before any
-/// other thread polls the device (wgpu 30.0.2's timed poll races with other pollers).
+/// device then runs nothing fused). Waits at most `timeout` for the GPU; on a device `shared`
+/// with an application, without timed waits (see `submitter::poll_wait`).
 pub(crate) fn bounds(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     timeout: Duration,
+    shared: bool,
 ) -> Result<Bounds, String> {
-    let (result, error) = scoped(device, || run(device, queue, timeout));
+    let (result, error) = scoped(device, || run(device, queue, timeout, shared));
     if let Some(e) = error {
         return Err(format!("the bounds probe failed: {e}"));
     }
@@ -65,6 +67,7 @@ fn run(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     timeout: Duration,
+    shared: bool,
 ) -> Result<(u32, Vec<u32>), String> {
     let align = u64::from(device.limits().min_storage_buffer_offset_alignment).max(4);
     let len = (2 * align + 4 * BOUND).div_ceil(4);
@@ -129,12 +132,7 @@ fn run(
     let (tx, rx) = flume::bounded(1);
     read.slice(..)
         .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
-    let wait = wgpu::PollType::Wait {
-        submission_index: Some(index),
-        timeout: Some(timeout),
-    };
-    device
-        .poll(wait)
+    poll_wait(device, Some(&index), timeout, shared, || !rx.is_empty())
         .map_err(|e| format!("the bounds probe did not finish: {e}"))?;
     // The wait ran the map callback once the submission was done.
     rx.try_recv()

@@ -60,6 +60,8 @@ pub(crate) struct Submitter {
     align: u64,
     /// Batches submitted and not finished.
     in_flight: usize,
+    /// The device is shared with an application: poll without waiting (see [`poll_wait`]).
+    shared: bool,
 }
 
 impl Submitter {
@@ -70,6 +72,7 @@ impl Submitter {
         pipelines: Arc<PipelineCache>,
         host: Arc<HostPool>,
         cfg: &BatchConfig,
+        shared: bool,
     ) -> Submitter {
         let limits = device.limits();
         Submitter {
@@ -85,6 +88,7 @@ impl Submitter {
             last_done: None,
             align: binding_alignment(&limits),
             in_flight: 0,
+            shared,
             device,
             queue,
             health,
@@ -224,12 +228,10 @@ impl Submitter {
         if !batch.done.is_empty() {
             return true;
         }
-        let wait = wgpu::PollType::Wait {
-            submission_index: Some(batch.index.clone()),
-            timeout: Some(until.saturating_duration_since(Instant::now())),
-        };
-        match self.device.poll(wait) {
-            Err(wgpu::PollError::Timeout) => !batch.done.is_empty(),
+        let timeout = until.saturating_duration_since(Instant::now());
+        let done = || !batch.done.is_empty();
+        match poll_wait(&self.device, Some(&batch.index), timeout, self.shared, done) {
+            Err(wgpu::PollError::Timeout) => done(),
             _ => true,
         }
     }
@@ -248,12 +250,15 @@ impl Submitter {
             if settled {
                 return Err("the batch's completion callback never ran".into());
             }
-            let wait = wgpu::PollType::Wait {
-                submission_index: Some(batch.index.clone()),
-                timeout: Some(POLL_SLICE),
-            };
-            match self.device.poll(wait) {
-                Ok(_) => settled = true,
+            let done = || !batch.done.is_empty();
+            match poll_wait(
+                &self.device,
+                Some(&batch.index),
+                POLL_SLICE,
+                self.shared,
+                done,
+            ) {
+                Ok(()) => settled = true,
                 Err(wgpu::PollError::Timeout) => {}
                 Err(e) => return Err(format!("poll failed: {e}")),
             }
@@ -334,11 +339,7 @@ impl Submitter {
             if !self.health.usable() {
                 break;
             }
-            let wait = wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: Some(POLL_SLICE),
-            };
-            if self.device.poll(wait).is_ok() {
+            if poll_wait(&self.device, None, POLL_SLICE, self.shared, || false).is_ok() {
                 break;
             }
         }
@@ -463,4 +464,34 @@ fn timestamp_queries(device: &wgpu::Device, max_jobs: usize) -> Option<wgpu::Que
             count,
         })
     })
+}
+
+/// Polls `device` until submission `index` (or, with `None`, everything submitted) is done
+/// or `done` says so, at most `timeout`. On a device of the engine's own, one timed wait; on
+/// a device shared with an application, `PollType::Poll` in a loop, because wgpu 30.0.2's
+/// timed wait can hit an assertion while another thread submits or polls the device.
+pub(crate) fn poll_wait(
+    device: &wgpu::Device,
+    index: Option<&wgpu::SubmissionIndex>,
+    timeout: Duration,
+    shared: bool,
+    done: impl Fn() -> bool,
+) -> std::result::Result<(), wgpu::PollError> {
+    if !shared {
+        let wait = wgpu::PollType::Wait {
+            submission_index: index.cloned(),
+            timeout: Some(timeout),
+        };
+        return device.poll(wait).map(|_| ());
+    }
+    let until = Instant::now() + timeout.min(Duration::from_secs(86_400));
+    loop {
+        if device.poll(wgpu::PollType::Poll)?.is_queue_empty() || done() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(wgpu::PollError::Timeout);
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
 }
