@@ -1,7 +1,7 @@
 //! Kernel fusion on lavapipe (a slow device: every dispatch costs tens of microseconds, however
 //! small), measured in one process, interleaved and repeated:
 //!
-//! - **plain**: one SAXPY job per submit on plain wgpu, one thread (`support/naive.rs`).
+//! - **plain**: one SAXPY job per submit on plain wgpu, one thread (`src/bin/wgpu-batch/plain.rs`, the CLI's baseline too).
 //! - **ceiling**: a hand-written fused SAXPY on plain wgpu, one thread: 64 jobs' data
 //!   contiguous, a job table (a uniform buffer: read once per workgroup on llvmpipe), the job
 //!   index from `workgroup_id.z`, one dispatch and one submit per 64 jobs, buffers pooled,
@@ -13,8 +13,8 @@
 //! `BENCH_SECS` (default 1) and `BENCH_REPS` (default 3) as in the throughput benchmark;
 //! `FUSION_LOAD` (`256`, `4,096`, ...) runs one SAXPY row only.
 
-#[path = "support/naive.rs"]
-mod naive;
+#[path = "../src/bin/wgpu-batch/plain.rs"]
+mod plain;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use naive::Naive;
+use plain::Plain as Naive;
 use wgpu_batch::{Engine, Job, Kernel, KernelSource, kernels, wgpu};
 
 const THREADS: usize = 8;
@@ -79,7 +79,7 @@ struct Ceiling {
 
 impl Ceiling {
     fn new() -> Ceiling {
-        let naive = Naive::new(wgpu::Backends::VULKAN);
+        let naive = Naive::new(wgpu::Backends::VULKAN).expect("plain wgpu");
         let module = naive
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -309,7 +309,7 @@ fn plain(naive: &mut Naive, works: &[Work], dur: Duration) -> u64 {
     let (end, mut done) = (Instant::now() + dur, 0u64);
     while Instant::now() < end {
         let w = &works[done as usize % works.len()];
-        naive.run(2.0, &w.x, &w.y);
+        naive.run(2.0, &w.x, &w.y).expect("plain job");
         done += 1;
     }
     done
@@ -338,7 +338,7 @@ fn ceiling(c: &Ceiling, works: &[Work], dur: Duration) -> u64 {
 
 /// The SAXPY rows: engine fused and unfused against plain and the ceiling, per workload.
 fn saxpy(b: &mut Bench, out: &mut String) {
-    let naive = RefCell::new(Naive::new(wgpu::Backends::VULKAN));
+    let naive = RefCell::new(Naive::new(wgpu::Backends::VULKAN).expect("plain wgpu"));
     let ceil = Ceiling::new();
     // `FUSION_TIMING=1` times every job on the GPU (the last column then says how long).
     let timing = std::env::var("FUSION_TIMING").is_ok_and(|v| v == "1");

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use wgpu_batch::{Balance, Engine, Job, JobHandle, Kernel, kernels, wgpu};
 
-#[path = "support/naive.rs"]
-mod naive;
+#[path = "../src/bin/wgpu-batch/plain.rs"]
+mod plain;
 
-use naive::Naive;
+use plain::Plain as Naive;
 
 /// One workload's inputs and CPU answer. The engine shares the inputs (`input_shared`), so
 /// like the naive runner it copies them once, into the upload.
@@ -172,7 +172,10 @@ impl System for LockSys {
                     s.spawn(|| {
                         let mut done = 0u64;
                         while Instant::now() < end {
-                            self.naive.lock().run(2.0, &work.x, &work.y);
+                            self.naive
+                                .lock()
+                                .run(2.0, &work.x, &work.y)
+                                .expect("plain job");
                             done += 1;
                         }
                         done
@@ -184,7 +187,11 @@ impl System for LockSys {
     }
 
     fn verify(&self, work: &Work, exact: bool) {
-        let got = self.naive.lock().run(2.0, &work.x, &work.y);
+        let got = self
+            .naive
+            .lock()
+            .run(2.0, &work.x, &work.y)
+            .expect("plain job");
         assert!(!exact || got == work.want, "global lock: wrong result");
     }
 }
@@ -267,7 +274,7 @@ fn scaling(b: &mut Bench, backend: wgpu::Backends, name: &str) {
     let work = Work::new(4096);
     let exact = backend != wgpu::Backends::NOOP;
     let lock = LockSys {
-        naive: Mutex::new(Naive::new(backend)),
+        naive: Mutex::new(Naive::new(backend).expect("plain wgpu")),
     };
     let engine1 = EngineSys::new(engine_builder(backend), 1, "engine (window 1)");
     let engine32 = EngineSys::new(engine_builder(backend), 32, "engine (window 32)");
@@ -322,7 +329,7 @@ fn scaling(b: &mut Bench, backend: wgpu::Backends, name: &str) {
 /// flight each; throughput(T) against the best T; host time per job at 8 threads.
 fn host(b: &mut Bench) {
     let plain = LockSys {
-        naive: Mutex::new(Naive::new(wgpu::Backends::NOOP)),
+        naive: Mutex::new(Naive::new(wgpu::Backends::NOOP).expect("plain wgpu")),
     };
     let builder = || engine_builder(wgpu::Backends::NOOP);
     let each = EngineSys::new(builder(), 0, "engine, wait each job");
@@ -414,13 +421,13 @@ fn idle(b: &mut Bench) {
         (wgpu::Backends::VULKAN, "lavapipe"),
     ] {
         let work = Work::new(4096);
-        let mut naive = Naive::new(backend);
+        let mut naive = Naive::new(backend).expect("plain wgpu");
         let engine = EngineSys::new(engine_builder(backend), 0, "engine");
         let (mut tn, mut te) = (Vec::new(), Vec::new());
         for i in 0..4000 {
             if (i / 100) % 2 == 0 {
                 let t = Instant::now();
-                naive.run(2.0, &work.x, &work.y);
+                naive.run(2.0, &work.x, &work.y).expect("plain job");
                 tn.push(t.elapsed());
             } else {
                 let t = Instant::now();
@@ -441,7 +448,7 @@ fn idle(b: &mut Bench) {
     // Large jobs on lavapipe: 1M elements, one thread, one at a time.
     let work = Work::new(1 << 20);
     let plain = LockSys {
-        naive: Mutex::new(Naive::new(wgpu::Backends::VULKAN)),
+        naive: Mutex::new(Naive::new(wgpu::Backends::VULKAN).expect("plain wgpu")),
     };
     let engine = EngineSys::new(
         engine_builder(wgpu::Backends::VULKAN),
@@ -468,7 +475,7 @@ fn overhead(b: &mut Bench) {
     let work = Work::new(4096);
     let engine = EngineSys::new(engine_builder(wgpu::Backends::NOOP), 32, "engine");
     let naive = LockSys {
-        naive: Mutex::new(Naive::new(wgpu::Backends::NOOP)),
+        naive: Mutex::new(Naive::new(wgpu::Backends::NOOP).expect("plain wgpu")),
     };
     b.md("\n### Host overhead per job on noop (no execution): SAXPY 4,096 elements\n".into());
     b.md("| threads | engine µs/job (wall) | naive under a global lock µs/job |".into());
@@ -509,7 +516,7 @@ fn batching(b: &mut Bench, backend: wgpu::Backends, name: &str) {
     b.md("| elements | naive (1 thread) | global lock (8 threads) | max_batch_jobs 1 | 8 | 64 | 256 |".into());
     b.md("|---|---|---|---|---|---|---|".into());
     let naive = LockSys {
-        naive: Mutex::new(Naive::new(backend)),
+        naive: Mutex::new(Naive::new(backend).expect("plain wgpu")),
     };
     let engines: Vec<EngineSys> = batch
         .iter()
@@ -685,7 +692,7 @@ fn balance(b: &mut Bench) {
 /// 4. Idle latency: one job at a time, nothing else queued.
 fn latency(b: &mut Bench) {
     let work = Work::new(4096);
-    let mut naive = Naive::new(wgpu::Backends::VULKAN);
+    let mut naive = Naive::new(wgpu::Backends::VULKAN).expect("plain wgpu");
     let engine = EngineSys::new(engine_builder(wgpu::Backends::VULKAN), 1, "engine");
     let (mut tn, mut te) = (Vec::new(), Vec::new());
     for i in 0..4000 {
@@ -693,7 +700,7 @@ fn latency(b: &mut Bench) {
         // sees a stream of its own jobs one at a time (as an idle-path user would).
         if (i / 100) % 2 == 0 {
             let t = Instant::now();
-            naive.run(2.0, &work.x, &work.y);
+            naive.run(2.0, &work.x, &work.y).expect("plain job");
             tn.push(t.elapsed());
         } else {
             let t = Instant::now();

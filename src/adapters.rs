@@ -124,8 +124,12 @@ pub(crate) fn request_device(
     adapter: &wgpu::Adapter,
     gpu_timing: bool,
     map_storage: Option<bool>,
+    pipeline_cache: bool,
 ) -> Result<(wgpu::Device, wgpu::Queue)> {
     let mut features = wgpu::Features::empty();
+    if pipeline_cache {
+        features |= adapter.features() & wgpu::Features::PIPELINE_CACHE;
+    }
     if gpu_timing {
         features |= timing_features(adapter);
     }

@@ -11,6 +11,7 @@ use crate::device::{DeviceSlot, Opening};
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
 use crate::health::Health;
+use crate::warm::DiskCache;
 use crate::watchdog::Watchdog;
 
 impl Engine {
@@ -54,6 +55,11 @@ pub struct EngineBuilder {
     balance: Balance,
     gpu_timeout: Duration,
     map_storage: Option<bool>,
+    /// How often the `metrics` feature publishes (`metrics_interval`).
+    #[cfg(feature = "metrics")]
+    metrics_interval: Duration,
+    /// Where pipeline caches persist (`pipeline_cache_dir`).
+    pipeline_cache_dir: Option<std::path::PathBuf>,
     /// An application's device to adopt instead of opening any (`with_device`).
     adopted: Option<(wgpu::Adapter, wgpu::Device, wgpu::Queue)>,
 }
@@ -80,6 +86,9 @@ impl Default for EngineBuilder {
             balance: Balance::default(),
             gpu_timeout: Duration::from_secs(10),
             map_storage: None,
+            pipeline_cache_dir: None,
+            #[cfg(feature = "metrics")]
+            metrics_interval: Duration::from_secs(1),
             adopted: None,
         }
     }
@@ -264,6 +273,51 @@ impl EngineBuilder {
         self
     }
 
+    /// How often the statistics are published through the [`metrics`](https://docs.rs/metrics)
+    /// facade (feature `metrics`). Default: 1 s. A publisher thread reads the devices'
+    /// lock-free statistics and hands them to whatever recorder the application installed;
+    /// the submit path does no more work for it. The metrics (all labelled `device`,
+    /// `adapter`, `backend`): counters `wgpu_batch_jobs_submitted_total`,
+    /// `_jobs_completed_total`, `_jobs_failed_total`, `_batches_total`, `_dispatches_total`,
+    /// `_fused_jobs_total`; gauges `wgpu_batch_queue_depth`, `_outstanding_jobs`,
+    /// `_pool_bytes`, `_cost_per_job_seconds`, `_gpu_seconds`; histograms
+    /// `wgpu_batch_job_latency_seconds` and `_queue_wait_seconds`.
+    /// `examples/prometheus.rs` serves them to Prometheus.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "metrics")] {
+    /// let engine = wgpu_batch::Engine::builder()
+    ///     .metrics_interval(std::time::Duration::from_millis(250))
+    ///     .build()?;
+    /// # }
+    /// # Ok::<(), wgpu_batch::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.metrics_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Keeps each device's compiled pipelines in `dir` (created if missing), so the first jobs
+    /// of a later process skip the driver's compile. Default: off.
+    ///
+    /// Only devices with `Features::PIPELINE_CACHE` use it (wgpu 30 caches on Vulkan only;
+    /// elsewhere this does nothing; an adopted device ([`with_device`](Self::with_device)) uses
+    /// it if the application requested that feature). One file per adapter and driver version: a driver update
+    /// never loads an old blob, and a damaged file is ignored (see the `warm` module docs in
+    /// the source). The cache is written after [`Engine::kernel`] built new pipelines and at
+    /// shutdown. Use a directory only this user can write: wgpu trusts the blob's contents.
+    ///
+    /// ```no_run
+    /// let cache = std::env::temp_dir().join("my-app-pipelines");
+    /// let engine = wgpu_batch::Engine::builder().pipeline_cache_dir(cache).build()?;
+    /// # Ok::<(), wgpu_batch::Error>(())
+    /// ```
+    pub fn pipeline_cache_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.pipeline_cache_dir = Some(dir.into());
+        self
+    }
+
     /// Enumerates adapters, opens the devices (or adopts one, see
     /// [`with_device`](Self::with_device)) and starts one executor per device and the
     /// engine's watchdog. Enumeration and device requests run under the process-wide
@@ -295,6 +349,8 @@ impl EngineBuilder {
                 capacity: self.queue_capacity,
                 gpu_timeout: self.gpu_timeout,
                 shared,
+                disk: (self.pipeline_cache_dir.as_deref())
+                    .and_then(|dir| DiskCache::open(dir, &adapter.get_info(), &device)),
             };
             let slot = DeviceSlot::start(info, device, queue, health, opening)?;
             slots.push(Arc::new(slot));
@@ -314,6 +370,8 @@ impl EngineBuilder {
             watchdog,
             default_timeout: self.default_timeout,
             balance: self.balance,
+            #[cfg(feature = "metrics")]
+            metrics_interval: self.metrics_interval,
         })
     }
 
@@ -347,7 +405,8 @@ impl EngineBuilder {
         for adapter in found {
             for _ in 0..self.devices_per_adapter {
                 let (timing, map) = (self.batch.gpu_timing, self.map_storage);
-                match adapters::request_device(&adapter, timing, map) {
+                let cache = self.pipeline_cache_dir.is_some();
+                match adapters::request_device(&adapter, timing, map, cache) {
                     Ok((device, queue)) => opened.push((adapter.clone(), device, queue)),
                     Err(e) => {
                         log::warn!("skipping a device: {e}");

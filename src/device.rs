@@ -82,6 +82,7 @@ use crate::mapped::{HostPool, Loan};
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::probe;
 use crate::submitter::{Submitter, binding_alignment, pipelines_for};
+use crate::trace::JobSpan;
 
 /// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
 #[derive(Debug, Clone)]
@@ -140,6 +141,9 @@ pub(crate) struct Opening {
     /// The device is an application's (`EngineBuilder::with_device`): no handlers, polls
     /// that never wait on wgpu.
     pub(crate) shared: bool,
+    /// The pipeline cache on disk (`EngineBuilder::pipeline_cache_dir`), where the device
+    /// has one.
+    pub(crate) disk: Option<crate::warm::DiskCache>,
 }
 
 impl DeviceSlot {
@@ -156,6 +160,7 @@ impl DeviceSlot {
             capacity,
             gpu_timeout,
             shared,
+            disk,
         } = opening;
         if !shared {
             install_handlers(&device, &health); // an adopted device keeps its app's
@@ -163,7 +168,7 @@ impl DeviceSlot {
         let capacity = capacity.max(1);
         let bounds = cfg
             .fusion
-            .then(|| probe::bounds(&device, &queue, gpu_timeout, shared));
+            .then(|| probe::bounds(&device, &queue, gpu_timeout, shared, disk.as_ref()));
         let bounds = match bounds {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
@@ -179,6 +184,7 @@ impl DeviceSlot {
             device.clone(),
             cfg.shared_bind_groups,
             bounds,
+            disk,
         ));
         let budget = cfg.pool_budget;
         let direct = device
@@ -292,8 +298,11 @@ impl DeviceSlot {
         };
         stats.enter();
         stats.record_submit();
+        let span = JobSpan::queued(self.info.index, &job, layout.bytes());
+        span.encoded(sub.batches_launched());
         let result = self.run_locked(&mut sub, job, (layout, staged), deadline);
         drop(sub);
+        span.replied(&result);
         stats.record_queue_wait(Duration::ZERO);
         stats.record_done(result.is_ok(), submitted.elapsed());
         Ok(result)

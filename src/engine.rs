@@ -13,6 +13,7 @@ use crate::job::{Job, JobOutput};
 use crate::kernel::{Kernel, KernelSource};
 use crate::reply::{DeadlineTimer, JobHandle};
 use crate::stats::EngineStats;
+use crate::trace::JobSpan;
 use crate::watchdog::Watchdog;
 
 /// What the builder hands over (see `builder.rs`).
@@ -24,6 +25,9 @@ pub(crate) struct EngineParts {
     pub(crate) watchdog: Watchdog,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) balance: Balance,
+    /// How often the `metrics` feature publishes.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_interval: Duration,
 }
 
 pub(crate) struct EngineInner {
@@ -47,6 +51,9 @@ pub(crate) struct EngineInner {
     default_timeout: Option<Duration>,
     /// How device choice weighs devices.
     balance: Balance,
+    /// Publishes the statistics through the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    publisher: crate::publish::Publisher,
     /// Copies a resident buffer into a job output, for [`Engine::read`].
     copy: Kernel,
 }
@@ -64,8 +71,11 @@ impl EngineInner {
         self.shutting_down.store(true, Ordering::SeqCst);
         for slot in &self.slots {
             slot.stop();
+            slot.pipelines.save(); // what the executor built since (fused kernels)
         }
         self.watchdog.stop();
+        #[cfg(feature = "metrics")]
+        self.publisher.stop(); // the final figures
     }
 }
 
@@ -102,6 +112,14 @@ impl Engine {
     /// Builds the engine from what the builder opened, and prepares the read-back kernel.
     pub(crate) fn assemble(parts: EngineParts) -> Result<Engine> {
         let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
+        #[cfg(feature = "metrics")]
+        let publisher =
+            crate::publish::Publisher::start(parts.slots.clone(), parts.metrics_interval).map_err(
+                |e| Error::RequestDevice {
+                    adapter: "(metrics publisher)".into(),
+                    message: e.to_string(),
+                },
+            )?;
         let engine = Engine {
             inner: Arc::new(EngineInner {
                 id: next_engine_id(),
@@ -114,6 +132,8 @@ impl Engine {
                 shutting_down: AtomicBool::new(false),
                 default_timeout: parts.default_timeout,
                 balance: parts.balance,
+                #[cfg(feature = "metrics")]
+                publisher,
                 copy: copy.clone(),
             }),
         };
@@ -135,6 +155,7 @@ impl Engine {
         let kernel = Kernel::compile(source)?;
         for slot in self.inner.slots.iter().filter(|s| s.usable()) {
             slot.prepare(&kernel)?;
+            slot.pipelines.save(); // a warm start for the next process (see `warm.rs`)
         }
         Ok(kernel)
     }
@@ -206,7 +227,8 @@ impl Engine {
         };
         let deadline = self.deadline_of(&job, Instant::now());
         let timer = deadline.map(|_| self.inner.deadlines.clone());
-        let (handle, responder) = JobHandle::pair(slot.health.clone(), deadline, timer);
+        let span = JobSpan::queued(slot.info.index, &job, layout.bytes());
+        let (handle, responder) = JobHandle::pair(slot.health.clone(), deadline, timer, span);
         let request = Request {
             job,
             responder,
@@ -265,6 +287,15 @@ impl Engine {
             .map(|s| s.health.stats.snapshot(s.info.index, s.queue_depth()))
             .collect();
         EngineStats { devices }
+    }
+
+    /// Publishes every device's statistics through the `metrics` facade now, rather than at
+    /// the publisher's next period (see
+    /// [`EngineBuilder::metrics_interval`](crate::EngineBuilder::metrics_interval) for the
+    /// metrics). For a scrape that must see the jobs just finished, or before exiting.
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        self.inner.publisher.publish_now();
     }
 
     /// Stops accepting jobs, runs every job already queued, and joins every executor thread.

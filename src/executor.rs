@@ -23,6 +23,7 @@ use crate::inbox::{Inbox, Request};
 use crate::layout::Footprint;
 use crate::reply::Responder;
 use crate::submitter::{Submitter, binding_alignment};
+use crate::trace::BatchSpan;
 
 /// How long an idle executor polls its channel before parking.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
@@ -59,7 +60,7 @@ pub(crate) struct Executor {
     cfg: BatchConfig,
     capacity: usize,
     /// Batches submitted, oldest first, with their jobs' responders.
-    in_flight: VecDeque<(InFlight, Vec<Responder>)>,
+    in_flight: VecDeque<(InFlight, Vec<Responder>, BatchSpan)>,
     /// The channel disconnected (shutdown): drain, then return.
     stopping: bool,
     /// Offset alignment of every binding in a batch (for the jobs' footprints).
@@ -265,7 +266,7 @@ impl Executor {
     /// Waits until `due` for more jobs, completing batches in flight meanwhile (completion
     /// never waits on batch formation). False when the channel disconnected.
     fn wait_for_more(&mut self, due: Option<Instant>) -> bool {
-        if let Some((oldest, _)) = self.in_flight.front() {
+        if let Some((oldest, ..)) = self.in_flight.front() {
             let slice = Instant::now() + FORMING_SLICE;
             let until = due.map_or(slice, |d| d.min(slice));
             if self.submitter.lock().poll_until(oldest, until) {
@@ -305,8 +306,9 @@ impl Executor {
         let mut responders = Vec::with_capacity(requests.len());
         {
             let sub = self.submitter.lock();
+            let number = sub.batches_launched();
             for r in requests {
-                r.responder.note_encoding();
+                r.responder.note_encoding(number);
                 match sub.pipelines_for(&r.job, true) {
                     Ok(pipelines) => {
                         let fused = self.fused_pipeline(&sub, &r.job);
@@ -373,10 +375,15 @@ impl Executor {
         responders: Vec<Responder>,
     ) -> Result<(), (Error, Vec<Ready>, Vec<Responder>)> {
         let mut sub = self.submitter.lock();
+        let span = BatchSpan::formed(self.health.index, sub.batches_launched(), &ready);
         let prepared = match sub.prepare(ready) {
             Ok(p) => p,
-            Err((e, ready)) => return Err((e, ready, responders)),
+            Err((e, ready)) => {
+                span.completed(Some(&e));
+                return Err((e, ready, responders));
+            }
         };
+        span.encoded(prepared.dispatches());
         // Tickets go on the board before the submit, which may block in the driver: the
         // watchdog can then fail these jobs even if it never returns.
         let tickets = responders.iter().map(|r| r.ticket().clone()).collect();
@@ -386,10 +393,12 @@ impl Executor {
         }
         match sub.submit(prepared) {
             Ok(batch) => {
-                self.in_flight.push_back((batch, responders));
+                span.submitted();
+                self.in_flight.push_back((batch, responders, span));
                 Ok(())
             }
             Err((e, ready)) => {
+                span.completed(Some(&e));
                 self.inbox.unregister_last();
                 Err((e, ready, responders))
             }
@@ -398,7 +407,7 @@ impl Executor {
 
     /// Waits for the oldest batch in flight and replies to its jobs (outside the lock).
     fn complete_oldest(&mut self) {
-        let Some((batch, responders)) = self.in_flight.pop_front() else {
+        let Some((batch, responders, span)) = self.in_flight.pop_front() else {
             return;
         };
         let replies = {
@@ -407,6 +416,7 @@ impl Executor {
             sub.finish(batch, result)
         };
         self.inbox.complete_oldest();
+        span.completed(replies.iter().find_map(|r| r.as_ref().err()));
         for (responder, reply) in responders.into_iter().zip(replies) {
             responder.send(reply);
         }

@@ -90,6 +90,13 @@ pub(crate) fn align_up(v: u64, align: u64) -> u64 {
 }
 
 impl Layout {
+    /// The job's data: its read, read-write and output bytes (alignment padding included).
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.read_len)
+            .saturating_add(self.inout_len)
+            .saturating_add(self.output_len)
+    }
+
     /// Lays out `job` with every offset a multiple of `align`.
     pub(crate) fn of(job: &Job, align: u64) -> Layout {
         let (mut read, mut inout, mut output) = (0u64, 0u64, 0u64);

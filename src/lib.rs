@@ -44,8 +44,18 @@
 //! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in
 //!   one submission, passing intermediates through GPU-only scratch buffers.
 //!
+//! ## Features
+//! - `metrics`: every device's statistics published through the `metrics` facade
+//!   (`EngineBuilder::metrics_interval`), so any exporter serves them.
+//! - `tracing`: a span per job (submit to reply) and per batch (formed to completed).
+//! - `cli`: the `wgpu-batch` command-line tool (`info`, `check`, `bench`).
+//!
+//! Without features the engine builds with wgpu, naga and a few small crates only.
+//!
 //! [wgpu]: https://wgpu.rs
-#![forbid(unsafe_code)]
+// One exception, `warm.rs`: wgpu marks `create_pipeline_cache` unsafe (its data must be what
+// wgpu wrote); everything else is safe code.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod adapters;
@@ -72,11 +82,15 @@ mod mapped;
 mod pipelines;
 mod pool;
 mod probe;
+#[cfg(feature = "metrics")]
+mod publish;
 mod queue;
 mod reply;
 mod stats;
 mod submitter;
 pub mod testing;
+mod trace;
+mod warm;
 mod watchdog;
 
 pub use balance::Balance;

@@ -16,6 +16,7 @@ use crate::binding::{BindingInfo, BindingKind};
 use crate::error::{Error, Result, scoped};
 use crate::fusion::{Bounds, FUSED_ENTRY, TABLE_WORDS};
 use crate::kernel::{Kernel, KernelInner};
+use crate::warm::DiskCache;
 
 /// A pipeline ready to bind: what encoding one step needs from the cache.
 #[derive(Clone)]
@@ -58,6 +59,8 @@ pub(crate) struct PipelineCache {
     /// error, so it is tried once. Taken to look up or insert; pipelines are created outside
     /// it, and nothing else is taken while it is held.
     map: Mutex<HashMap<(u64, Variant), Cached>>,
+    /// wgpu's pipeline cache, kept on disk (`EngineBuilder::pipeline_cache_dir`).
+    disk: Option<DiskCache>,
 }
 
 impl PipelineCache {
@@ -65,12 +68,21 @@ impl PipelineCache {
         device: wgpu::Device,
         shared_bind_groups: bool,
         bounds: Option<Bounds>,
+        disk: Option<DiskCache>,
     ) -> PipelineCache {
         PipelineCache {
             device,
             shared_bind_groups,
             bounds,
             map: Mutex::new(HashMap::new()),
+            disk,
+        }
+    }
+
+    /// Writes the on-disk pipeline cache if it changed (see `warm.rs`); a no-op without one.
+    pub(crate) fn save(&self) {
+        if let Some(disk) = &self.disk {
+            disk.save();
         }
     }
 
@@ -106,12 +118,16 @@ impl PipelineCache {
         if let Some(c) = self.map.lock().get(&key) {
             return c.pipeline.clone();
         }
+        let on = On {
+            device: &self.device,
+            cache: self.disk.as_ref().map(DiskCache::cache),
+        };
         let pipeline = match variant {
             Variant::Fused => {
                 let bounds = self.bounds.unwrap_or(Bounds::ZeroSkip);
-                create_fused(&self.device, kernel, self.shared_bind_groups, bounds)
+                create_fused(on, kernel, self.shared_bind_groups, bounds)
             }
-            v => create(&self.device, kernel, v == Variant::Dynamic),
+            v => create(on, kernel, v == Variant::Dynamic),
         };
         if let (Variant::Fused, Err(e)) = (variant, &pipeline) {
             log::info!(
@@ -131,12 +147,7 @@ impl PipelineCache {
 }
 
 /// The fused kernel's pipeline: its bindings as the rewrite declares them, plus the job table.
-fn create_fused(
-    device: &wgpu::Device,
-    kernel: &Kernel,
-    shared: bool,
-    bounds: Bounds,
-) -> Result<Pipeline> {
+fn create_fused(on: On<'_>, kernel: &Kernel, shared: bool, bounds: Bounds) -> Result<Pipeline> {
     let inner = kernel.inner();
     let fused = inner.fused.as_ref().map_err(|e| Error::Shader {
         kernel: inner.label.clone(),
@@ -160,9 +171,9 @@ fn create_fused(
         stride: None,
         min_size: 0,
     });
-    let dynamic = shared && fits_dynamic_offsets(&bindings, &device.limits());
+    let dynamic = shared && fits_dynamic_offsets(&bindings, &on.device.limits());
     build(
-        device,
+        on,
         &inner.label,
         fused.source(bounds),
         FUSED_ENTRY,
@@ -173,7 +184,7 @@ fn create_fused(
     )
 }
 
-fn create(device: &wgpu::Device, kernel: &Kernel, dynamic: bool) -> Result<Pipeline> {
+fn create(on: On<'_>, kernel: &Kernel, dynamic: bool) -> Result<Pipeline> {
     let inner = kernel.inner();
     let constants: Vec<(&str, f64)> = inner
         .constants
@@ -183,15 +194,22 @@ fn create(device: &wgpu::Device, kernel: &Kernel, dynamic: bool) -> Result<Pipel
     let source = &inner.source;
     let (label, entry, bindings) = (&inner.label, &inner.entry_point, &inner.bindings);
     build(
-        device, label, source, entry, &constants, bindings, dynamic, inner.id,
+        on, label, source, entry, &constants, bindings, dynamic, inner.id,
     )
+}
+
+/// Where a pipeline is built: the device, and the pipeline cache to build it with.
+#[derive(Clone, Copy)]
+struct On<'a> {
+    device: &'a wgpu::Device,
+    cache: Option<&'a wgpu::PipelineCache>,
 }
 
 /// A compute pipeline for `source`'s `entry`: with a layout whose every binding takes a
 /// dynamic offset when `dynamic`, else wgpu's own layout.
 #[allow(clippy::too_many_arguments)] // each is one thing the pipeline is made of
 fn build(
-    device: &wgpu::Device,
+    On { device, cache }: On<'_>,
     label: &str,
     source: &str,
     entry: &str,
@@ -215,7 +233,7 @@ fn build(
                 constants,
                 ..Default::default()
             },
-            cache: None,
+            cache,
         });
         let layout = match explicit {
             Some((group, _)) => Some(group),

@@ -37,8 +37,10 @@ pub(crate) fn bounds(
     queue: &wgpu::Queue,
     timeout: Duration,
     shared: bool,
+    disk: Option<&crate::warm::DiskCache>,
 ) -> Result<Bounds, String> {
-    let (result, error) = scoped(device, || run(device, queue, timeout, shared));
+    let cache = disk.map(|d| d.cache());
+    let (result, error) = scoped(device, || run(device, queue, timeout, shared, cache));
     if let Some(e) = error {
         return Err(format!("the bounds probe failed: {e}"));
     }
@@ -68,6 +70,7 @@ fn run(
     queue: &wgpu::Queue,
     timeout: Duration,
     shared: bool,
+    cache: Option<&wgpu::PipelineCache>,
 ) -> Result<(u32, Vec<u32>), String> {
     let align = u64::from(device.limits().min_storage_buffer_offset_alignment).max(4);
     let len = (2 * align + 4 * BOUND).div_ceil(4);
@@ -99,7 +102,7 @@ fn run(
         module: &module,
         entry_point: Some("main"),
         compilation_options: Default::default(),
-        cache: None,
+        cache,
     });
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,

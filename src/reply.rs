@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::job::JobOutput;
+use crate::trace::JobSpan;
 
 /// What a job resolves to.
 pub(crate) type Reply = Result<JobOutput>;
@@ -120,6 +121,8 @@ impl Ticket {
 /// when dropped (a job dropped by a shutdown, a lost device or a panic) with the reason.
 pub(crate) struct Responder {
     ticket: Arc<Ticket>,
+    /// The job's `tracing` span, which ends with the responder (see `trace.rs`).
+    span: JobSpan,
     /// Cleared once it replied or was disarmed.
     armed: bool,
 }
@@ -129,6 +132,7 @@ impl Responder {
     /// queued, or failed by the watchdog).
     pub(crate) fn send(mut self, reply: Reply) {
         self.armed = false;
+        self.span.replied(&reply);
         self.ticket.resolve(reply);
     }
 
@@ -137,8 +141,10 @@ impl Responder {
         &self.ticket
     }
 
-    /// Records how long the job waited in the queue; called when its batch is encoded.
-    pub(crate) fn note_encoding(&self) {
+    /// Records how long the job waited in the queue; called when batch `batch` (the device's
+    /// count) is encoded with it.
+    pub(crate) fn note_encoding(&self, batch: u64) {
+        self.span.encoded(batch);
         let t = &self.ticket;
         t.health.stats.record_queue_wait(t.submitted.elapsed());
     }
@@ -159,7 +165,9 @@ impl std::ops::Deref for Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if self.armed {
-            self.ticket.resolve(Err(self.ticket.health.drop_error()));
+            let reply = Err(self.ticket.health.drop_error());
+            self.span.replied(&reply);
+            self.ticket.resolve(reply);
         }
     }
 }
@@ -207,6 +215,7 @@ impl JobHandle {
         health: Arc<Health>,
         deadline: Option<Instant>,
         timer: Option<DeadlineTimer>,
+        span: JobSpan,
     ) -> (JobHandle, Responder) {
         let (tx, rx) = flume::bounded(1);
         let ticket = Arc::new(Ticket {
@@ -229,6 +238,7 @@ impl JobHandle {
             handle,
             Responder {
                 ticket,
+                span,
                 armed: true,
             },
         )

@@ -72,6 +72,27 @@ impl Histogram {
     }
 }
 
+#[cfg(feature = "metrics")]
+impl Histogram {
+    /// Calls `f(bucket middle, new samples)` for every bucket that gained samples since the
+    /// counts in `seen` (one per bucket), and updates `seen`: how a publisher forwards the
+    /// distribution without a lock.
+    pub(crate) fn each_new(&self, seen: &mut Vec<u64>, mut f: impl FnMut(Duration, u64)) {
+        seen.resize(self.buckets.len(), 0);
+        for (i, (bucket, seen)) in self.buckets.iter().zip(seen.iter_mut()).enumerate() {
+            let now = bucket.load(Relaxed);
+            if now > *seen {
+                let (lower, upper) = Self::range(i);
+                f(
+                    Duration::from_nanos(lower + (upper - lower) / 2),
+                    now - *seen,
+                );
+                *seen = now;
+            }
+        }
+    }
+}
+
 /// `v` rounded to `digits` significant decimal digits.
 fn significant(v: u64, digits: u32) -> u64 {
     let scale = match v.checked_ilog10() {
@@ -201,6 +222,18 @@ impl DeviceStats {
     /// Records the bytes the pool keeps (the executor's pool only).
     pub(crate) fn set_pool_bytes(&self, bytes: u64) {
         self.pool_bytes.store(bytes, Relaxed);
+    }
+
+    /// Submit to result, every job.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn latency(&self) -> &Histogram {
+        &self.latency
+    }
+
+    /// Submit to encoding, every job.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn queue_wait(&self) -> &Histogram {
+        &self.queue_wait
     }
 
     pub(crate) fn record_queue_wait(&self, d: Duration) {

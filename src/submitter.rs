@@ -34,6 +34,20 @@ pub(crate) struct Prepared {
     began: Instant,
 }
 
+impl Submitter {
+    /// The number the next batch submitted will have (batches submitted so far).
+    pub(crate) fn batches_launched(&self) -> u64 {
+        self.launched
+    }
+}
+
+impl Prepared {
+    /// The compute dispatches its command buffer records.
+    pub(crate) fn dispatches(&self) -> usize {
+        self.batch.dispatches().0
+    }
+}
+
 /// See the module docs.
 pub(crate) struct Submitter {
     device: wgpu::Device,
@@ -60,6 +74,8 @@ pub(crate) struct Submitter {
     align: u64,
     /// Batches submitted and not finished.
     in_flight: usize,
+    /// Batches submitted so far: the next batch's number (for tracing).
+    launched: u64,
     /// The device is shared with an application: poll without waiting (see [`poll_wait`]).
     shared: bool,
 }
@@ -88,6 +104,7 @@ impl Submitter {
             last_done: None,
             align: binding_alignment(&limits),
             in_flight: 0,
+            launched: 0,
             shared,
             device,
             queue,
@@ -215,6 +232,7 @@ impl Submitter {
             return Err((e.into(), batch.jobs));
         }
         self.in_flight += 1;
+        self.launched += 1;
         let (dispatches, fused) = batch.dispatches();
         self.health
             .stats

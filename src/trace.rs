@@ -1,0 +1,123 @@
+//! Spans for `tracing` (the `tracing` feature; without it every type here is empty and every
+//! call compiles to nothing).
+//!
+//! - **`wgpu_batch.job`** (level DEBUG), one per job from submit to reply, a child of the
+//!   submitting thread's current span: fields `device`, `steps`, `bytes` (the job's data),
+//!   `batch` (the batch it ran in, recorded when encoded) and `outcome` (`ok` or the error).
+//!   Events inside: `encoded`, `replied`. A job resolved by its handle (cancelled, deadline)
+//!   or the watchdog is replied to by them; its span then ends when its device drops it.
+//! - **`wgpu_batch.batch`** (level DEBUG), one per batch from forming to completion, on the
+//!   device's executor thread: fields `device`, `batch`, `jobs`, `bytes`, `dispatches`.
+//!   Events: `formed`, `encoded`, `submitted`, `completed` (or `failed` with the reason).
+//!
+//! Spans are created and recorded on the threads that already do that work, with no lock:
+//! `tracing` checks each call site's interest once and caches it, so a span no subscriber
+//! wants costs one atomic load.
+
+#[cfg(feature = "tracing")]
+use tracing::field::Empty;
+
+/// One job's span (see the module docs).
+pub(crate) struct JobSpan {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+impl JobSpan {
+    /// Opens the span of a job queued on `device`.
+    #[allow(unused_variables)]
+    pub(crate) fn queued(device: usize, job: &crate::job::Job, bytes: u64) -> JobSpan {
+        JobSpan {
+            #[cfg(feature = "tracing")]
+            span: tracing::debug_span!(
+                "wgpu_batch.job",
+                device,
+                steps = job.steps.len(),
+                bytes,
+                batch = Empty,
+                outcome = Empty
+            ),
+        }
+    }
+
+    /// The job went into batch `batch` (the device's count).
+    #[allow(unused_variables)]
+    pub(crate) fn encoded(&self, batch: u64) {
+        #[cfg(feature = "tracing")]
+        if !self.span.is_disabled() {
+            self.span.record("batch", batch);
+            tracing::debug!(parent: &self.span, batch, "encoded");
+        }
+    }
+
+    /// The job resolved with `outcome`.
+    #[allow(unused_variables)]
+    pub(crate) fn replied<T>(&self, outcome: &crate::error::Result<T>) {
+        #[cfg(feature = "tracing")]
+        if !self.span.is_disabled() {
+            match outcome {
+                Ok(_) => self.span.record("outcome", "ok"),
+                Err(e) => self.span.record("outcome", tracing::field::display(e)),
+            };
+            tracing::debug!(parent: &self.span, "replied");
+        }
+    }
+}
+
+/// One batch's span (see the module docs).
+pub(crate) struct BatchSpan {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+impl BatchSpan {
+    /// Opens the span of batch `batch` of device `device`, formed of `jobs`' jobs.
+    #[allow(unused_variables)]
+    pub(crate) fn formed(device: usize, batch: u64, jobs: &[crate::batch::Ready]) -> BatchSpan {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "wgpu_batch.batch",
+                device,
+                batch,
+                jobs = jobs.len(),
+                bytes = Empty,
+                dispatches = Empty
+            );
+            if !span.is_disabled() {
+                let bytes: u64 = jobs.iter().map(|r| r.layout.bytes()).sum();
+                span.record("bytes", bytes);
+                tracing::debug!(parent: &span, "formed");
+            }
+            BatchSpan { span }
+        }
+        #[cfg(not(feature = "tracing"))]
+        BatchSpan {}
+    }
+
+    /// The batch's command buffer was recorded with `dispatches` dispatches.
+    #[allow(unused_variables)]
+    pub(crate) fn encoded(&self, dispatches: usize) {
+        #[cfg(feature = "tracing")]
+        if !self.span.is_disabled() {
+            self.span.record("dispatches", dispatches);
+            tracing::debug!(parent: &self.span, dispatches, "encoded");
+        }
+    }
+
+    /// The command buffer went to the queue.
+    pub(crate) fn submitted(&self) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(parent: &self.span, "submitted");
+    }
+
+    /// The batch finished: its results are read (or it failed with `error`).
+    #[allow(unused_variables)]
+    pub(crate) fn completed(&self, error: Option<&crate::error::Error>) {
+        #[cfg(feature = "tracing")]
+        match error {
+            None => tracing::debug!(parent: &self.span, "completed"),
+            Some(e) => tracing::debug!(parent: &self.span, error = %e, "failed"),
+        }
+    }
+}
