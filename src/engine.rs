@@ -71,7 +71,9 @@ impl EngineInner {
         self.shutting_down.store(true, Ordering::SeqCst);
         for slot in &self.slots {
             slot.stop();
-            slot.pipelines.save(); // what the executor built since (fused kernels)
+            if slot.usable() {
+                slot.pipelines.save(); // what the executor built since (fused kernels)
+            }
         }
         self.watchdog.stop();
         #[cfg(feature = "metrics")]
