@@ -423,19 +423,9 @@ fn idle(b: &mut Bench) {
         let work = Work::new(4096);
         let mut naive = Naive::new(backend).expect("plain wgpu");
         let engine = EngineSys::new(engine_builder(backend), 0, "engine");
-        let (mut tn, mut te) = (Vec::new(), Vec::new());
-        for i in 0..4000 {
-            if (i / 100) % 2 == 0 {
-                let t = Instant::now();
-                naive.run(2.0, &work.x, &work.y).expect("plain job");
-                tn.push(t.elapsed());
-            } else {
-                let t = Instant::now();
-                engine.engine.run(engine.job(&work)).expect("job");
-                te.push(t.elapsed());
-            }
-        }
-        let ((n50, n99, _), (e50, e99, _)) = (percentiles(tn), percentiles(te));
+        let ((n50, n99, _), (e50, e99, _)) = alternate(&mut naive, &work, || {
+            engine.engine.run(engine.job(&work)).expect("job");
+        });
         b.md(format!("\nIdle latency on {name} (4,096 elements, one at a time, 2,000 each in alternating blocks of 100): plain p50 {n50:.1?} p99 {n99:.1?}; engine p50 {e50:.1?} p99 {e99:.1?}: x{:.2}", e50.as_secs_f64() / n50.as_secs_f64()));
         let _ = writeln!(
             b.csv,
@@ -694,30 +684,9 @@ fn latency(b: &mut Bench) {
     let work = Work::new(4096);
     let mut naive = Naive::new(wgpu::Backends::VULKAN).expect("plain wgpu");
     let engine = EngineSys::new(engine_builder(wgpu::Backends::VULKAN), 1, "engine");
-    let (mut tn, mut te) = (Vec::new(), Vec::new());
-    for i in 0..4000 {
-        // Alternate blocks of 100 so drift and noise hit both alike, while each system still
-        // sees a stream of its own jobs one at a time (as an idle-path user would).
-        if (i / 100) % 2 == 0 {
-            let t = Instant::now();
-            naive.run(2.0, &work.x, &work.y).expect("plain job");
-            tn.push(t.elapsed());
-        } else {
-            let t = Instant::now();
-            engine.submit(&work).wait().expect("job");
-            te.push(t.elapsed());
-        }
-    }
-    let pct = |v: &mut Vec<Duration>, q: f64| {
-        v.sort();
-        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-    };
-    let (n50, n99, e50, e99) = (
-        pct(&mut tn, 0.5),
-        pct(&mut tn, 0.99),
-        pct(&mut te, 0.5),
-        pct(&mut te, 0.99),
-    );
+    let ((n50, n99, _), (e50, e99, _)) = alternate(&mut naive, &work, || {
+        engine.submit(&work).wait().expect("job");
+    });
     b.md("\n### Idle latency on lavapipe: one 4,096-element SAXPY at a time, 2,000 each, in alternating blocks of 100\n".into());
     b.md("| system | p50 | p99 |".into());
     b.md("|---|---|---|".into());
@@ -740,6 +709,32 @@ fn latency(b: &mut Bench) {
         e50.as_secs_f64() * 1e6,
         e50.as_secs_f64() / n50.as_secs_f64()
     );
+}
+
+/// 4,000 jobs one at a time, plain wgpu and `engine_job` alternating in blocks of 100 (so
+/// drift and noise hit both alike, while each still sees a stream of its own jobs one at a
+/// time, as an idle-path user would); the percentiles of each one's latency.
+#[allow(clippy::type_complexity)] // two of `percentiles`' triples
+fn alternate(
+    naive: &mut Naive,
+    work: &Work,
+    mut engine_job: impl FnMut(),
+) -> (
+    (Duration, Duration, Duration),
+    (Duration, Duration, Duration),
+) {
+    let (mut tn, mut te) = (Vec::new(), Vec::new());
+    for i in 0..4000 {
+        let t = Instant::now();
+        if (i / 100) % 2 == 0 {
+            naive.run(2.0, &work.x, &work.y).expect("plain job");
+            tn.push(t.elapsed());
+        } else {
+            engine_job();
+            te.push(t.elapsed());
+        }
+    }
+    (percentiles(tn), percentiles(te))
 }
 
 /// Latency percentiles of `v`: (p50, p99, max).

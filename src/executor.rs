@@ -383,7 +383,7 @@ impl Executor {
                 return Err((e, ready, responders));
             }
         };
-        span.encoded(prepared.dispatches());
+        span.encoded(&prepared);
         // Tickets go on the board before the submit, which may block in the driver: the
         // watchdog can then fail these jobs even if it never returns.
         let tickets = responders.iter().map(|r| r.ticket().clone()).collect();
@@ -416,7 +416,7 @@ impl Executor {
             sub.finish(batch, result)
         };
         self.inbox.complete_oldest();
-        span.completed(replies.iter().find_map(|r| r.as_ref().err()));
+        span.finished(&replies);
         for (responder, reply) in responders.into_iter().zip(replies) {
             responder.send(reply);
         }

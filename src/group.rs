@@ -418,6 +418,19 @@ mod tests {
             if id.x < arrayLength(&y) { y[id.x] = a * x[id.x] + y[id.x]; }
         }";
 
+    /// The groups `jobs` form (laid out at 256-byte alignment, regions of at most
+    /// `max_binding` bytes), each job with the fused kernels `fused` gives it.
+    fn groups_of<'a>(
+        jobs: &'a [Job],
+        max_binding: u64,
+        fused: impl Fn(&Job) -> Vec<&'a Fused>,
+    ) -> Vec<Group> {
+        let layouts: Vec<Layout> = jobs.iter().map(|j| Layout::of(j, 256)).collect();
+        let candidates =
+            (jobs.iter().zip(&layouts).enumerate()).map(|(i, (j, l))| (i, j, l, Some(fused(j))));
+        form(candidates, max_binding)
+    }
+
     fn saxpy(k: &Kernel, n: usize) -> Job {
         Job::new(k)
             .uniform(0, &2.0f32)
@@ -431,14 +444,7 @@ mod tests {
         let k = Kernel::compile(KernelSource::wgsl("saxpy", SAXPY)).unwrap();
         let fused = k.inner().fused.as_ref().unwrap();
         let jobs = [saxpy(&k, 100), saxpy(&k, 1), saxpy(&k, 300)];
-        let layouts: Vec<Layout> = jobs.iter().map(|j| Layout::of(j, 256)).collect();
-        let groups = form(
-            jobs.iter()
-                .zip(&layouts)
-                .enumerate()
-                .map(|(i, (j, l))| (i, j, l, Some(vec![&**fused; j.steps.len()]))),
-            u64::MAX,
-        );
+        let groups = groups_of(&jobs, u64::MAX, |j| vec![&**fused; j.steps.len()]);
         let [g] = groups.as_slice() else {
             panic!("{groups:?}")
         };
@@ -483,27 +489,14 @@ mod tests {
             .workgroups(1, 1, 1);
         // A second step without arguments does not match the kernel's bindings.
         let jobs = [saxpy(&k, 8), output, saxpy(&k, 8).then(&k), saxpy(&k, 8)];
-        let layouts: Vec<Layout> = jobs.iter().map(|j| Layout::of(j, 256)).collect();
-        let groups = form(
-            jobs.iter()
-                .zip(&layouts)
-                .enumerate()
-                .map(|(i, (j, l))| (i, j, l, Some(vec![&**fused; j.steps.len()]))),
-            u64::MAX,
-        );
+        let groups = groups_of(&jobs, u64::MAX, |j| vec![&**fused; j.steps.len()]);
         // The output job differs in class, the two-step job does not fit: 0 and 3 group.
         assert_eq!(
             groups.iter().map(|g| g.jobs.clone()).collect::<Vec<_>>(),
             [vec![0, 3]]
         );
         // A region over the binding limit closes the group.
-        let capped = form(
-            jobs.iter()
-                .zip(&layouts)
-                .enumerate()
-                .map(|(i, (j, l))| (i, j, l, Some(vec![&**fused; j.steps.len()]))),
-            40,
-        );
+        let capped = groups_of(&jobs, 40, |j| vec![&**fused; j.steps.len()]);
         assert!(capped.is_empty(), "{capped:?}");
     }
 
@@ -539,14 +532,7 @@ mod tests {
                 .workgroups_for(n)
         };
         let jobs = [job(10), job(3)];
-        let layouts: Vec<Layout> = jobs.iter().map(|j| Layout::of(j, 256)).collect();
-        let groups = form(
-            jobs.iter()
-                .zip(&layouts)
-                .enumerate()
-                .map(|(i, (j, l))| (i, j, l, Some(fused.clone()))),
-            u64::MAX,
-        );
+        let groups = groups_of(&jobs, u64::MAX, |_| fused.clone());
         let [g] = groups.as_slice() else {
             panic!("{groups:?}")
         };

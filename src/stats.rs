@@ -240,6 +240,11 @@ impl DeviceStats {
         self.queue_wait.record(d);
     }
 
+    /// Batches submitted so far.
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches.load(Relaxed)
+    }
+
     /// Jobs entered and not yet resolved: the load figure that device choice balances.
     pub(crate) fn outstanding(&self) -> u64 {
         self.outstanding.load(SeqCst)

@@ -35,14 +35,16 @@ pub(crate) struct Prepared {
 }
 
 impl Submitter {
-    /// The number the next batch submitted will have (batches submitted so far).
+    /// The number the next batch submitted will have (batches submitted so far: only this
+    /// submitter counts them, under its lock).
     pub(crate) fn batches_launched(&self) -> u64 {
-        self.launched
+        self.health.stats.batches()
     }
 }
 
 impl Prepared {
-    /// The compute dispatches its command buffer records.
+    /// The compute dispatches its command buffer records (for the batch's span).
+    #[cfg(feature = "tracing")]
     pub(crate) fn dispatches(&self) -> usize {
         self.batch.dispatches().0
     }
@@ -74,8 +76,6 @@ pub(crate) struct Submitter {
     align: u64,
     /// Batches submitted and not finished.
     in_flight: usize,
-    /// Batches submitted so far: the next batch's number (for tracing).
-    launched: u64,
     /// The device is shared with an application: poll without waiting (see [`poll_wait`]).
     shared: bool,
 }
@@ -104,7 +104,6 @@ impl Submitter {
             last_done: None,
             align: binding_alignment(&limits),
             in_flight: 0,
-            launched: 0,
             shared,
             device,
             queue,
@@ -232,7 +231,6 @@ impl Submitter {
             return Err((e.into(), batch.jobs));
         }
         self.in_flight += 1;
-        self.launched += 1;
         let (dispatches, fused) = batch.dispatches();
         self.health
             .stats

@@ -95,11 +95,12 @@ impl BatchSpan {
         BatchSpan {}
     }
 
-    /// The batch's command buffer was recorded with `dispatches` dispatches.
+    /// The batch's command buffer was recorded.
     #[allow(unused_variables)]
-    pub(crate) fn encoded(&self, dispatches: usize) {
+    pub(crate) fn encoded(&self, prepared: &crate::submitter::Prepared) {
         #[cfg(feature = "tracing")]
         if !self.span.is_disabled() {
+            let dispatches = prepared.dispatches();
             self.span.record("dispatches", dispatches);
             tracing::debug!(parent: &self.span, dispatches, "encoded");
         }
@@ -118,6 +119,15 @@ impl BatchSpan {
         match error {
             None => tracing::debug!(parent: &self.span, "completed"),
             Some(e) => tracing::debug!(parent: &self.span, error = %e, "failed"),
+        }
+    }
+
+    /// The batch finished with `replies` (one per job; all errors when the batch failed).
+    #[allow(unused_variables)]
+    pub(crate) fn finished<T>(&self, replies: &[crate::error::Result<T>]) {
+        #[cfg(feature = "tracing")]
+        if !self.span.is_disabled() {
+            self.completed(replies.iter().find_map(|r| r.as_ref().err()));
         }
     }
 }

@@ -15,13 +15,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use wgpu_batch::{Engine, Error, Job, JobHandle, Kernel, KernelSource};
 
-const INC: &str = "
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    if id.x < arrayLength(&dst) && id.x < arrayLength(&src) { dst[id.x] = src[id.x] + 1u; }
-}";
-
 #[derive(Debug, Clone, Copy)]
 enum Loss {
     None,
@@ -148,7 +141,9 @@ fn run(c: &Case) -> Result<(), TestCaseError> {
             .devices_per_adapter(2)
             .max_batch_jobs(c.max_jobs),
     );
-    let k = engine.kernel(KernelSource::wgsl("inc", INC)).unwrap();
+    let k = engine
+        .kernel(KernelSource::wgsl("inc", common::INC))
+        .unwrap();
     let lost = AtomicBool::new(false);
     let shut = AtomicBool::new(false);
     let n = 300;

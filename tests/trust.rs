@@ -15,12 +15,6 @@ const COPY: &str = "
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     if id.x < arrayLength(&dst) && id.x < arrayLength(&src) { dst[id.x] = src[id.x]; }
 }";
-const INC: &str = "
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    if id.x < arrayLength(&dst) && id.x < arrayLength(&src) { dst[id.x] = src[id.x] + 1u; }
-}";
 const ACC: &str = "
 @group(0) @binding(0) var<storage, read> x: array<u32>;
 @group(0) @binding(1) var<storage, read_write> acc: array<u32>;
@@ -55,7 +49,7 @@ fn k(engine: &Engine, label: &str, src: &'static str) -> wgpu_batch::Kernel {
 fn one_kernel_twice_in_a_job_binds_each_steps_own_scratch() {
     for shared in [true, false] {
         let engine = batches_of(1, shared);
-        let (copy, inc) = (k(&engine, "copy", COPY), k(&engine, "inc", INC));
+        let (copy, inc) = (k(&engine, "copy", COPY), k(&engine, "inc", common::INC));
         let n = 100;
         let x: Vec<u32> = (0..n as u32).map(|i| i * 10).collect();
         let job = Job::new(&copy)

@@ -9,6 +9,14 @@ use wgpu_batch::{Engine, EngineBuilder, Job, Kernel, KernelSource, wgpu};
 /// Every wait in the tests is bounded by this, so a deadlock fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(120);
 
+/// Adds one to each `u32` of `src` into `dst` (over the shorter of the two).
+pub const INC: &str = "
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if id.x < arrayLength(&dst) && id.x < arrayLength(&src) { dst[id.x] = src[id.x] + 1u; }
+}";
+
 /// The backends the tests use: `WGPU_BACKEND` if set, else Vulkan (lavapipe in CI).
 pub fn backends() -> wgpu::Backends {
     wgpu::Backends::from_env().unwrap_or(wgpu::Backends::VULKAN)

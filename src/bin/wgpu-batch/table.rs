@@ -146,22 +146,21 @@ pub fn rate(per_s: f64) -> String {
 /// Splits `items` joined by ", " into lines of at most `width` characters, each starting with
 /// `indent` (the first line included).
 pub fn wrap(items: &[String], indent: &str, width: usize) -> String {
-    let mut lines = vec![indent.to_owned()];
+    let (mut done, mut line) = (String::new(), indent.to_owned());
     for (i, item) in items.iter().enumerate() {
         let sep = if i + 1 < items.len() { "," } else { "" };
-        let last = lines.last_mut().expect("starts with one line");
-        let fresh = last.len() == indent.len();
-        if !fresh && last.chars().count() + 1 + item.chars().count() + sep.len() > width {
-            lines.push(format!("{indent}{item}{sep}"));
-        } else {
-            if !fresh {
-                last.push(' ');
-            }
-            last.push_str(item);
-            last.push_str(sep);
+        let fresh = line.len() == indent.len();
+        if !fresh && line.chars().count() + 1 + item.chars().count() + sep.len() > width {
+            done += &line;
+            done.push('\n');
+            line = indent.to_owned();
+        } else if !fresh {
+            line.push(' ');
         }
+        line.push_str(item);
+        line.push_str(sep);
     }
-    lines.join("\n") + "\n"
+    done + &line + "\n"
 }
 
 #[cfg(test)]
