@@ -68,6 +68,14 @@ fn install(mode: &str) -> String {
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    // The exporter's upkeep drains histogram samples, as a served exporter's would.
+    let handle = recorder.handle();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            handle.run_upkeep();
+        }
+    });
     metrics::set_global_recorder(recorder).expect("recorder");
     let level = match mode {
         "spans" => LevelFilter::DEBUG,

@@ -15,8 +15,17 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use wgpu_batch::{Engine, kernels};
 
-/// Serves `handle`'s rendering at `/metrics` to every connection on `listener`, on a thread.
+/// Serves `handle`'s rendering at `/metrics` to every connection on `listener`, on a thread;
+/// another runs the exporter's upkeep every 5 s (it drains histogram samples, which
+/// otherwise pile up between scrapes).
 fn serve(listener: TcpListener, handle: PrometheusHandle) {
+    let upkeep = handle.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            upkeep.run_upkeep();
+        }
+    });
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = answer(stream, &handle);
