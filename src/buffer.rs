@@ -75,10 +75,15 @@ impl DeviceBuffer {
         (replicated, usage): (bool, wgpu::BufferUsages),
     ) -> Result<DeviceBuffer> {
         let size = bytes.len() as u64;
-        if size == 0 || !size.is_multiple_of(4) {
-            let problem =
-                format!("a resident buffer needs a non-zero multiple of 4 bytes, got {size}");
-            return Err(Error::binding("upload", 0, problem));
+        if size == 0 {
+            return Err(Error::buffer(
+                "cannot upload empty data: a resident buffer needs a non-zero multiple of 4 bytes",
+            ));
+        }
+        if !size.is_multiple_of(4) {
+            return Err(Error::buffer(format!(
+                "cannot upload {size} bytes: a resident buffer needs a multiple of 4 bytes"
+            )));
         }
         let mut copies = vec![None; devices];
         for &(index, device, max) in on {
@@ -130,6 +135,11 @@ impl DeviceBuffer {
     /// Device `index`'s copy, if it has one.
     pub(crate) fn copy_on(&self, index: usize) -> Option<&wgpu::Buffer> {
         self.inner.copies.get(index).and_then(Option::as_ref)
+    }
+
+    /// Whether `other` is this buffer (a clone of it), not just one with the same contents.
+    pub(crate) fn is_same(&self, other: &DeviceBuffer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Whether the engine with id `engine` made this buffer.

@@ -247,8 +247,14 @@ impl EngineBuilder {
     /// What the engine does and does not do to an adopted device:
     /// - It installs **no** handler: wgpu keeps one uncaptured-error handler and one
     ///   device-lost callback per device, and the application's stay as they were. The engine
-    ///   catches its own errors with error scopes, and learns of a lost device from failed
-    ///   operations and from its watchdog ([`gpu_timeout`](Self::gpu_timeout)).
+    ///   catches its own errors with error scopes, and learns of a lost device from its
+    ///   watchdog ([`gpu_timeout`](Self::gpu_timeout)) and from failed operations: after one
+    ///   it asks the device (a fresh buffer maps on a working device, not on a lost or
+    ///   destroyed one), and a lost device resolves jobs with [`Error::DeviceLost`] and takes
+    ///   no more.
+    /// - A device opened without compute (limits that allow no compute workgroups, such as
+    ///   `wgpu::Limits::downlevel_webgl2_defaults()`) is refused with
+    ///   [`Error::RequestDevice`].
     /// - It never destroys the device, and dropping the engine leaves it open.
     /// - It polls with `PollType::Poll` only (never a timed wait, which races with another
     ///   thread's submit or poll in wgpu 30.0.2), so the application may submit and poll from
@@ -325,7 +331,7 @@ impl EngineBuilder {
     pub fn build(mut self) -> Result<Engine> {
         let adopted = self.adopted.take();
         let (instance, opened) = match adopted {
-            Some(one) => (None, vec![one]),
+            Some(one) => (None, vec![computes(one)?]),
             None => {
                 let (instance, opened) = adapters::enumerating(|| self.open())?;
                 (Some(instance), opened)
@@ -421,4 +427,23 @@ impl EngineBuilder {
             _ => Ok((instance, opened)),
         }
     }
+}
+
+/// `adopted` if its device can run compute work; the error says why not.
+fn computes(
+    adopted: (wgpu::Adapter, wgpu::Device, wgpu::Queue),
+) -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue)> {
+    let limits = adopted.1.limits();
+    if limits.max_compute_workgroups_per_dimension == 0
+        || limits.max_compute_invocations_per_workgroup == 0
+    {
+        return Err(Error::RequestDevice {
+            adapter: adopted.0.get_info().name,
+            message: "the device was opened without compute shaders (its limits allow no \
+                      compute workgroups); request it with limits that do, such as \
+                      `wgpu::Limits::downlevel_defaults()`"
+                .into(),
+        });
+    }
+    Ok(adopted)
 }

@@ -128,6 +128,8 @@ pub(crate) struct DeviceSlot {
     host: Arc<HostPool>,
     /// The offset alignment of bindings in this device's batches.
     align: u64,
+    /// An application's device (`EngineBuilder::with_device`): its lost callback is not ours.
+    shared: bool,
     /// The executor thread, and a channel that disconnects when it returns; taken by `stop`.
     executor: Mutex<Option<(JoinHandle<()>, flume::Receiver<()>)>>,
 }
@@ -235,6 +237,7 @@ impl DeviceSlot {
             pipelines,
             submitter,
             host,
+            shared,
             executor: Mutex::new(Some((join, exit_rx))),
         })
     }
@@ -243,6 +246,11 @@ impl DeviceSlot {
     pub(crate) fn queue_depth(&self) -> usize {
         let pending = self.inbox.board.lock().pending.len();
         self.inbox.rx.len() + pending
+    }
+
+    /// Whether the request queue can take a job now (a hint: another producer may fill it).
+    pub(crate) fn has_room(&self) -> bool {
+        !self.inbox.rx.is_full()
     }
 
     /// Checks `job` against its kernels' bindings and this device's limits. No lock.
@@ -351,6 +359,17 @@ impl DeviceSlot {
     /// Whether submit may send here.
     pub(crate) fn usable(&self) -> bool {
         self.health.usable()
+    }
+
+    /// After an operation on the device failed: whether the device is lost. An adopted
+    /// device's lost callback is the application's, so it is asked directly (see
+    /// [`alive`](crate::submitter::alive)) and marked lost here.
+    pub(crate) fn lost_after_failure(&self) -> bool {
+        if self.shared && self.usable() && !crate::submitter::alive(&self.device) {
+            self.health
+                .mark_lost("the application's device was destroyed or lost".into());
+        }
+        !self.usable()
     }
 
     /// `kernel`'s pipeline on this device, created (on the calling thread) and cached if

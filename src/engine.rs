@@ -162,15 +162,17 @@ impl Engine {
         Ok(kernel)
     }
 
-    /// Validates `job` and queues it on the least-loaded eligible device, blocking while that
-    /// device's queue is full. The job's uploads are written into the device's mapped upload
+    /// Validates `job` and queues it on an eligible device chosen by the engine's [`Balance`]
+    /// among those whose queue has room; only when every one is full does it block, on the
+    /// one the rule prefers. The job's uploads are written into the device's mapped upload
     /// memory on this thread.
     pub fn submit(&self, job: Job) -> Result<JobHandle> {
         self.enqueue(job, true).map_err(|r| r.error)
     }
 
-    /// Like [`submit`](Engine::submit) but never blocks: when the chosen device's queue is
-    /// full the job comes back in [`Rejected`] with [`Error::QueueFull`].
+    /// Like [`submit`](Engine::submit) but never blocks: when the queue of every eligible
+    /// device is full (or the job's pinned device's is) the job comes back in [`Rejected`]
+    /// with [`Error::QueueFull`].
     #[allow(clippy::result_large_err)] // the job comes back by value, as flume's TrySendError does
     pub fn try_submit(&self, job: Job) -> std::result::Result<JobHandle, Rejected> {
         self.enqueue(job, false)
@@ -192,14 +194,25 @@ impl Engine {
         }
     }
 
-    /// Chooses a device for `job`, validates it there and queues it.
+    /// Chooses a device for `job`, validates it there and queues it. A device that filled up
+    /// between the choice and the send is passed over for another with room, a bounded number
+    /// of times, so `QueueFull` means every eligible device was full.
     #[allow(clippy::result_large_err)] // as `try_submit`
-    fn enqueue(&self, job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
-        let slot = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
-            Ok(slot) => slot,
-            Err(error) => return Err(Rejected { error, job }),
-        };
-        self.enqueue_on(&slot, job, block)
+    fn enqueue(&self, mut job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
+        for _ in 0..self.inner.slots.len() {
+            let slot = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
+                Ok(slot) => slot,
+                Err(error) => return Err(Rejected { error, job }),
+            };
+            match self.enqueue_on(&slot, job, block) {
+                Err(r) if r.error == Error::QueueFull && r.job.device.is_none() => job = r.job,
+                done => return done,
+            }
+        }
+        Err(Rejected {
+            error: Error::QueueFull,
+            job,
+        })
     }
 
     /// Writes `job`'s uploads and queues it on `slot` (waiting for room when `block`).
@@ -371,16 +384,25 @@ impl Engine {
                 Err(slot.health.drop_error())
             };
         }
-        let candidates: Vec<Candidate> = inner
+        // Devices whose queue has room come first, whatever the balance rule prefers: a full
+        // device would block `submit` and refuse `try_submit` while another could take the job.
+        let mut candidates: Vec<(Candidate, bool)> = inner
             .slots
             .iter()
             .filter(|s| eligible[s.info.index] && s.usable())
-            .map(|s| Candidate {
-                index: s.info.index,
-                outstanding: s.health.stats.outstanding(),
-                cost_ns: s.health.stats.cost_ns(),
+            .map(|s| {
+                let c = Candidate {
+                    index: s.info.index,
+                    outstanding: s.health.stats.outstanding(),
+                    cost_ns: s.health.stats.cost_ns(),
+                };
+                (c, s.has_room())
             })
             .collect();
+        if candidates.iter().any(|&(_, room)| room) {
+            candidates.retain(|&(_, room)| room);
+        }
+        let candidates: Vec<Candidate> = candidates.into_iter().map(|(c, _)| c).collect();
         let turn = inner.rotate.fetch_add(1, Ordering::Relaxed);
         match inner.balance.pick(&candidates, turn) {
             Some(i) => Ok(inner.slots[i].clone()),
@@ -520,7 +542,7 @@ impl Engine {
             (replicated, usage),
         );
         // A device lost under the upload reports its loss rather than wgpu's message.
-        placed.map_err(|e| match slots.iter().find(|s| !s.usable()) {
+        placed.map_err(|e| match slots.iter().find(|s| s.lost_after_failure()) {
             Some(lost) => lost.health.drop_error(),
             None => e,
         })
@@ -531,11 +553,16 @@ impl Engine {
     /// priority), so it sees every write of jobs submitted before it on that device.
     pub fn read<T: bytemuck::Pod>(&self, buffer: &DeviceBuffer) -> Result<Vec<T>> {
         if !buffer.is_from(self.inner.id) {
-            return Err(Error::binding(
-                "read",
-                0,
-                "the buffer belongs to another engine",
+            return Err(Error::buffer(
+                "cannot read a resident buffer of another engine",
             ));
+        }
+        let (size, each) = (buffer.size(), std::mem::size_of::<T>() as u64);
+        if each == 0 || !size.is_multiple_of(each) {
+            return Err(Error::buffer(format!(
+                "cannot read a resident buffer of {size} bytes as {each}-byte elements: \
+                 {size} bytes are not a whole number of them"
+            )));
         }
         let devices = buffer.devices();
         let device = devices

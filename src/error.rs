@@ -17,7 +17,8 @@ pub enum Error {
     /// `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`. Retrying does not help.
     #[error("no usable GPU adapter: {0}")]
     NoAdapter(String),
-    /// The driver refused to open a device on an adapter it listed.
+    /// The driver refused to open a device on an adapter it listed, or a device handed to
+    /// [`EngineBuilder::with_device`](crate::EngineBuilder::with_device) cannot run compute.
     #[error("could not open a device on adapter {adapter}: {message}")]
     RequestDevice {
         /// The adapter's name.
@@ -35,18 +36,23 @@ pub enum Error {
         message: String,
     },
     /// A job's arguments do not match the kernel's bindings (missing, unknown, wrong kind or
-    /// access, a bad size). Fix the job; retrying does not help.
-    #[error("kernel `{kernel}`, binding {binding}: {problem}")]
+    /// access, a bad size), or a resident buffer cannot be made or read as asked (empty data,
+    /// a size that is not a whole number of the element type). Fix the call; retrying does
+    /// not help.
+    #[error("{}", binding_message(kernel, *binding, problem))]
     Binding {
-        /// The kernel's label.
+        /// The kernel's label; empty when no kernel is involved (an upload or
+        /// [`Engine::read`](crate::Engine::read) of a resident buffer).
         kernel: String,
         /// The `@binding(n)` number in `@group(0)`.
         binding: u32,
         /// What is wrong.
         problem: String,
     },
-    /// A request exceeds a limit of the device (buffer size, workgroup count). Split the work.
-    #[error("{what}: requested {requested}, the device allows at most {limit}")]
+    /// A request exceeds a limit of the device (buffer size, workgroup count), or names a
+    /// device the engine does not have (`what` is `"device index"`, `limit` the highest
+    /// index). Split the work.
+    #[error("{}", limit_message(what, *requested, *limit))]
     Limit {
         /// Which limit.
         what: &'static str,
@@ -104,7 +110,33 @@ pub enum Error {
     Wgpu(String),
 }
 
+fn binding_message(kernel: &str, binding: u32, problem: &str) -> String {
+    if kernel.is_empty() {
+        problem.to_owned()
+    } else {
+        format!("kernel `{kernel}`, binding {binding}: {problem}")
+    }
+}
+
+fn limit_message(what: &str, requested: u64, limit: u64) -> String {
+    if what == "device index" {
+        let devices = limit.saturating_add(1);
+        format!("no device {requested}: the engine has {devices} devices, 0 to {limit}")
+    } else {
+        format!("{what}: requested {requested}, the device allows at most {limit}")
+    }
+}
+
 impl Error {
+    /// An [`Error::Binding`] about a resident buffer where no kernel is involved.
+    pub(crate) fn buffer(problem: impl fmt::Display) -> Error {
+        Error::Binding {
+            kernel: String::new(),
+            binding: 0,
+            problem: problem.to_string(),
+        }
+    }
+
     /// Builds an [`Error::Binding`].
     pub(crate) fn binding(kernel: &str, binding: u32, problem: impl fmt::Display) -> Error {
         Error::Binding {

@@ -192,11 +192,7 @@ pub(crate) fn fuse(
     Ok(Fused {
         sources,
         bindings: fused,
-        table: bindings
-            .iter()
-            .map(|b| b.binding)
-            .max()
-            .map_or(0, |b| b + 1),
+        table: table_binding(bindings)?,
         record: ctx.record,
         header: ctx.header,
     })
@@ -219,6 +215,7 @@ fn write(
     inner.name = Some(INNER.into());
     inner.arguments = args.arguments.clone();
     m.functions.append(inner, Span::UNDEFINED);
+    let names = tag_structs(&mut m);
     let info = validate(&m).map_err(|e| format!("the rewritten kernel does not validate: {e}"))?;
     let body = naga::back::wgsl::write_string(&m, &info, naga::back::wgsl::WriterFlags::empty())
         .map_err(|e| format!("could not write the rewritten kernel: {e}"))?;
@@ -230,33 +227,82 @@ fn write(
         )
     })?;
     validate(&parsed).map_err(|e| format!("the fused kernel does not validate: {e}"))?;
-    same_layouts(&m, &parsed)?;
+    same_layouts(&m, &names, &parsed)?;
     Ok(source)
+}
+
+/// Renames every struct of `m` but naga's predeclared ones (written by no one, declared by
+/// the parser) to `wgpu_batch_s{handle}_t`, a name naga's WGSL writer keeps as it is (it
+/// changes names that end in a digit or clash with a keyword), so each struct of the parsed
+/// rewrite is found by identity. Returns the original name of each renamed struct.
+fn tag_structs(m: &mut Module) -> Vec<(Handle<Type>, Option<String>)> {
+    let predeclared: Vec<Handle<Type>> = m
+        .special_types
+        .predeclared_types
+        .values()
+        .copied()
+        .collect();
+    let structs: Vec<Handle<Type>> = m
+        .types
+        .iter()
+        .filter(|(h, t)| matches!(t.inner, TypeInner::Struct { .. }) && !predeclared.contains(h))
+        .map(|(h, _)| h)
+        .collect();
+    structs
+        .into_iter()
+        .map(|h| {
+            let mut t = m.types[h].clone();
+            let original = t.name.replace(struct_tag(h));
+            m.types.replace(h, t);
+            (h, original)
+        })
+        .collect()
+}
+
+fn struct_tag(h: Handle<Type>) -> String {
+    format!("wgpu_batch_s{}_t", h.index())
 }
 
 /// Refuses a rewrite whose WGSL lost a struct's layout: naga's WGSL writer does not write
 /// `@size` and `@align`, so a struct laid out with them would read other bytes fused.
-fn same_layouts(m: &Module, parsed: &Module) -> Result<(), String> {
+/// `names` are the structs `tag_structs` renamed, with their original names.
+fn same_layouts(
+    m: &Module,
+    names: &[(Handle<Type>, Option<String>)],
+    parsed: &Module,
+) -> Result<(), String> {
     let layout = |t: &Type| match &t.inner {
         TypeInner::Struct { members, span } => {
             Some((members.iter().map(|m| m.offset).collect::<Vec<_>>(), *span))
         }
         _ => None,
     };
-    for (_, t) in m.types.iter() {
-        let Some(want) = layout(t) else { continue };
+    for (h, name) in names {
+        let want = layout(&m.types[*h]);
+        let tag = struct_tag(*h);
         let same = parsed
             .types
             .iter()
-            .any(|(_, p)| p.name == t.name && layout(p).as_ref() == Some(&want));
+            .any(|(_, p)| p.name.as_deref() == Some(tag.as_str()) && layout(p) == want);
         if !same {
-            let name = t.name.as_deref().unwrap_or("?");
+            let name = name.as_deref().unwrap_or("?");
             return Err(format!(
                 "struct `{name}` has a layout (@size or @align) the rewrite cannot keep"
             ));
         }
     }
     Ok(())
+}
+
+/// The job table's binding number: the one after the kernel's last.
+fn table_binding(bindings: &[BindingInfo]) -> Result<u32, String> {
+    let last = bindings.iter().map(|b| b.binding).max();
+    last.map_or(Some(0), |b| b.checked_add(1)).ok_or_else(|| {
+        format!(
+            "binding {} leaves no binding number for the job table",
+            u32::MAX
+        )
+    })
 }
 
 /// Refuses a module that names something `wgpu_batch_*`, the prefix of the rewrite's names.
@@ -413,11 +459,7 @@ fn shape_bindings(
         },
         Span::UNDEFINED,
     );
-    let table_binding = bindings
-        .iter()
-        .map(|b| b.binding)
-        .max()
-        .map_or(0, |b| b + 1);
+    let table_binding = table_binding(bindings)?;
     let table = m.global_variables.append(
         GlobalVariable {
             name: Some(TABLE.into()),

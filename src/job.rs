@@ -345,6 +345,7 @@ impl Step {
                 ));
             }
             self.validate_arg(arg, limits)?;
+            self.validate_aliasing(i)?;
         }
         if let Some(missing) = k
             .bindings()
@@ -402,6 +403,37 @@ impl Step {
         }
         info.check_size(size)
             .map_err(|p| Error::binding(k.label(), arg.binding, p))
+    }
+
+    /// Refuses argument `i` when it binds the same buffer as an earlier argument of this step
+    /// (one resident buffer, or one scratch id) and one of the two binds it read-write while
+    /// the other does not: wgpu refuses such a dispatch ("conflicting usages"), which would
+    /// fail the job late and make its whole batch retry one job at a time.
+    fn validate_aliasing(&self, i: usize) -> Result<()> {
+        let k = &self.kernel;
+        let arg = &self.args[i];
+        let kind = |a: &Arg| k.binding(a.binding).map(|b| b.kind);
+        for earlier in &self.args[..i] {
+            let same = match (&earlier.data, &arg.data) {
+                (ArgData::Resident(a), ArgData::Resident(b)) => a.is_same(b),
+                (ArgData::Scratch { id: a, .. }, ArgData::Scratch { id: b, .. }) => a == b,
+                _ => false,
+            };
+            let (was, is) = (kind(earlier), kind(arg));
+            let rw = Some(BindingKind::StorageReadWrite);
+            if same && was != is && (was == rw || is == rw) {
+                let problem = format!(
+                    "binds the same buffer as binding {} ({:?} there, {:?} here); one \
+                     dispatch cannot use a buffer both read-write and read-only: bind two \
+                     buffers, or the same one read-write in both",
+                    earlier.binding,
+                    was.unwrap_or(BindingKind::StorageRead),
+                    is.unwrap_or(BindingKind::StorageRead),
+                );
+                return Err(Error::binding(k.label(), arg.binding, problem));
+            }
+        }
+        Ok(())
     }
 
     fn validate_workgroups(&self, limits: &wgpu::Limits) -> Result<()> {

@@ -62,7 +62,9 @@ pub struct Kernel {
 pub(crate) struct KernelInner {
     pub(crate) id: u64,
     pub(crate) label: String,
-    pub(crate) source: Cow<'static, str>,
+    /// The validated module, flattened (see `flatten.rs`), overrides unresolved: what every
+    /// device's pipeline is built from, so wgpu never parses the source text again.
+    pub(crate) module: Arc<naga::Module>,
     pub(crate) entry_point: String,
     pub(crate) workgroup_size: [u32; 3],
     pub(crate) bindings: Vec<BindingInfo>,
@@ -74,6 +76,38 @@ pub(crate) struct KernelInner {
     pub(crate) fused: std::result::Result<Arc<Fused>, String>,
 }
 
+/// The stack of the thread that parses a kernel: room for [`MAX_OPERATORS`] levels of
+/// expression many times over (naga's parser and lowerer take well under 1 KiB a level).
+/// Only what is touched is committed.
+const COMPILE_STACK: usize = 256 << 20;
+
+/// The most operators (and brackets and commas) one statement may have; a deeper one is an
+/// [`Error::Shader`] before anything parses it (see [`Kernel::compile`]).
+const MAX_OPERATORS: usize = 100_000;
+
+/// Why `source` is refused before parsing: a statement with more than [`MAX_OPERATORS`]
+/// operators, brackets and commas (an upper bound on how deeply it nests). Comments count
+/// too, which only errs on the safe side.
+fn too_deep(source: &str) -> Option<String> {
+    let (mut count, mut line, mut start) = (0usize, 1usize, 1usize);
+    for c in source.chars() {
+        match c {
+            ';' | '{' | '}' => (count, start) = (0, line),
+            '\n' => line += 1,
+            '+' | '-' | '*' | '/' | '%' | '&' | '|' | '^' | '<' | '>' | '!' | '~' | '=' | '('
+            | '[' | ',' => count += 1,
+            _ => {}
+        }
+        if count > MAX_OPERATORS {
+            return Some(format!(
+                "the statement from line {start} has more than {MAX_OPERATORS} operators; \
+                 split it into several with `let`"
+            ));
+        }
+    }
+    None
+}
+
 /// Source of [`Kernel::id`]: unique per process so per-device pipeline caches never confuse
 /// two kernels, even across engines.
 static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
@@ -82,13 +116,43 @@ impl Kernel {
     /// Parses, validates and reflects `src` with naga. Needs no device. Overrides are
     /// resolved first (with [`KernelSource::constant`] values, else their defaults), so an
     /// override-sized workgroup is reflected at its real size.
+    ///
+    /// Untrusted source cannot take the process down: parsing recurses once per level of an
+    /// expression, so it runs on a thread of its own with a 256 MiB stack (only what is
+    /// touched is committed), and a statement with more than 100,000 operators, brackets and
+    /// commas is refused first (an [`Error::Shader`] saying to split it). A panic inside naga
+    /// is an `Error::Shader` too.
     pub fn compile(src: KernelSource) -> Result<Kernel> {
+        let label = src.label.clone();
+        let shader_err = |message: String| Error::Shader {
+            kernel: label.clone(),
+            message,
+        };
+        too_deep(&src.source).map_or(Ok(()), |m| Err(shader_err(m)))?;
+        let compiling = std::thread::Builder::new()
+            .name("wgpu-batch compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn(move || Kernel::compile_here(src))
+            .map_err(|e| shader_err(format!("could not start the compiling thread: {e}")))?;
+        compiling.join().unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(shader_err(format!("naga panicked on this kernel: {why}")))
+        })
+    }
+
+    /// [`compile`](Kernel::compile)'s work, on the calling thread.
+    fn compile_here(src: KernelSource) -> Result<Kernel> {
         let shader_err = |message: String| Error::Shader {
             kernel: src.label.clone(),
             message,
         };
-        let module = naga::front::wgsl::parse_str(&src.source)
+        let mut module = naga::front::wgsl::parse_str(&src.source)
             .map_err(|e| shader_err(e.emit_to_string(&src.source)))?;
+        crate::flatten::flatten(&mut module);
         let info = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::all(),
@@ -98,6 +162,7 @@ impl Kernel {
         let index = find_entry_point(&module, src.entry_point.as_deref()).map_err(shader_err)?;
         let name = module.entry_points[index].name.clone();
         let constants: naga::back::PipelineConstants = src.constants.iter().cloned().collect();
+        let original = module.clone(); // what pipelines are built from, overrides and all
         let (module, info) = naga::back::pipeline_constants::process_overrides(
             &module,
             &info,
@@ -115,6 +180,7 @@ impl Kernel {
         Ok(Kernel {
             inner: Arc::new(KernelInner {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
+                module: Arc::new(original),
                 entry_point: name,
                 workgroup_size: module.entry_points[index].workgroup_size,
                 bindings,
@@ -122,7 +188,6 @@ impl Kernel {
                 constants: src.constants,
                 fused,
                 label: src.label,
-                source: src.source,
             }),
         })
     }
@@ -131,6 +196,16 @@ impl Kernel {
     /// workgroup memory) or reports only as a pipeline error (the workgroup size).
     pub(crate) fn check_limits(&self, limits: &wgpu::Limits) -> Result<()> {
         let [x, y, z] = self.inner.workgroup_size;
+        // wgpu refuses a binding number at or past this limit when it builds the layout.
+        if let Some(last) = self.inner.bindings.iter().map(|b| b.binding).max()
+            && last >= limits.max_bindings_per_bind_group
+        {
+            return Err(Error::Limit {
+                what: "binding number",
+                requested: u64::from(last),
+                limit: u64::from(limits.max_bindings_per_bind_group.saturating_sub(1)),
+            });
+        }
         let invocations = u64::from(x)
             .saturating_mul(u64::from(y))
             .saturating_mul(u64::from(z));

@@ -69,6 +69,7 @@ mod device;
 mod engine;
 mod error;
 mod executor;
+mod flatten;
 mod fusion;
 mod group;
 mod health;

@@ -7,6 +7,7 @@
 //! allows dynamic offsets for, for engines built with `shared_bind_groups(false)`, and for a
 //! lone job whose arguments lie past the 4 GiB a dynamic offset can reach.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
@@ -105,10 +106,13 @@ impl PipelineCache {
     /// `kernel`'s fused pipeline, if it has a fused form and this device can build it (a
     /// failure is logged once and the kernel then runs unfused here).
     pub(crate) fn fused(&self, kernel: &Kernel) -> Option<Pipeline> {
-        kernel.inner().fused.as_ref().ok()?;
+        let table = kernel.inner().fused.as_ref().ok()?.table;
         self.bounds?;
-        if self.device.limits().max_uniform_buffer_binding_size < 4 * u64::from(TABLE_WORDS) {
-            return None; // the job table does not fit
+        let limits = self.device.limits();
+        if limits.max_uniform_buffer_binding_size < 4 * u64::from(TABLE_WORDS)
+            || table >= limits.max_bindings_per_bind_group
+        {
+            return None; // the job table does not fit, or has no binding number here
         }
         self.get_variant(kernel, Variant::Fused).ok()
     }
@@ -175,7 +179,7 @@ fn create_fused(on: On<'_>, kernel: &Kernel, shared: bool, bounds: Bounds) -> Re
     build(
         on,
         &inner.label,
-        fused.source(bounds),
+        wgpu::ShaderSource::Wgsl(fused.source(bounds).to_owned().into()),
         FUSED_ENTRY,
         &[],
         &bindings,
@@ -191,7 +195,7 @@ fn create(on: On<'_>, kernel: &Kernel, dynamic: bool) -> Result<Pipeline> {
         .iter()
         .map(|(k, v)| (k.as_str(), *v))
         .collect();
-    let source = &inner.source;
+    let source = wgpu::ShaderSource::Naga(Cow::Owned((*inner.module).clone()));
     let (label, entry, bindings) = (&inner.label, &inner.entry_point, &inner.bindings);
     build(
         on, label, source, entry, &constants, bindings, dynamic, inner.id,
@@ -211,7 +215,7 @@ struct On<'a> {
 fn build(
     On { device, cache }: On<'_>,
     label: &str,
-    source: &str,
+    source: wgpu::ShaderSource<'_>,
     entry: &str,
     constants: &[(&str, f64)],
     bindings: &[BindingInfo],
@@ -221,7 +225,7 @@ fn build(
     let (pipeline, err) = scoped(device, || {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(source.to_owned().into()),
+            source,
         });
         let explicit = dynamic.then(|| dynamic_layout(device, bindings));
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

@@ -349,6 +349,11 @@ impl Submitter {
 
     /// The error to give a job that failed with `e`: device loss trumps what wgpu said.
     pub(crate) fn failure(&self, e: &Error) -> Error {
+        // An adopted device's lost callback is the application's: ask the device itself.
+        if self.shared && self.health.usable() && !alive(&self.device) {
+            self.health
+                .mark_lost("the application's device was destroyed or lost".into());
+        }
         // A lost device reports it through its callback, which wgpu runs inside poll once the
         // device's queue is idle: wait for that, boundedly (this is the error path only).
         for _ in 0..20 {
@@ -480,6 +485,31 @@ fn timestamp_queries(device: &wgpu::Device, max_jobs: usize) -> Option<wgpu::Que
             count,
         })
     })
+}
+
+/// Whether `device` still works, found without its lost callback (an adopted device's is the
+/// application's): a buffer made on a lost device is invalid and its mapping fails, while on
+/// a working one a fresh buffer maps at the next poll. wgpu reports creation on a lost device
+/// to nobody (its error type is "device lost", left to the callback), so the mapping is what
+/// tells. Polls without waiting, as an adopted device requires; an answer still pending
+/// counts as alive. The error path only.
+pub(crate) fn alive(device: &wgpu::Device) -> bool {
+    let (tx, rx) = flume::bounded(1);
+    let (probe, err) = scoped(device, || {
+        let probe = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-batch liveness probe"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        probe.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r.is_ok());
+        });
+        probe // dropped only after the poll: dropping it would abort the mapping
+    });
+    let _ = device.poll(wgpu::PollType::Poll);
+    drop(probe);
+    err.is_none() && rx.try_recv().unwrap_or(true)
 }
 
 /// Polls `device` until submission `index` (or, with `None`, everything submitted) is done

@@ -48,7 +48,7 @@ impl DiskCache {
             return None;
         }
         let path = dir.join(file_name(info)?);
-        let data = std::fs::read(&path).ok().and_then(|f| match unframe(&f) {
+        let data = read_regular(&path).and_then(|f| match unframe(&f) {
             Some(data) => Some(data.to_vec()),
             None => {
                 log::warn!("ignoring a damaged pipeline cache {}", path.display());
@@ -139,14 +139,54 @@ fn unframe(file: &[u8]) -> Option<&[u8]> {
     whole.then_some(data)
 }
 
+/// The largest cache file read; a larger one is ignored (a cache is megabytes, not more).
+const MAX_FILE: u64 = 256 << 20;
+
+/// The contents of `path` if it is a regular file of at most [`MAX_FILE`] bytes. Whatever
+/// else sits under the name (a named pipe, a device, a directory) is ignored without
+/// blocking: the file is checked before it is opened, opened without waiting for a writer,
+/// and checked again through the handle (the name may have changed in between).
+fn read_regular(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let regular = |m: std::fs::Metadata| m.is_file() && m.len() <= MAX_FILE;
+    if !std::fs::metadata(path).is_ok_and(regular) {
+        if path.exists() {
+            log::warn!(
+                "ignoring {}: not a regular file of at most {MAX_FILE} bytes",
+                path.display()
+            );
+        }
+        return None;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).ok()?;
+    if !file.metadata().is_ok_and(regular) {
+        return None;
+    }
+    let mut data = Vec::new();
+    file.take(MAX_FILE).read_to_end(&mut data).ok()?;
+    Some(data)
+}
+
 /// Writes `bytes` to a temporary file beside `path` and renames it over `path`, so a reader
-/// (another process starting) sees the old file or the new one, never half of one.
+/// (another process starting) sees the old file or the new one, never half of one. The
+/// temporary file is created anew (whatever had its name is removed first), so a named pipe
+/// left there cannot block the write.
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?
+        .write_all(bytes)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })

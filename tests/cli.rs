@@ -64,6 +64,29 @@ fn check_reflects_a_kernel_and_says_whether_it_fuses() {
 }
 
 #[test]
+fn check_survives_a_deep_expression_and_refuses_a_deeper_one() {
+    let deep = |terms: usize| {
+        let sum = vec!["x[id.x]"; terms].join(" + ");
+        format!(
+            "@group(0) @binding(0) var<storage, read_write> x: array<f32>;\n\
+             @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
+             if id.x < arrayLength(&x) {{ x[id.x] = {sum}; }}\n}}\n"
+        )
+    };
+    let path = temp("deep.wgsl");
+    std::fs::write(&path, deep(20_000)).expect("write");
+    let out = tool(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("fuses: yes"), "{}", text(&out.stdout));
+    let path = temp("deeper.wgsl");
+    std::fs::write(&path, deep(200_000)).expect("write");
+    let out = tool(&["check", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("split it"), "{stderr}");
+}
+
+#[test]
 fn check_locates_a_wgsl_error_and_exits_1() {
     let path = temp("broken.wgsl");
     let source = "@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n\

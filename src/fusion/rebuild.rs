@@ -16,6 +16,7 @@ use naga::{
 use wgpu::naga;
 
 use super::{Args, Bounds, Ctx, Role, STANDARD};
+use crate::flatten::remap;
 
 /// Where a chain starts.
 #[derive(Clone, Copy)]
@@ -65,6 +66,11 @@ struct Rebuild<'a> {
     slices: Vec<[Handle<Expression>; 5]>,
     /// The job index, and the per-job bindings' zero and trash elements.
     job: Option<Handle<Expression>>,
+    /// Per per-job binding (as `Ctx::per_job`): its global and the pointer to the job's
+    /// element, made in the prologue. A bare use of the binding (`atomicAdd(&count, 1u)`)
+    /// takes this pointer: the global it replaces is in scope without an `Emit`, so a pointer
+    /// made where the global was used would never be emitted.
+    per_job_ptr: Vec<(Handle<Expression>, Handle<Expression>)>,
     per_job_spare: Option<[Handle<Expression>; 2]>,
     /// The rebuilt entry point arguments (the inner function only).
     args: Vec<Handle<Expression>>,
@@ -96,6 +102,7 @@ pub(super) fn rewrite(f: &Function, ctx: &Ctx, args: Option<&Args>) -> Result<Fu
         chains: Vec::with_capacity(f.expressions.len()),
         slices: Vec::new(),
         job: None,
+        per_job_ptr: Vec::new(),
         per_job_spare: None,
         args: Vec::new(),
     };
@@ -215,7 +222,26 @@ impl Rebuild<'_> {
                 });
             }
         }
-        (new.len() > start).then_some((start, new.len()))
+        if let Some(job) = self.job {
+            self.per_job_pointers(job);
+        }
+        (self.new.len() > start).then_some((start, self.new.len()))
+    }
+
+    /// Makes each per-job binding's pointer to job `job`'s element (see `per_job_ptr`).
+    fn per_job_pointers(&mut self, job: Handle<Expression>) {
+        for &g in &self.ctx.per_job {
+            let global = b(&mut self.new, Expression::GlobalVariable(g));
+            let index = job;
+            let ptr = b(
+                &mut self.new,
+                Expression::Access {
+                    base: global,
+                    index,
+                },
+            );
+            self.per_job_ptr.push((global, ptr));
+        }
     }
 
     /// Emits the new expressions `lo..hi`, but for those that are in scope without it
@@ -280,17 +306,22 @@ impl Rebuild<'_> {
             E::Access { base, index } => self.extend(f, *base, Some(*index), 0)?,
             E::AccessIndex { base, index } => self.extend(f, *base, None, *index)?,
             E::GlobalVariable(g) if self.ctx.globals[g.index()] == Role::PerJob => {
-                let global = self.new.append(E::GlobalVariable(*g), span);
+                let at = self.ctx.per_job.iter().position(|p| p == g);
+                let (global, ptr) = *at
+                    .and_then(|i| self.per_job_ptr.get(i))
+                    .ok_or("a per-job binding has no pointer")?;
                 let ty = self.ctx.types
                     [self.ctx.per_job_ty[g.index()].ok_or("a per-job binding lost its type")?]
                 .inner
                 .clone();
-                Some(Chain {
+                let chain = Chain {
                     root: Root::PerJob { global },
                     steps: vec![],
                     ty,
                     pred: None,
-                })
+                };
+                self.chains.push(Some((chain, None)));
+                return Ok(ptr); // the job's element itself: no index can leave it
             }
             _ => None,
         };
@@ -589,40 +620,5 @@ impl Rebuild<'_> {
             out.push(s, *span);
         }
         Ok(out)
-    }
-}
-
-/// Replaces every operand handle of `e` through `f` (the kinds `operands` accepts).
-fn remap(e: &mut Expression, f: impl Fn(Handle<Expression>) -> Handle<Expression>) {
-    use Expression as E;
-    match e {
-        E::Compose { components, .. } => components.iter_mut().for_each(|c| *c = f(*c)),
-        E::Access { base, index } => (*base, *index) = (f(*base), f(*index)),
-        E::AccessIndex { base, .. } => *base = f(*base),
-        E::Splat { value, .. } => *value = f(*value),
-        E::Swizzle { vector, .. } => *vector = f(*vector),
-        E::Load { pointer } => *pointer = f(*pointer),
-        E::Unary { expr, .. } | E::As { expr, .. } => *expr = f(*expr),
-        E::Binary { left, right, .. } => (*left, *right) = (f(*left), f(*right)),
-        E::Select {
-            condition,
-            accept,
-            reject,
-        } => (*condition, *accept, *reject) = (f(*condition), f(*accept), f(*reject)),
-        E::Relational { argument, .. } => *argument = f(*argument),
-        E::Math {
-            arg,
-            arg1,
-            arg2,
-            arg3,
-            ..
-        } => {
-            *arg = f(*arg);
-            for a in [arg1, arg2, arg3] {
-                *a = a.map(&f);
-            }
-        }
-        E::ArrayLength(p) => *p = f(*p),
-        _ => {}
     }
 }

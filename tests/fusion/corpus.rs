@@ -49,6 +49,22 @@ fn groups(n: usize, per: usize) -> u32 {
     n.div_ceil(per).max(1) as u32
 }
 
+/// A kernel whose one expression sums 300 terms (deeper than naga's parser nests).
+fn long_sum() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let terms: Vec<String> = (0..300).map(|i| format!("x[g.x] * {}.0", i % 7)).collect();
+        format!(
+            "@group(0) @binding(0) var<storage, read> x: array<f32>;
+             @group(0) @binding(1) var<storage, read_write> y: array<f32>;
+             @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
+                 if g.x < arrayLength(&y) && g.x < arrayLength(&x) {{ y[g.x] = {}; }}
+             }}",
+            terms.join(" + ")
+        )
+    })
+}
+
 /// A 1D job: `n` random elements of f32 in `input` bindings, inout, output.
 fn f32_job(
     k: &Kernel,
@@ -257,6 +273,35 @@ fn written() -> Vec<Case> {
                     if x[g.x] > 500u { atomicAdd(&t.count, 1u); }
                 }
             }", |k, r| { let n = r.range(1, 3000); Job::new(k).input(0, &r.u32s(n, 1000)).output::<u32>(1, 3).workgroups(groups(n, 64), 1, 1) }),
+        case!("bare_counter", true, "
+            @group(0) @binding(0) var<storage, read> x: array<u32>;
+            @group(0) @binding(1) var<storage, read_write> count: atomic<u32>;
+            @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+                if g.x < arrayLength(&x) && x[g.x] > 500u { atomicAdd(&count, 1u); }
+            }", |k, r| { let n = r.range(1, 3000); Job::new(k).input(0, &r.u32s(n, 1000)).output::<u32>(1, 1).workgroups(groups(n, 64), 1, 1) }),
+        case!("compare_exchange_max", true, "
+            @group(0) @binding(0) var<storage, read> x: array<u32>;
+            @group(0) @binding(1) var<storage, read_write> best: atomic<u32>;
+            @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+                if g.x >= arrayLength(&x) { return; }
+                var old = atomicLoad(&best);
+                for (var tries = 0u; tries < 256u; tries++) {
+                    if x[g.x] <= old { break; }
+                    let r = atomicCompareExchangeWeak(&best, old, x[g.x]);
+                    if r.exchanged { break; }
+                    old = r.old_value;
+                }
+            }", |k, r| { let n = r.range(1, 3000); Job::new(k).input(0, &r.u32s(n, 1 << 20)).output::<u32>(1, 1).workgroups(groups(n, 64), 1, 1) }),
+        case!("struct_names_end_in_digits", true, "
+            struct P2 { scale: f32, bias: f32 }
+            struct Light0 { a: vec4<f32>, b: f32 }
+            @group(0) @binding(0) var<uniform> p: P2;
+            @group(0) @binding(1) var<storage, read> l: Light0;
+            @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+            @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+                if g.x < arrayLength(&y) { y[g.x] = y[g.x] * p.scale + p.bias + l.b * l.a.y; }
+            }", |k, r| { let n = r.range(1, 3000); let v = r.f32s(7); Job::new(k).uniform(0, &[v[0], v[1]]).input(1, &v[2..7].iter().copied().chain([0.0; 3]).collect::<Vec<f32>>()).inout(2, &r.f32s(n)).workgroups(groups(n, 64), 1, 1) }),
+        case!("long_expression", true, long_sum(), |k, r| f32_job(k, r, &[0], &[], &[1], 64)),
         case!("wg_atomic", true, "
             @group(0) @binding(0) var<storage, read> x: array<u32>;
             @group(0) @binding(1) var<storage, read_write> out: array<u32>;

@@ -82,17 +82,21 @@ pub fn run(args: &Args) -> Result<()> {
 /// diagnostic against the name `wgsl`, so a parse or validation error is reproduced here with
 /// naga against the real path (`file.wgsl:3:5` and the source excerpt); other errors (no such
 /// entry point, a bad override) have no location and print as they are.
+/// Only a located report (naga's, against `wgsl:`) is reproduced, and on a thread with the
+/// library's large stack: the source parsed once already, so it parses again the same way.
 fn located(source: &str, path: &str, error: wgpu_batch::Error) -> Failure {
-    let report = match naga::front::wgsl::parse_str(source) {
-        Err(e) => Some(e.emit_to_string_with_path(source, path)),
-        Ok(module) => naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .err()
-        .map(|e| e.emit_to_string_with_path(source, path)),
-    };
+    let naga_report =
+        matches!(&error, wgpu_batch::Error::Shader { message, .. } if message.contains("wgsl:"));
+    let report = naga_report
+        .then(|| {
+            std::thread::scope(|s| {
+                let reparse = std::thread::Builder::new()
+                    .stack_size(256 << 20)
+                    .spawn_scoped(s, || report(source, path));
+                reparse.ok().and_then(|t| t.join().ok()).flatten()
+            })
+        })
+        .flatten();
     match (report, error) {
         (Some(text), _) => {
             // naga's report already starts with `error:`.
@@ -102,6 +106,20 @@ fn located(source: &str, path: &str, error: wgpu_batch::Error) -> Failure {
         // The kernel's label is the file name, already in `path`.
         (None, wgpu_batch::Error::Shader { message, .. }) => fail(format!("{path}: {message}")),
         (None, other) => fail(format!("{path}: {other}")),
+    }
+}
+
+/// naga's report on `source`, located against `path`; `None` when naga finds no fault.
+fn report(source: &str, path: &str) -> Option<String> {
+    match naga::front::wgsl::parse_str(source) {
+        Err(e) => Some(e.emit_to_string_with_path(source, path)),
+        Ok(module) => naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .err()
+        .map(|e| e.emit_to_string_with_path(source, path)),
     }
 }
 
