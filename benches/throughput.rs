@@ -6,6 +6,8 @@
 //!   one-at-a-time costs.
 //! - **global lock**: T threads share one naive runner behind one `parking_lot::Mutex`.
 //! - **engine**: T threads submit to one [`Engine`]; each keeps `window` jobs outstanding.
+//!   Its jobs do what the naive runner does: copy the inputs in (`Job::input`) and read the
+//!   result into a `Vec`. The host path alone against plain wgpu is `benches/host.rs`.
 //!
 //! `cargo bench --bench throughput` prints markdown tables and writes `target/bench.csv`.
 //! `BENCH_SECS` sets the seconds per measurement (default 0.5), `BENCH_REPS` the repetitions
@@ -14,7 +16,6 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use wgpu_batch::{Balance, Engine, Job, JobHandle, Kernel, kernels, wgpu};
@@ -24,13 +25,12 @@ mod plain;
 
 use plain::Plain as Naive;
 
-/// One workload's inputs and CPU answer. The engine shares the inputs (`input_shared`), so
-/// like the naive runner it copies them once, into the upload.
+/// One workload's inputs and CPU answer. Both sides do the same work: the engine's jobs copy
+/// the inputs (`Job::input`) and read their result into a `Vec`, as the naive runner writes
+/// its inputs with `write_buffer` and collects its result.
 struct Work {
     x: Vec<f32>,
     y: Vec<f32>,
-    xs: Arc<[f32]>,
-    ys: Arc<[f32]>,
     want: Vec<f32>,
 }
 
@@ -40,13 +40,17 @@ impl Work {
         let y: Vec<f32> = (0..n).map(|i| (i % 13) as f32).collect();
         let want = x.iter().zip(&y).map(|(x, y)| 2.0 * x + y).collect();
         Work {
-            xs: x.clone().into(),
-            ys: y.clone().into(),
             x,
             y,
             want,
         }
     }
+}
+
+/// Reads a job's result into a `Vec`, as plain wgpu's runner collects its own.
+fn read(out: wgpu_batch::JobOutput) {
+    let v: Vec<f32> = out.read(2).expect("read");
+    assert!(!v.is_empty());
 }
 
 /// A system under test: runs jobs from `threads` threads for `secs`, returns jobs completed.
@@ -89,9 +93,8 @@ impl EngineSys {
                             // One at a time, the way most callers use `run`.
                             while Instant::now() < end {
                                 i += 1;
-                                self.engine
-                                    .run(self.job(works[i % works.len()]))
-                                    .expect("job");
+                                let out = self.engine.run(self.job(works[i % works.len()]));
+                                read(out.expect("job"));
                                 done += 1;
                             }
                             return done;
@@ -101,11 +104,11 @@ impl EngineSys {
                                 i += 1;
                                 window.push_back(self.submit(works[i % works.len()]));
                             }
-                            window.pop_front().unwrap().wait().expect("job");
+                            read(window.pop_front().unwrap().wait().expect("job"));
                             done += 1;
                         }
                         for h in window {
-                            h.wait().expect("job");
+                            read(h.wait().expect("job"));
                             done += 1;
                         }
                         done
@@ -126,11 +129,13 @@ impl EngineSys {
             .expect("submit")
     }
 
+    /// The job as a user writes it: the data copied into the job, as plain wgpu's
+    /// `write_buffer` copies it.
     fn job(&self, w: &Work) -> Job {
         Job::new(&self.kernel)
             .uniform(0, &2.0f32)
-            .input_shared(1, w.xs.clone())
-            .inout_shared(2, w.ys.clone())
+            .input(1, &w.x)
+            .inout(2, &w.y)
             .workgroups_for(w.y.len())
     }
 }
@@ -321,75 +326,6 @@ fn scaling(b: &mut Bench, backend: wgpu::Backends, name: &str) {
                 1e6 / r[0].median
             );
         }
-    }
-}
-
-/// The host path on noop (no execution: host cost alone), against plain wgpu on one thread: one
-/// thread waiting on each job (`run`), one thread with 16 in flight, and T threads with 32 in
-/// flight each; throughput(T) against the best T; host time per job at 8 threads.
-fn host(b: &mut Bench) {
-    let plain = LockSys {
-        naive: Mutex::new(Naive::new(wgpu::Backends::NOOP).expect("plain wgpu")),
-    };
-    let builder = || engine_builder(wgpu::Backends::NOOP);
-    let each = EngineSys::new(builder(), 0, "engine, wait each job");
-    let sixteen = EngineSys::new(builder(), 16, "engine, 16 in flight");
-    let many = EngineSys::new(builder(), 32, "engine, 32 in flight per thread");
-    for n in [4096, 256] {
-        let work = Work::new(n);
-        for s in [&plain as &dyn System, &each, &sixteen, &many] {
-            s.verify(&work, false); // noop runs no kernel: only the plumbing is checked
-        }
-        let threads = [1, 2, 4, 8, 16];
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 3 + threads.len()];
-        for _ in 0..b.reps {
-            let runs: Vec<(&dyn System, usize)> =
-                [(&plain as &dyn System, 1), (&each, 1), (&sixteen, 1)]
-                    .into_iter()
-                    .chain(threads.iter().map(|&t| (&many as &dyn System, t)))
-                    .collect();
-            for (i, (s, t)) in runs.into_iter().enumerate() {
-                let start = Instant::now();
-                let jobs = s.run_for(&work, t, b.secs);
-                samples[i].push(jobs as f64 / start.elapsed().as_secs_f64());
-            }
-        }
-        let r: Vec<Rate> = samples.into_iter().map(Rate::of).collect();
-        let base = r[0].median;
-        let best = r[3..].iter().map(|x| x.median).fold(0.0, f64::max);
-        b.md(format!("\n### Host path on noop, SAXPY {n} elements: jobs/s median (min–max), ratio to plain wgpu on one thread\n"));
-        b.md("| system | jobs/s | vs plain |".into());
-        b.md("|---|---|---|".into());
-        let line = |b: &mut Bench, name: String, rate: Rate, t: usize| {
-            b.row("host", "noop", &name, t, n, rate, rate.median / base);
-            b.md(format!(
-                "| {name} | {} | {:.2}x |",
-                rate.cell(),
-                rate.median / base
-            ));
-        };
-        line(b, "plain wgpu, 1 thread".into(), r[0], 1);
-        line(b, "engine, 1 thread, wait each job".into(), r[1], 1);
-        line(b, "engine, 1 thread, 16 in flight".into(), r[2], 1);
-        for (i, t) in threads.iter().enumerate() {
-            line(
-                b,
-                format!("engine, {t} threads x 32 in flight"),
-                r[3 + i],
-                *t,
-            );
-        }
-        let scaling: Vec<String> = threads[1..]
-            .iter()
-            .enumerate()
-            .map(|(i, t)| format!("T={t}: {:.2}", r[4 + i].median / best))
-            .collect();
-        b.md(format!(
-            "\nBest over threads {:.2}x plain; throughput(T) / best: {}; host time per job at 8 threads: {:.2} µs",
-            best / base,
-            scaling.join(", "),
-            1e6 / r[6].median
-        ));
     }
 }
 
@@ -923,9 +859,6 @@ fn main() {
     }
     if want("priority") {
         priority(&mut b);
-    }
-    if want("host") {
-        host(&mut b);
     }
     if only.as_deref() == Some("hot") {
         hot(&b);
