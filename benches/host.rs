@@ -151,7 +151,13 @@ impl Sides {
             }
             Mode::Run => (0..jobs).for_each(|_| read(self.engine.run(self.job(w)).expect("job"))),
             Mode::SubmitWait => (0..jobs).for_each(|_| {
-                read(self.engine.submit(self.job(w)).expect("submit").wait().expect("job"))
+                read(
+                    self.engine
+                        .submit(self.job(w))
+                        .expect("submit")
+                        .wait()
+                        .expect("job"),
+                )
             }),
             Mode::InFlight { threads, window } => std::thread::scope(|s| {
                 for t in 0..threads {
@@ -165,7 +171,9 @@ impl Sides {
                             }
                             flight.push_back(self.engine.submit(self.job(w)).expect("submit"));
                         }
-                        flight.into_iter().for_each(|h| read(h.wait().expect("job")));
+                        flight
+                            .into_iter()
+                            .for_each(|h| read(h.wait().expect("job")));
                     });
                 }
             }),
@@ -212,9 +220,19 @@ fn table(sides: &Sides, jobs: usize) {
         let plain = measure(sides, Mode::Plain, &w, jobs);
         line(n, Mode::Plain, plain.us, &plain);
         let modes: &[Mode] = if n == 4096 {
-            &[Mode::Run, Mode::SubmitWait, Mode::InFlight { threads: 1, window: 16 }]
+            &[
+                Mode::Run,
+                Mode::SubmitWait,
+                Mode::InFlight {
+                    threads: 1,
+                    window: 16,
+                },
+            ]
         } else {
-            &[Mode::InFlight { threads: 1, window: 16 }]
+            &[Mode::InFlight {
+                threads: 1,
+                window: 16,
+            }]
         };
         for &mode in modes {
             line(n, mode, plain.us, &measure(sides, mode, &w, jobs));
@@ -225,7 +243,10 @@ fn table(sides: &Sides, jobs: usize) {
     let rates: Vec<(usize, f64)> = [1, 2, 4, 8, 16]
         .into_iter()
         .map(|t| {
-            let mode = Mode::InFlight { threads: t, window: 16 };
+            let mode = Mode::InFlight {
+                threads: t,
+                window: 16,
+            };
             let r = measure(sides, mode, &w, jobs);
             line(4096, mode, plain, &r);
             (t, r.us)
@@ -266,10 +287,15 @@ fn main() {
                 "plain" => Mode::Plain,
                 "run" => Mode::Run,
                 "submit" => Mode::SubmitWait,
-                "sixteen" => Mode::InFlight { threads: 1, window: 16 },
+                "sixteen" => Mode::InFlight {
+                    threads: 1,
+                    window: 16,
+                },
                 other => panic!("--only plain|run|submit|sixteen, not {other}"),
             };
-            let n = arg("--elements").and_then(|s| s.parse().ok()).unwrap_or(4096);
+            let n = arg("--elements")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(4096);
             sides.run(mode, &Work::new(n), jobs);
         }
     }

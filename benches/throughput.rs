@@ -16,7 +16,6 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-
 use parking_lot::Mutex;
 use wgpu_batch::{Balance, Engine, Job, JobHandle, Kernel, kernels, wgpu};
 
@@ -39,11 +38,7 @@ impl Work {
         let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32).collect();
         let y: Vec<f32> = (0..n).map(|i| (i % 13) as f32).collect();
         let want = x.iter().zip(&y).map(|(x, y)| 2.0 * x + y).collect();
-        Work {
-            x,
-            y,
-            want,
-        }
+        Work { x, y, want }
     }
 }
 

@@ -81,6 +81,7 @@ use crate::layout::{Footprint, Layout};
 use crate::mapped::{HostPool, Loan};
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::probe;
+use crate::quiet::Quiet;
 use crate::submitter::{Submitter, binding_alignment, pipelines_for};
 use crate::trace::JobSpan;
 
@@ -123,7 +124,7 @@ pub(crate) struct DeviceSlot {
     pub(crate) device: wgpu::Device,
     pub(crate) pipelines: Arc<PipelineCache>,
     /// The device's submit and poll lock (lock order: see the module docs).
-    pub(crate) submitter: Arc<Mutex<Submitter>>,
+    pub(crate) submitter: Arc<Quiet<Submitter>>,
     /// Mapped host buffers, taken by submitting threads.
     host: Arc<HostPool>,
     /// The offset alignment of bindings in this device's batches.
@@ -198,7 +199,7 @@ impl DeviceSlot {
             budget / 2,
             budget / 2,
         ));
-        let submitter = Arc::new(Mutex::new(Submitter::new(
+        let submitter = Arc::new(Quiet::new(Submitter::new(
             device.clone(),
             queue,
             health.clone(),

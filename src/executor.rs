@@ -13,14 +13,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::batch::{InFlight, Ready};
 use crate::config::BatchConfig;
 use crate::error::Error;
 use crate::health::Health;
 use crate::inbox::{Inbox, Request};
 use crate::layout::Footprint;
+use crate::quiet::Quiet;
 use crate::reply::Responder;
 use crate::submitter::{Submitter, binding_alignment};
 use crate::trace::BatchSpan;
@@ -38,7 +37,7 @@ const DYNAMIC_OFFSET_RANGE: u64 = 1 << 32;
 /// What the executor is built from.
 pub(crate) struct ExecutorSetup {
     pub(crate) inbox: Arc<Inbox>,
-    pub(crate) submitter: Arc<Mutex<Submitter>>,
+    pub(crate) submitter: Arc<Quiet<Submitter>>,
     pub(crate) limits: wgpu::Limits,
     pub(crate) cfg: BatchConfig,
     /// Most jobs held on the board (the engine's queue capacity).
@@ -56,7 +55,7 @@ pub(crate) struct Executor {
     inbox: Arc<Inbox>,
     health: Arc<Health>,
     /// The device's submit and poll lock, taken per launch and per completion.
-    submitter: Arc<Mutex<Submitter>>,
+    submitter: Arc<Quiet<Submitter>>,
     cfg: BatchConfig,
     capacity: usize,
     /// Batches submitted, oldest first, with their jobs' responders.
@@ -230,8 +229,9 @@ impl Executor {
             let Some(r) = board.pending.pop() else {
                 break false;
             };
-            if r.responder.expire_if_due(Instant::now()) || !r.responder.is_queued() {
-                skipped.push(r); // resolved already: never encoded
+            let due = r.responder.deadline().is_some_and(|d| Instant::now() >= d);
+            if due || !r.responder.is_queued() {
+                skipped.push(r); // expired (answered below) or resolved already: never encoded
                 continue;
             }
             let add = Footprint::of(&r.job, self.align);
@@ -247,6 +247,9 @@ impl Executor {
             batch.push(r);
         };
         drop(board);
+        for r in &skipped {
+            r.responder.expire_if_due(Instant::now());
+        }
         drop(skipped);
         full
     }
@@ -304,6 +307,7 @@ impl Executor {
         }
         let mut ready = Vec::with_capacity(requests.len());
         let mut responders = Vec::with_capacity(requests.len());
+        let mut refused = Vec::new(); // answered once the submitter lock is released
         {
             let sub = self.submitter.lock();
             let number = sub.batches_launched();
@@ -322,9 +326,12 @@ impl Executor {
                         });
                         responders.push(r.responder);
                     }
-                    Err(e) => r.responder.send(Err(e)),
+                    Err(e) => refused.push((r.responder, e)),
                 }
             }
+        }
+        for (responder, e) in refused {
+            responder.send(Err(e));
         }
         if ready.len() <= 1 {
             return self.launch_or_fail(ready, responders);

@@ -15,6 +15,7 @@ use crate::job::Job;
 use crate::layout::Layout;
 use crate::mapped::Loan;
 use crate::queue::{Pending, Priority, Queued};
+use crate::quiet::Quiet;
 use crate::reply::{Responder, Ticket};
 
 /// A queued job and its reply side.
@@ -54,7 +55,7 @@ pub(crate) struct Board {
 pub(crate) struct Inbox {
     pub(crate) health: Arc<Health>,
     /// Pending jobs and in-flight tickets (lock order: see the module docs).
-    pub(crate) board: Mutex<Board>,
+    pub(crate) board: Quiet<Board>,
     /// The channel, for the executor and for draining it on a loss.
     pub(crate) rx: flume::Receiver<Request>,
     /// The channel's owning sender while the device accepts work; taken by shutdown or a loss.
@@ -141,7 +142,7 @@ impl Inbox {
     ) -> Inbox {
         Inbox {
             health,
-            board: Mutex::new(Board {
+            board: Quiet::new(Board {
                 pending: Pending::new(aging),
                 in_flight: VecDeque::new(),
                 closed: false,

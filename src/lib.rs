@@ -86,6 +86,7 @@ mod probe;
 #[cfg(feature = "metrics")]
 mod publish;
 mod queue;
+mod quiet;
 mod reply;
 mod stats;
 mod submitter;

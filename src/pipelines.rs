@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
 
@@ -42,9 +42,10 @@ pub(crate) enum Variant {
     Fused,
 }
 
-/// A pipeline in the cache, with a weak link to its kernel so dead kernels can be evicted.
+/// A pipeline in the cache (built once: whoever comes first builds it, the others wait for
+/// it), with a weak link to its kernel so dead kernels can be evicted.
 struct Cached {
-    pipeline: std::result::Result<Pipeline, Error>,
+    pipeline: Arc<OnceLock<std::result::Result<Pipeline, Error>>>,
     kernel: Weak<KernelInner>,
 }
 
@@ -57,11 +58,15 @@ pub(crate) struct PipelineCache {
     /// fused.
     bounds: Option<Bounds>,
     /// By (kernel id, variant); a fused pipeline that could not be built is cached as its
-    /// error, so it is tried once. Taken to look up or insert; pipelines are created outside
-    /// it, and nothing else is taken while it is held.
+    /// error, so it is tried once. Taken to look up or insert a key's cell; pipelines are
+    /// created outside it (in the cell, once per key), and nothing else is taken while it is
+    /// held.
     map: Mutex<HashMap<(u64, Variant), Cached>>,
     /// wgpu's pipeline cache, kept on disk (`EngineBuilder::pipeline_cache_dir`).
     disk: Option<DiskCache>,
+    /// Pipelines built so far (what the tests check: one per key).
+    #[cfg(test)]
+    built: std::sync::atomic::AtomicUsize,
 }
 
 impl PipelineCache {
@@ -77,6 +82,8 @@ impl PipelineCache {
             bounds,
             map: Mutex::new(HashMap::new()),
             disk,
+            #[cfg(test)]
+            built: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -117,11 +124,33 @@ impl PipelineCache {
         self.get_variant(kernel, Variant::Fused).ok()
     }
 
+    /// The pipeline of `key`, built once: the first caller builds it (outside the map's
+    /// lock), and a caller that comes meanwhile waits for that build instead of repeating it.
     fn get_variant(&self, kernel: &Kernel, variant: Variant) -> Result<Pipeline> {
         let key = (kernel.id(), variant);
-        if let Some(c) = self.map.lock().get(&key) {
-            return c.pipeline.clone();
-        }
+        let cell = {
+            let mut map = self.map.lock();
+            match map.get(&key) {
+                Some(c) => c.pipeline.clone(),
+                None => {
+                    map.retain(|_, c| c.kernel.strong_count() > 0);
+                    let cell = Arc::new(OnceLock::new());
+                    let cached = Cached {
+                        pipeline: cell.clone(),
+                        kernel: Arc::downgrade(kernel.inner()),
+                    };
+                    map.insert(key, cached);
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| self.create(kernel, variant)).clone()
+    }
+
+    /// Builds `kernel`'s `variant` pipeline on the calling thread.
+    fn create(&self, kernel: &Kernel, variant: Variant) -> Result<Pipeline> {
+        #[cfg(test)]
+        self.built.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let on = On {
             device: &self.device,
             cache: self.disk.as_ref().map(DiskCache::cache),
@@ -139,13 +168,6 @@ impl PipelineCache {
                 kernel.label()
             );
         }
-        let mut map = self.map.lock();
-        map.retain(|_, c| c.kernel.strong_count() > 0);
-        let cached = Cached {
-            pipeline: pipeline.clone(),
-            kernel: Arc::downgrade(kernel.inner()),
-        };
-        map.insert(key, cached);
         pipeline
     }
 }
@@ -314,4 +336,24 @@ fn dynamic_layout(
         immediate_size: 0,
     });
     (group, layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_asking_at_once_get_one_pipeline_built_once() {
+        let (device, _queue) = wgpu::Device::noop(&Default::default());
+        let cache = PipelineCache::new(device, true, None, None);
+        let kernel = Kernel::compile(crate::kernels::saxpy()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| cache.get(&kernel, true).unwrap());
+            }
+        });
+        cache.get(&kernel, false).unwrap();
+        let built = cache.built.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(built, 2, "one dynamic and one plain pipeline");
+    }
 }

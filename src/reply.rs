@@ -65,6 +65,7 @@ impl Ticket {
                 .is_ok()
         });
         if won {
+            crate::quiet::assert_may_reply();
             let reply = match reply {
                 Ok(_) if self.cancel.load(Ordering::Acquire) => Err(Error::Cancelled),
                 other => other,

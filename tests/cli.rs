@@ -77,7 +77,11 @@ fn check_survives_a_deep_expression_and_refuses_a_deeper_one() {
     std::fs::write(&path, deep(20_000)).expect("write");
     let out = tool(&["check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("fuses: yes"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("fuses: yes"),
+        "{}",
+        text(&out.stdout)
+    );
     let path = temp("deeper.wgsl");
     std::fs::write(&path, deep(200_000)).expect("write");
     let out = tool(&["check", path.to_str().unwrap()]);
