@@ -5,28 +5,39 @@
 //! 1. The process-wide enumeration lock (`adapters.rs`): instance creation, adapter
 //!    enumeration and device requests, in `EngineBuilder::build` only. Never held while
 //!    taking any other lock; never taken on the submit path.
-//! 2. Per device, [`DeviceSlot::submitter`]: the device's queue, buffer pool, kept bind groups
+//! 2. The metrics publisher's `seen` lock (`publish.rs`, feature `metrics`): held while it
+//!    reads every device's statistics, so it is taken before the board (3).
+//! 3. Per device, [`DeviceSlot::submitter`]: the device's queue, buffer pool, kept bind groups
 //!    and timestamp queries (`submitter.rs`); whoever holds it is the one thread that submits
-//!    to and polls the device. Taken by the executor to launch a batch and to wait for one,
-//!    and by `Engine::run`'s idle fast path (with `try_lock`, so a caller never waits for a
-//!    busy device). May be held across `queue.submit` and `device.poll`; never across a
-//!    channel wait or a reply.
-//! 3. Per device, [`Inbox::board`]: the jobs taken off the channel and not yet batched, and
+//!    to and polls the device. Taken by the executor (to launch a batch, to wait for one, to
+//!    trim its pool when idle), by `Engine::run`'s idle fast path (with `try_lock`, so a
+//!    caller never waits for a busy device), and by a submitting thread whose write into
+//!    mapped memory failed (to poll, so that wgpu reports a loss). May be held across
+//!    `queue.submit` and `device.poll`, and while taking the board (4) or a leaf (5); never
+//!    across a channel wait or a reply.
+//! 4. Per device, [`Inbox::board`]: the jobs taken off the channel and not yet batched, and
 //!    the tickets of the batches in flight. Taken briefly by the executor (intake, gather,
-//!    register, complete), by the fast path (to see that nothing is pending), and by whoever
-//!    fails the device (the watchdog, the executor, the `lose_device` hook). Nothing is taken
-//!    while it is held, and it is never held across a wait, a submit, a poll or a reply.
-//! 4. Leaves, taken with nothing else taken while held: the pipeline cache's map
-//!    (`pipelines.rs`; pipelines are created outside it), the upload pool's free list
-//!    (`mapped.rs`; taken once per submitted job), [`Inbox::sender`] and
+//!    register, complete), by `Engine::stats` and the publisher (the queue depth), and by
+//!    whoever closes the device after a loss (the watchdog, the executor, the `lose_device`
+//!    hook). Nothing but a leaf is taken while it is held, and it is never held across a
+//!    wait, a submit, a poll or a reply.
+//! 5. Leaves, taken with nothing else taken while held: the pipeline cache's map
+//!    (`pipelines.rs`; each pipeline is built once, outside it), the upload pool's free list
+//!    (`mapped.rs`; taken once per written job or batch), [`Inbox::sender`] and
 //!    [`DeviceSlot::executor`] (taken once each, by shutdown or a loss).
 //!
-//! Submitting takes no lock of the engine: it reads atomics ([`Health`]) to choose a device,
-//! takes an upload buffer from the device's pool, writes its data and sends on the device's
-//! bounded channel.
+//! The rule that no reply is sent while the submitter or the board lock is held is checked:
+//! both are `quiet::Quiet` mutexes, and every reply asserts (in debug builds) that its thread
+//! holds neither.
+//!
+//! Submitting takes no lock of the engine: it reads atomics ([`Health`]) to choose a device
+//! (one whose queue has room first), writes a job of 32 KiB or more into mapped memory from
+//! the device's host pool (a smaller one is written later, with its batch, by the
+//! submitter), and sends on the device's bounded channel.
 //!
 //! # A job's life
-//! laid out and uploaded (on the submitting thread, into a mapped upload buffer) -> queued
+//! laid out, and written into mapped memory (by the submitting thread for a job of 32 KiB or
+//! more, see `mapped.rs`) -> queued
 //! (in the channel) -> pending (moved by the executor onto its board, by priority, see
 //! `queue.rs`; at most `queue_capacity` of them) -> claimed (taken by rank; a job already
 //! resolved by a cancel or its deadline is skipped and never encoded) -> encoded (one command

@@ -293,7 +293,8 @@ impl Engine {
         }
     }
 
-    /// Per-device counters and latency percentiles; lock-free.
+    /// Per-device counters and latency percentiles. The counters are atomics; the queue
+    /// depth takes each device's board lock for a moment (no submit path waits on it).
     pub fn stats(&self) -> EngineStats {
         let devices = self
             .inner

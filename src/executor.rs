@@ -4,9 +4,10 @@
 //! by rank up to the batch limits (**gather**), hand it to the device's submitter to encode
 //! and submit (**launch**), and once its readback is mapped, reply to its jobs (**complete**).
 //! Up to `max_in_flight` batches are submitted at once, so batch N+1 is formed while batch N
-//! runs. The executor copies no job data: callers wrote their uploads already, and copy their
-//! results out themselves (`mapped.rs`). The protocol it follows (a job's life, locks, loss
-//! and shutdown) is in `device.rs`.
+//! runs. The callers of jobs of 32 KiB or more wrote their data already; the executor's
+//! submitter writes the smaller jobs' data, a batch at a time, into one upload buffer (see
+//! `mapped.rs`); every caller copies its own results out. The protocol it follows (a job's
+//! life, locks, loss and shutdown) is in `device.rs`.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -32,7 +32,8 @@ pub struct Job {
     pub(crate) priority: Priority,
     /// Relative budget, turned into a deadline at submit.
     pub(crate) timeout: Option<Duration>,
-    /// After this instant the job is not encoded any more; it resolves `Error::Timeout`.
+    /// After this instant the job is not encoded any more; it resolves
+    /// `Error::DeadlineExpired`.
     pub(crate) deadline: Option<Instant>,
 }
 

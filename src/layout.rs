@@ -3,7 +3,9 @@
 //! A job's own [`Layout`] is computed on the submitting thread: every uniform and `input`
 //! argument at an aligned offset of the job's **read block**, every `inout` of its **inout
 //! block**, every `output` of its **output block**, and one scratch buffer per scratch id.
-//! The caller writes the read and inout blocks, back to back, into one upload buffer.
+//! The read and inout blocks are written back to back into an upload buffer: by the caller
+//! for a job of 32 KiB or more, else by the submitter with the rest of the batch (see
+//! `mapped.rs`).
 //!
 //! A batch's [`Plan`] then only places whole blocks: the jobs' read blocks one after another
 //! in the batch's **read** buffer; their inout blocks, then all their output blocks, in its

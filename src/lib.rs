@@ -20,8 +20,10 @@
 //! - [`Engine`] enumerates adapters and opens devices under the one process-wide lock;
 //!   nothing on the submit path takes it.
 //! - Each device has its own queue of requests (a bounded channel), its own executor thread
-//!   that alone submits to and polls it, its own pipeline cache and buffer pool. The lock
-//!   order, a job's life, loss and shutdown are written down in the `device` module.
+//!   that forms batches, its own pipeline cache and buffer pool. One thread at a time submits
+//!   to and polls a device: whoever holds its submitter lock (the executor, or a caller of
+//!   [`Engine::run`] on an idle device). The lock order, a job's life, loss and shutdown are
+//!   written down in the `device` module.
 //! - A batch is planned as plain data, then encoded into one command buffer (see the `batch`
 //!   module for its memory layout and why jobs cannot see each other's data).
 //! - **Kernel fusion** (on by default, [`EngineBuilder::fusion`]): the small jobs of one

@@ -12,14 +12,15 @@
 //! lets that reach a job: every byte a job can bind is uploaded or cleared in the same command
 //! buffer before the dispatch (see `batch.rs`).
 //!
-//! The pool belongs to its device's executor alone, so it has no lock.
+//! The pool belongs to its device's submitter and is used only under the submitter lock (by the
+//! executor or the idle fast path), so it has no lock of its own.
 
 use std::collections::HashMap;
 
 /// What a pooled buffer is used for; each role has its own usage flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Role {
-    /// Uniforms and read-only storage inputs (written with `queue.write_buffer`).
+    /// Uniforms and read-only storage inputs (copied in from the upload buffer).
     Read,
     /// Read-write storage: in-out and output bindings.
     ReadWrite,
