@@ -1,4 +1,9 @@
-//! Device choice: which device a job goes to. Reads atomics only, so it never blocks.
+//! Device choice: which device a job goes to. Reads atomics (and each channel's length), so
+//! it never blocks.
+//!
+//! Whatever the rule, devices whose request queue has room come first: the rule chooses
+//! among them, and among all only when every one is full (then `submit` blocks on the one
+//! it prefers and `try_submit` answers `QueueFull`).
 //!
 //! [`Balance::LeastOutstanding`] (the default) sends a job to the device with the fewest jobs
 //! submitted and not yet resolved. Under load this already adapts to speed: a slower device
@@ -37,12 +42,24 @@ pub(crate) struct Candidate {
     pub(crate) outstanding: u64,
     /// Measured nanoseconds per job; 0 when not measured yet.
     pub(crate) cost_ns: u64,
+    /// Whether its request queue has room now.
+    pub(crate) room: bool,
 }
 
 impl Balance {
-    /// The chosen device among `candidates` (eligible and usable, in device order); `turn`
-    /// is a counter that rotates ties and round-robin.
+    /// The chosen device among `candidates` (eligible and usable, in device order): by the
+    /// rule among those whose queue has room, and among all only when none has (a full
+    /// device would block `submit` and refuse `try_submit` while another could take the job).
+    /// `turn` is a counter that rotates ties and round-robin.
     pub(crate) fn pick(self, candidates: &[Candidate], turn: usize) -> Option<usize> {
+        if candidates.iter().any(|c| c.room) && candidates.iter().any(|c| !c.room) {
+            let roomy: Vec<Candidate> = candidates.iter().copied().filter(|c| c.room).collect();
+            return self.pick_among(&roomy, turn);
+        }
+        self.pick_among(candidates, turn)
+    }
+
+    fn pick_among(self, candidates: &[Candidate], turn: usize) -> Option<usize> {
         let n = candidates.len();
         let rotated = (0..n).map(|k| &candidates[(turn + k) % n.max(1)]);
         let chosen = match self {
@@ -77,6 +94,27 @@ mod tests {
             index,
             outstanding,
             cost_ns,
+            room: true,
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the rule and the load, a device with room is chosen while there is one.
+        #[test]
+        fn a_full_device_is_chosen_only_when_every_one_is_full(
+            devices in proptest::collection::vec((0u64..50, 0u64..1000, proptest::bool::ANY), 1..6),
+            turn in 0usize..100,
+        ) {
+            let candidates: Vec<Candidate> = devices
+                .iter()
+                .enumerate()
+                .map(|(index, &(outstanding, cost_ns, room))| Candidate { index, outstanding, cost_ns, room })
+                .collect();
+            for rule in [Balance::Weighted, Balance::LeastOutstanding, Balance::RoundRobin] {
+                let chosen = rule.pick(&candidates, turn).expect("one is chosen");
+                let any_room = candidates.iter().any(|c| c.room);
+                proptest::prop_assert!(!any_room || candidates[chosen].room, "{:?}", rule);
+            }
         }
     }
 

@@ -385,25 +385,17 @@ impl Engine {
                 Err(slot.health.drop_error())
             };
         }
-        // Devices whose queue has room come first, whatever the balance rule prefers: a full
-        // device would block `submit` and refuse `try_submit` while another could take the job.
-        let mut candidates: Vec<(Candidate, bool)> = inner
+        let candidates: Vec<Candidate> = inner
             .slots
             .iter()
             .filter(|s| eligible[s.info.index] && s.usable())
-            .map(|s| {
-                let c = Candidate {
-                    index: s.info.index,
-                    outstanding: s.health.stats.outstanding(),
-                    cost_ns: s.health.stats.cost_ns(),
-                };
-                (c, s.has_room())
+            .map(|s| Candidate {
+                index: s.info.index,
+                outstanding: s.health.stats.outstanding(),
+                cost_ns: s.health.stats.cost_ns(),
+                room: s.has_room(),
             })
             .collect();
-        if candidates.iter().any(|&(_, room)| room) {
-            candidates.retain(|&(_, room)| room);
-        }
-        let candidates: Vec<Candidate> = candidates.into_iter().map(|(c, _)| c).collect();
         let turn = inner.rotate.fetch_add(1, Ordering::Relaxed);
         match inner.balance.pick(&candidates, turn) {
             Some(i) => Ok(inner.slots[i].clone()),

@@ -365,3 +365,128 @@ impl Future for JobHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The reply protocol without a device: whatever the device side, the canceller and the
+    //! deadline do in whatever order, the handle gets exactly one reply, and the one the
+    //! protocol promises (a CPU model of the ticket's three states).
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One thing a party does to a queued job.
+    #[derive(Debug, Clone, Copy)]
+    enum Event {
+        /// The caller cancels.
+        Cancel,
+        /// The executor looks at the job with the deadline passed (or not).
+        Expire(bool),
+        /// The executor claims it for a batch.
+        Claim,
+        /// The watchdog or a close fails it (a ticket resolve, as for jobs in flight).
+        Fail,
+    }
+
+    /// How the responder ends.
+    #[derive(Debug, Clone, Copy)]
+    enum End {
+        /// Replies with an output (a batch's result).
+        SendOk,
+        /// Replies with an error of its own (a batch's failure).
+        Send,
+        /// Is dropped without replying (a shutdown, a lost device, a panic).
+        Drop,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::Cancel),
+            any::<bool>().prop_map(Event::Expire),
+            Just(Event::Claim),
+            Just(Event::Fail),
+        ]
+    }
+
+    fn pair(deadline: Option<Instant>) -> (JobHandle, Responder) {
+        let health = Arc::new(Health::new(0, Box::new(|| {})));
+        let kernel = crate::kernel::Kernel::compile(crate::kernels::saxpy()).unwrap();
+        let span = JobSpan::queued(0, &crate::job::Job::new(&kernel), 0);
+        JobHandle::pair(health, deadline, None, span)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn every_job_gets_exactly_the_reply_the_protocol_promises(
+            events in prop::collection::vec(event(), 0..6),
+            end in prop_oneof![Just(End::SendOk), Just(End::Send), Just(End::Drop)],
+        ) {
+            let past = Instant::now();
+            let (handle, responder) = pair(Some(past));
+            // The model: the first resolution wins; a claim only takes a queued job.
+            let (mut state, mut want, mut cancelled) = (QUEUED, None::<Error>, false);
+            for e in &events {
+                match *e {
+                    Event::Cancel => {
+                        handle.cancel();
+                        cancelled = true;
+                        if state == QUEUED {
+                            (state, want) = (REPLIED, Some(Error::Cancelled));
+                        }
+                    }
+                    Event::Expire(due) => {
+                        let now = if due { past } else { past - Duration::from_secs(1) };
+                        let expired = responder.expire_if_due(now);
+                        prop_assert_eq!(expired, due && state == QUEUED);
+                        if expired {
+                            (state, want) = (REPLIED, Some(Error::DeadlineExpired));
+                        }
+                    }
+                    Event::Claim => {
+                        prop_assert_eq!(responder.claim(), state == QUEUED);
+                        if state == QUEUED {
+                            state = ENCODED;
+                        }
+                    }
+                    Event::Fail => {
+                        let won = responder.ticket().resolve(Err(Error::Wgpu("failed".into())));
+                        prop_assert_eq!(won, state != REPLIED);
+                        if state != REPLIED {
+                            (state, want) = (REPLIED, Some(Error::Wgpu("failed".into())));
+                        }
+                    }
+                }
+            }
+            let kernel = crate::kernel::Kernel::compile(crate::kernels::saxpy()).unwrap();
+            match end {
+                End::SendOk => responder.send(Ok(crate::job::JobOutput {
+                    device: 0,
+                    kernel,
+                    ranges: Vec::new(),
+                    mapped: None,
+                    gpu_time: None,
+                })),
+                End::Send => responder.send(Err(Error::Wgpu("batch".into()))),
+                End::Drop => drop(responder),
+            }
+            // An output of a job cancelled after it was encoded becomes `Cancelled`; an error
+            // stays what it is.
+            let want = match (want, end) {
+                (Some(e), _) => Some(e),
+                (None, End::SendOk) if cancelled => Some(Error::Cancelled),
+                (None, End::SendOk) => None,
+                (None, End::Send) => Some(Error::Wgpu("batch".into())),
+                (None, End::Drop) => Some(Error::Shutdown), // a healthy device: shut down
+            };
+            prop_assert_eq!(handle.try_get().map(|r| r.err()), Some(want));
+            prop_assert_eq!(handle.try_get().map(|r| r.err()), Some(Some(Error::ResultTaken)));
+        }
+    }
+
+    #[test]
+    fn a_disarmed_responder_leaves_the_handle_unanswered() {
+        let (handle, responder) = pair(None);
+        responder.disarm(); // the job never entered a queue: its submit returned the error
+        assert!(handle.try_get().is_none());
+    }
+}
