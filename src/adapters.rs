@@ -153,10 +153,10 @@ pub(crate) fn device_info(
     adapter: &wgpu::Adapter,
     device: &wgpu::Device,
     index: usize,
-) -> crate::device::DeviceInfo {
+) -> DeviceInfo {
     let info = adapter.get_info();
     let limits = device.limits();
-    crate::device::DeviceInfo {
+    DeviceInfo {
         index,
         driver: format!("{} {}", info.driver, info.driver_info)
             .trim()
@@ -199,4 +199,27 @@ pub(crate) fn limits_for(adapter: &wgpu::Adapter) -> wgpu::Limits {
     let mut limits = adapter.limits();
     limits.max_bind_groups = limits.max_bind_groups.min(8);
     limits
+}
+
+/// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// The device's index: what [`Job::on_device`](crate::Job::on_device) and
+    /// [`JobOutput::device`](crate::JobOutput::device) refer to.
+    pub index: usize,
+    /// The adapter's name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub adapter: String,
+    /// The graphics API behind it.
+    pub backend: wgpu::Backend,
+    /// Discrete, integrated, CPU, ...
+    pub device_type: wgpu::DeviceType,
+    /// The driver's name and version.
+    pub driver: String,
+    /// Largest storage buffer binding, in bytes.
+    pub max_storage_binding: u64,
+    /// Largest workgroup count per dimension.
+    pub max_workgroups_per_dimension: u32,
+    /// Whether jobs here keep their data in their own mapped buffers that the kernel uses
+    /// directly (see [`EngineBuilder::map_storage`](crate::EngineBuilder::map_storage)).
+    pub maps_storage: bool,
 }

@@ -116,7 +116,7 @@ impl Batch {
                 .flatten();
             (j, &r.job, &r.layout, fused)
         });
-        let formed = group::form(candidates, max_binding);
+        let formed = group::form(candidates, max_binding, align);
         let mut member = vec![None; jobs.len()];
         for (g, group) in formed.iter().enumerate() {
             for (k, &j) in group.jobs.iter().enumerate() {

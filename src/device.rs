@@ -79,6 +79,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::adapters::DeviceInfo;
 use crate::batch::Ready;
 use crate::config::BatchConfig;
 use crate::error::{Error, Result};
@@ -88,36 +89,13 @@ use crate::host::Staged;
 use crate::inbox::{Inbox, Request};
 use crate::job::{Job, JobOutput};
 use crate::kernel::Kernel;
-use crate::layout::{Footprint, Layout};
+use crate::layout::{Footprint, Layout, Writer};
 use crate::mapped::{HostPool, Loan};
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::probe;
 use crate::quiet::Quiet;
 use crate::submitter::{Submitter, binding_alignment, pipelines_for};
 use crate::trace::JobSpan;
-
-/// Description of one opened device, as [`Engine::devices`](crate::Engine::devices) reports it.
-#[derive(Debug, Clone)]
-pub struct DeviceInfo {
-    /// The device's index: what [`Job::on_device`](crate::Job::on_device) and
-    /// [`JobOutput::device`](crate::JobOutput::device) refer to.
-    pub index: usize,
-    /// The adapter's name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`.
-    pub adapter: String,
-    /// The graphics API behind it.
-    pub backend: wgpu::Backend,
-    /// Discrete, integrated, CPU, ...
-    pub device_type: wgpu::DeviceType,
-    /// The driver's name and version.
-    pub driver: String,
-    /// Largest storage buffer binding, in bytes.
-    pub max_storage_binding: u64,
-    /// Largest workgroup count per dimension.
-    pub max_workgroups_per_dimension: u32,
-    /// Whether jobs here keep their data in their own mapped buffers that the kernel uses
-    /// directly (see [`EngineBuilder::map_storage`](crate::EngineBuilder::map_storage)).
-    pub maps_storage: bool,
-}
 
 /// How long shutdown waits for the executor of a lost device before leaving it behind.
 pub(crate) const ABANDON_AFTER: Duration = Duration::from_millis(250);
@@ -278,7 +256,7 @@ impl DeviceSlot {
     /// go to another device.
     pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
-        if !self.host.caller_writes(&layout, self.align) {
+        if layout.writer(self.align) == Writer::Submitter {
             return Ok((layout, None, None)); // the submitter writes it with its batch
         }
         match self.host.write(job, &layout, self.align, true) {
@@ -318,7 +296,7 @@ impl DeviceSlot {
         };
         stats.enter();
         stats.record_submit();
-        let span = JobSpan::queued(self.info.index, &job, layout.bytes());
+        let span = JobSpan::queued(self.info.index, job.steps.len(), layout.bytes());
         span.encoded(sub.batches_launched());
         let result = self.run_locked(&mut sub, job, (layout, staged), deadline);
         drop(sub);
@@ -331,7 +309,7 @@ impl DeviceSlot {
     /// [`stage`](DeviceSlot::stage) for a caller that holds the submitter already.
     fn stage_locked(&self, sub: &mut Submitter, job: &Job) -> Result<(Layout, Option<Staged>)> {
         let layout = Layout::of(job, self.align);
-        if !self.host.caller_writes(&layout, self.align) {
+        if layout.writer(self.align) == Writer::Submitter {
             return Ok((layout, None)); // written with its batch of one
         }
         let written = self
@@ -375,9 +353,9 @@ impl DeviceSlot {
 
     /// After an operation on the device failed: whether the device is lost. An adopted
     /// device's lost callback is the application's, so it is asked directly (see
-    /// [`alive`](crate::submitter::alive)) and marked lost here.
+    /// [`alive`](crate::poll::alive)) and marked lost here.
     pub(crate) fn lost_after_failure(&self) -> bool {
-        if self.shared && self.usable() && !crate::submitter::alive(&self.device) {
+        if self.shared && self.usable() && !crate::poll::alive(&self.device) {
             self.health
                 .mark_lost("the application's device was destroyed or lost".into());
         }

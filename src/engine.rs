@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::adapters::DeviceInfo;
 use crate::balance::{Balance, Candidate};
 use crate::buffer::{COPY_WGSL, DeviceBuffer, next_engine_id, read_grid};
-use crate::device::{DeviceInfo, DeviceSlot};
+use crate::device::DeviceSlot;
 use crate::error::{Error, Result};
 use crate::inbox::Request;
 use crate::job::{Job, JobOutput};
@@ -242,7 +243,7 @@ impl Engine {
         };
         let deadline = self.deadline_of(&job, Instant::now());
         let timer = deadline.map(|_| self.inner.deadlines.clone());
-        let span = JobSpan::queued(slot.info.index, &job, layout.bytes());
+        let span = JobSpan::queued(slot.info.index, job.steps.len(), layout.bytes());
         let (handle, responder) = JobHandle::pair(slot.health.clone(), deadline, timer, span);
         let request = Request {
             job,

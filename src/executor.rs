@@ -383,7 +383,13 @@ impl Executor {
         responders: Vec<Responder>,
     ) -> Result<(), (Error, Vec<Ready>, Vec<Responder>)> {
         let mut sub = self.submitter.lock();
-        let span = BatchSpan::formed(self.health.index, sub.batches_launched(), &ready);
+        let bytes = || ready.iter().map(|r| r.layout.bytes()).sum();
+        let span = BatchSpan::formed(
+            self.health.index,
+            sub.batches_launched(),
+            ready.len(),
+            bytes,
+        );
         let prepared = match sub.prepare(ready) {
             Ok(p) => p,
             Err((e, ready)) => {
@@ -391,7 +397,7 @@ impl Executor {
                 return Err((e, ready, responders));
             }
         };
-        span.encoded(&prepared);
+        span.encoded(|| prepared.dispatches());
         // Tickets go on the board before the submit, which may block in the driver: the
         // watchdog can then fail these jobs even if it never returns.
         let tickets = responders.iter().map(|r| r.ticket().clone()).collect();

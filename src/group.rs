@@ -16,8 +16,7 @@ use std::collections::HashMap;
 
 use crate::fusion::{Fused, Shape, TABLE_WORDS};
 use crate::job::{ArgData, Job};
-use crate::layout::{Class, GroupAt, GroupNeeds, Layout, Region, Slot};
-use crate::mapped::DIRECT_MIN_BYTES;
+use crate::layout::{Class, GroupAt, GroupNeeds, Layout, Region, Slot, Writer};
 
 /// The largest workgroup count per dimension every adapter offers.
 const MAX_DIM: u64 = 65_535;
@@ -76,14 +75,11 @@ pub(crate) struct Placed {
 const MEMBER_WORKGROUPS: u64 = TABLE_WORDS as u64 / 16;
 
 /// Whether a job is small enough to join a group (its kernels aside): its data is one the
-/// submitter writes anyway (under [`DIRECT_MIN_BYTES`]; a larger job's caller writes its own,
-/// in parallel with other callers, and fusing it would move that copy onto the submitter's
-/// one thread: measured on noop, fusing 32 KiB SAXPY jobs cut the best host throughput from
-/// 1.46x plain wgpu to 1.07x, and on lavapipe it gained nothing at that size).
-fn small_enough(job: &Job, layout: &Layout) -> bool {
-    let bytes = layout.read_len + layout.inout_len + layout.output_len;
+/// submitter writes ([`Writer::Submitter`], the one policy), and no step has more
+/// workgroups than a member may.
+fn small_enough(job: &Job, layout: &Layout, align: u64) -> bool {
     let groups = job.steps.iter().map(|s| groups_of(s.workgroups)).max();
-    bytes < DIRECT_MIN_BYTES && groups.unwrap_or(0) <= MEMBER_WORKGROUPS
+    layout.writer(align) == Writer::Submitter && groups.unwrap_or(0) <= MEMBER_WORKGROUPS
 }
 
 /// A member's shape: per step, per binding (binding order) its role and bytes; per scratch
@@ -91,8 +87,8 @@ fn small_enough(job: &Job, layout: &Layout) -> bool {
 type Shaped = (Vec<Vec<(Role, u64)>>, Vec<(u64, u64)>);
 
 /// A job's shape as a group member, `fused` giving each step's fused kernel.
-fn member(job: &Job, layout: &Layout, fused: &[&Fused]) -> Option<Shaped> {
-    if !small_enough(job, layout) || fused.len() != job.steps.len() {
+fn member(job: &Job, layout: &Layout, align: u64, fused: &[&Fused]) -> Option<Shaped> {
+    if !small_enough(job, layout, align) || fused.len() != job.steps.len() {
         return None;
     }
     let mut scratch: Vec<Option<u64>> = vec![None; layout.scratch.len()];
@@ -145,19 +141,20 @@ fn member(job: &Job, layout: &Layout, fused: &[&Fused]) -> Option<Shaped> {
 }
 
 /// Forms the groups of a batch: `jobs` gives, per batch index, the job, its layout and its
-/// steps' fused kernels when the job may be fused. Jobs of the same kernels with the same
+/// steps' fused kernels when the job may be fused; `align` is the batch's binding alignment. Jobs of the same kernels with the same
 /// roles form a group while its regions stay within `max_binding` bytes and its tables and
 /// grids within reach; groups of one job are not formed.
 pub(crate) fn form<'a>(
     jobs: impl Iterator<Item = (usize, &'a Job, &'a Layout, Option<Vec<&'a Fused>>)>,
     max_binding: u64,
+    align: u64,
 ) -> Vec<Group> {
     type Key = Vec<(u64, Vec<Role>)>;
     let mut open: HashMap<Key, Group> = HashMap::new();
     let mut done = Vec::new();
     for (j, job, layout, fused) in jobs {
         let Some(fused) = fused else { continue };
-        let Some((shape, scratch)) = member(job, layout, &fused) else {
+        let Some((shape, scratch)) = member(job, layout, align, &fused) else {
             continue;
         };
         let key: Key = (job.steps.iter().zip(&shape))
@@ -428,7 +425,7 @@ mod tests {
         let layouts: Vec<Layout> = jobs.iter().map(|j| Layout::of(j, 256)).collect();
         let candidates =
             (jobs.iter().zip(&layouts).enumerate()).map(|(i, (j, l))| (i, j, l, Some(fused(j))));
-        form(candidates, max_binding)
+        form(candidates, max_binding, 256)
     }
 
     fn saxpy(k: &Kernel, n: usize) -> Job {
@@ -437,6 +434,25 @@ mod tests {
             .input(1, &vec![1.0f32; n])
             .inout(2, &vec![1.0f32; n])
             .workgroups_for(n)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The one policy decides fusion too: a job whose caller writes its data (see
+        /// `Layout::writer`) never joins a group, whatever sizes the batch mixes.
+        #[test]
+        fn jobs_their_callers_write_never_fuse(
+            sizes in proptest::collection::vec(1usize..6_000, 1..12),
+        ) {
+            let k = Kernel::compile(KernelSource::wgsl("saxpy", SAXPY)).unwrap();
+            let fused = k.inner().fused.as_ref().unwrap();
+            let jobs: Vec<Job> = sizes.iter().map(|&n| saxpy(&k, n)).collect();
+            let groups = groups_of(&jobs, u64::MAX, |j| vec![&**fused; j.steps.len()]);
+            for j in groups.iter().flat_map(|g| g.jobs.iter()) {
+                let writer = Layout::of(&jobs[*j], 256).writer(256);
+                proptest::prop_assert_eq!(writer, Writer::Submitter, "job of {} elements", sizes[*j]);
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,29 @@
 
 use crate::job::{ArgData, Job};
 
+/// The smallest job whose submitting thread writes its data itself (see [`Layout::writer`]).
+/// Measured on the noop backend, 8 threads x 32 SAXPY jobs in flight, a job's own buffers
+/// against an upload buffer per job, alternating runs
+/// (`HOT_ELEMENTS=n cargo bench --bench throughput -- hot`): 3 KiB of data per job 0.74x,
+/// 12 KiB 0.85x, 24 KiB 0.95x, 48 KiB 1.30x; below the crossover even per-job upload buffers
+/// cost more than one shared buffer per batch.
+pub(crate) const CALLER_WRITES_FROM: u64 = 32 << 10;
+
+/// Who writes a job's data into mapped memory, and so whether it may fuse: the one policy
+/// ([`Layout::writer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// The thread that submits it, in parallel with other submitters (a job of
+    /// [`CALLER_WRITES_FROM`] bytes or more). Such a job never fuses: fusing it would move
+    /// that copy onto the submitter's one thread (measured on noop, fusing 32 KiB SAXPY jobs
+    /// cut the best host throughput from 1.46x plain wgpu to 1.07x, and on lavapipe it
+    /// gained nothing at that size).
+    Caller,
+    /// The submitter, with the rest of its batch, into one upload buffer; only these jobs
+    /// may fuse, since where their data goes is known only once the batch forms.
+    Submitter,
+}
+
 /// Where a binding's data lives in the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Class {
@@ -149,6 +172,20 @@ impl Layout {
             inout_len: inout,
             output_len: output,
             scratch,
+        }
+    }
+
+    /// Who writes this job's data (see [`Writer`]): its caller when its upload buffer, or its
+    /// own buffers in direct mode (offsets a multiple of `align`), would hold
+    /// [`CALLER_WRITES_FROM`] bytes or more.
+    pub(crate) fn writer(&self, align: u64) -> Writer {
+        let bytes = self
+            .upload_len()
+            .max(self.read_len + self.own_rw_len(align));
+        if bytes >= CALLER_WRITES_FROM {
+            Writer::Caller
+        } else {
+            Writer::Submitter
         }
     }
 
@@ -539,6 +576,27 @@ mod tests {
 
     fn bytes(n: usize) -> ArgData {
         ArgData::Input(vec![0; n].into())
+    }
+
+    proptest::proptest! {
+        /// The one policy: a job's caller writes its data exactly when its upload buffer or
+        /// its own buffers would hold 32 KiB or more, whatever mix of arguments it has.
+        #[test]
+        fn the_caller_writes_exactly_the_jobs_of_32_kib_or_more(
+            input in 0usize..40_000,
+            inout in 0usize..40_000,
+            output in 0u64..40_000,
+            align in proptest::sample::select(vec![4u64, 64, 256]),
+        ) {
+            let mut args = vec![(0, ArgData::Uniform(vec![0; 16].into()))];
+            args.extend((input > 0).then(|| (1, bytes(input))));
+            args.extend((inout > 0).then(|| (2, ArgData::InOut(vec![0; inout].into()))));
+            args.extend((output > 0).then_some((3, ArgData::Output(output))));
+            let l = Layout::of(&job(vec![args]), align);
+            let biggest = l.upload_len().max(l.read_len + l.own_rw_len(align));
+            let want = if biggest >= CALLER_WRITES_FROM { Writer::Caller } else { Writer::Submitter };
+            proptest::prop_assert_eq!(l.writer(align), want);
+        }
     }
 
     #[test]

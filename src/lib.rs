@@ -83,6 +83,7 @@ pub mod kernels;
 mod layout;
 mod mapped;
 mod pipelines;
+mod poll;
 mod pool;
 mod probe;
 #[cfg(feature = "metrics")]
@@ -97,11 +98,11 @@ mod trace;
 mod warm;
 mod watchdog;
 
+pub use adapters::DeviceInfo;
 pub use balance::Balance;
 pub use binding::{BindingInfo, BindingKind};
 pub use buffer::DeviceBuffer;
 pub use builder::{DEFAULT_PRIORITY_AGING, EngineBuilder};
-pub use device::DeviceInfo;
 pub use engine::{Engine, Rejected};
 pub use error::{Error, Result};
 pub use fusion::{FusedBinding, Shape};

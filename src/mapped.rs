@@ -1,8 +1,9 @@
 //! Mapped memory shared between a device's submitter and the threads that own the data, so
 //! the bytes of most jobs are copied on the caller's thread, not on the executor's.
 //!
-//! A small job's data (under [`DIRECT_MIN_BYTES`]) is written by the submitter, with the rest
-//! of its batch, into one upload buffer laid out like the batch ([`HostPool::write_batch`]):
+//! Who writes a job's data is one policy, [`Layout::writer`]. A small job's data (under
+//! 32 KiB) is written by the submitter, with the rest of its batch, into one upload buffer
+//! laid out like the batch ([`HostPool::write_batch`]):
 //! a few KiB of copying there costs less than the buffer operations a job of its own would
 //! cost; such jobs are also the ones that may fuse (see `group.rs`): where their data goes
 //! is known only once the batch forms. A larger job's data is written by the thread that
@@ -36,14 +37,6 @@ use parking_lot::Mutex;
 use crate::host::Staged;
 use crate::job::Job;
 use crate::layout::Layout;
-
-/// The smallest job data its submitting thread writes itself (see
-/// [`HostPool::caller_writes`]). Measured on the noop backend, 8 threads x 32 SAXPY jobs in
-/// flight, a job's own buffers against an upload buffer per job, alternating runs
-/// (`HOT_ELEMENTS=n cargo bench --bench throughput -- hot`): 3 KiB of data per job 0.74x,
-/// 12 KiB 0.85x, 24 KiB 0.95x, 48 KiB 1.30x; below the crossover even per-job upload buffers
-/// cost more than one shared buffer per batch.
-pub(crate) const DIRECT_MIN_BYTES: u64 = 32 << 10;
 
 /// Smallest host buffer: small jobs share few classes.
 const MIN_CLASS: u64 = 4096;
@@ -190,17 +183,6 @@ impl HostPool {
     /// upload buffer.
     fn direct_for(&self) -> bool {
         self.direct
-    }
-
-    /// Whether the thread that submits a job laid out as `layout` writes its data itself: a
-    /// job of at least [`DIRECT_MIN_BYTES`] (a smaller one is written, with the rest of its
-    /// batch, into one upload buffer by the submitter: a few KiB of copying there costs less
-    /// than the buffer operations a job of its own costs on both sides).
-    pub(crate) fn caller_writes(&self, layout: &Layout, align: u64) -> bool {
-        layout
-            .upload_len()
-            .max(layout.read_len + layout.own_rw_len(align))
-            >= DIRECT_MIN_BYTES
     }
 
     /// Writes a batch's small jobs' data (fused or not) (`parts`: offset, bytes) into one upload

@@ -14,7 +14,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::scoped;
 use crate::fusion::Bounds;
-use crate::submitter::poll_wait;
+use crate::poll::poll_wait;
 
 const PROBE: &str = "
 @group(0) @binding(0) var<storage, read_write> a: array<u32>;
@@ -31,7 +31,7 @@ const BOUND: u64 = 4;
 
 /// How `device` bounds out-of-bounds storage accesses, or why that could not be told (the
 /// device then runs nothing fused). Waits at most `timeout` for the GPU; on a device `shared`
-/// with an application, without timed waits (see `submitter::poll_wait`).
+/// with an application, without timed waits (see `poll.rs`).
 pub(crate) fn bounds(
     device: &wgpu::Device,
     queue: &wgpu::Queue,

@@ -409,8 +409,7 @@ mod tests {
 
     fn pair(deadline: Option<Instant>) -> (JobHandle, Responder) {
         let health = Arc::new(Health::new(0, Box::new(|| {})));
-        let kernel = crate::kernel::Kernel::compile(crate::kernels::saxpy()).unwrap();
-        let span = JobSpan::queued(0, &crate::job::Job::new(&kernel), 0);
+        let span = JobSpan::queued(0, 1, 0);
         JobHandle::pair(health, deadline, None, span)
     }
 

@@ -22,7 +22,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::adapters;
-use crate::device::DeviceInfo;
+use crate::adapters::DeviceInfo;
 use crate::engine::Engine;
 
 /// What a check did on one adapter.

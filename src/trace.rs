@@ -24,15 +24,15 @@ pub(crate) struct JobSpan {
 }
 
 impl JobSpan {
-    /// Opens the span of a job queued on `device`.
+    /// Opens the span of a job of `steps` steps and `bytes` bytes queued on `device`.
     #[allow(unused_variables)]
-    pub(crate) fn queued(device: usize, job: &crate::job::Job, bytes: u64) -> JobSpan {
+    pub(crate) fn queued(device: usize, steps: usize, bytes: u64) -> JobSpan {
         JobSpan {
             #[cfg(feature = "tracing")]
             span: tracing::debug_span!(
                 "wgpu_batch.job",
                 device,
-                steps = job.steps.len(),
+                steps,
                 bytes,
                 batch = Empty,
                 outcome = Empty
@@ -71,22 +71,27 @@ pub(crate) struct BatchSpan {
 }
 
 impl BatchSpan {
-    /// Opens the span of batch `batch` of device `device`, formed of `jobs`' jobs.
+    /// Opens the span of batch `batch` of device `device`, formed of `jobs` jobs of `bytes()`
+    /// bytes in all (counted only when a subscriber wants the span).
     #[allow(unused_variables)]
-    pub(crate) fn formed(device: usize, batch: u64, jobs: &[crate::batch::Ready]) -> BatchSpan {
+    pub(crate) fn formed(
+        device: usize,
+        batch: u64,
+        jobs: usize,
+        bytes: impl FnOnce() -> u64,
+    ) -> BatchSpan {
         #[cfg(feature = "tracing")]
         {
             let span = tracing::debug_span!(
                 "wgpu_batch.batch",
                 device,
                 batch,
-                jobs = jobs.len(),
+                jobs,
                 bytes = Empty,
                 dispatches = Empty
             );
             if !span.is_disabled() {
-                let bytes: u64 = jobs.iter().map(|r| r.layout.bytes()).sum();
-                span.record("bytes", bytes);
+                span.record("bytes", bytes());
                 tracing::debug!(parent: &span, "formed");
             }
             BatchSpan { span }
@@ -95,12 +100,13 @@ impl BatchSpan {
         BatchSpan {}
     }
 
-    /// The batch's command buffer was recorded.
+    /// The batch's command buffer was recorded, with `dispatches()` compute dispatches
+    /// (counted only when a subscriber wants the span).
     #[allow(unused_variables)]
-    pub(crate) fn encoded(&self, prepared: &crate::submitter::Prepared) {
+    pub(crate) fn encoded(&self, dispatches: impl FnOnce() -> usize) {
         #[cfg(feature = "tracing")]
         if !self.span.is_disabled() {
-            let dispatches = prepared.dispatches();
+            let dispatches = dispatches();
             self.span.record("dispatches", dispatches);
             tracing::debug!(parent: &self.span, dispatches, "encoded");
         }
