@@ -172,7 +172,7 @@ pub(crate) fn device_info(
     }
 }
 
-/// Whether jobs on `adapter` get their own mapped, directly bound buffers (see `mapped.rs`):
+/// Whether jobs on `adapter` get their own mapped, directly bound buffers (see `device/mapped.rs`):
 /// when it can map storage buffers (`MAPPABLE_PRIMARY_BUFFERS`) and the setting asks for it,
 /// or by default on adapters that share the host's memory (CPU and integrated GPUs), where a
 /// mapped buffer is as fast to compute on as any.

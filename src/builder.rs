@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::adapters;
 use crate::balance::Balance;
 use crate::config::BatchConfig;
+use crate::device::health::Health;
+use crate::device::watchdog::Watchdog;
 use crate::device::{DeviceSlot, Opening};
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
-use crate::health::Health;
-use crate::warm::DiskCache;
-use crate::watchdog::Watchdog;
+use crate::kernel::warm::DiskCache;
 
 impl Engine {
     /// An engine on every usable adapter with the default settings of [`EngineBuilder`].

@@ -12,13 +12,13 @@ pub(crate) struct BatchConfig {
     pub(crate) max_in_flight: usize,
     /// Share one bind group among same-shaped jobs of a kernel through dynamic offsets.
     pub(crate) shared_bind_groups: bool,
-    /// How much priority one level is worth, in waiting time (see `queue.rs`).
+    /// How much priority one level is worth, in waiting time (see `device/queue.rs`).
     pub(crate) priority_aging: Duration,
     /// Time each job on the GPU with timestamp queries, where the device supports them.
     pub(crate) gpu_timing: bool,
     /// Free bytes the buffer pool may keep.
     pub(crate) pool_budget: u64,
-    /// Run same-kernel jobs of a batch as one fused dispatch (see `fusion.rs`).
+    /// Run same-kernel jobs of a batch as one fused dispatch (see `kernel/fusion.rs`).
     pub(crate) fusion: bool,
 }
 

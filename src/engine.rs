@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 
 use crate::adapters::DeviceInfo;
 use crate::balance::{Balance, Candidate};
-use crate::buffer::{COPY_WGSL, DeviceBuffer, next_engine_id, read_grid};
 use crate::device::DeviceSlot;
+use crate::device::inbox::Request;
+use crate::device::reply::{DeadlineTimer, JobHandle};
+use crate::device::watchdog::Watchdog;
 use crate::error::{Error, Result};
-use crate::inbox::Request;
 use crate::job::{Job, JobOutput};
-use crate::kernel::{Kernel, KernelSource};
-use crate::reply::{DeadlineTimer, JobHandle};
-use crate::stats::EngineStats;
-use crate::trace::JobSpan;
-use crate::watchdog::Watchdog;
+use crate::kernel::compile::{Kernel, KernelSource};
+use crate::memory::buffer::{COPY_WGSL, DeviceBuffer, next_engine_id, read_grid};
+use crate::observe::stats::EngineStats;
+use crate::observe::trace::JobSpan;
 
 /// What the builder hands over (see `builder.rs`).
 pub(crate) struct EngineParts {
@@ -54,7 +54,7 @@ pub(crate) struct EngineInner {
     balance: Balance,
     /// Publishes the statistics through the `metrics` facade.
     #[cfg(feature = "metrics")]
-    publisher: crate::publish::Publisher,
+    publisher: crate::observe::publish::Publisher,
     /// Copies a resident buffer into a job output, for [`Engine::read`].
     copy: Kernel,
 }
@@ -116,13 +116,7 @@ impl Engine {
     pub(crate) fn assemble(parts: EngineParts) -> Result<Engine> {
         let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
         #[cfg(feature = "metrics")]
-        let publisher =
-            crate::publish::Publisher::start(parts.slots.clone(), parts.metrics_interval).map_err(
-                |e| Error::RequestDevice {
-                    adapter: "(metrics publisher)".into(),
-                    message: e.to_string(),
-                },
-            )?;
+        let publisher = publisher(&parts.slots, parts.metrics_interval)?;
         let engine = Engine {
             inner: Arc::new(EngineInner {
                 id: next_engine_id(),
@@ -158,7 +152,7 @@ impl Engine {
         let kernel = Kernel::compile(source)?;
         for slot in self.inner.slots.iter().filter(|s| s.usable()) {
             slot.prepare(&kernel)?;
-            slot.pipelines.save(); // a warm start for the next process (see `warm.rs`)
+            slot.pipelines.save(); // a warm start for the next process (see `kernel/warm.rs`)
         }
         Ok(kernel)
     }
@@ -589,4 +583,26 @@ fn resident_binding(job: &Job) -> Option<u32> {
     job.args()
         .find(|a| matches!(a.data, crate::job::ArgData::Resident(_)))
         .map(|a| a.binding)
+}
+
+/// Starts the `metrics` publisher over `slots`' statistics.
+#[cfg(feature = "metrics")]
+fn publisher(
+    slots: &[Arc<DeviceSlot>],
+    every: Duration,
+) -> Result<crate::observe::publish::Publisher> {
+    let sources = (slots.iter())
+        .map(|s| {
+            let slot = s.clone();
+            crate::observe::publish::Source {
+                info: s.info.clone(),
+                stats: s.health.stats.clone(),
+                depth: Box::new(move || slot.queue_depth()),
+            }
+        })
+        .collect();
+    crate::observe::publish::Publisher::start(sources, every).map_err(|e| Error::RequestDevice {
+        adapter: "(metrics publisher)".into(),
+        message: e.to_string(),
+    })
 }

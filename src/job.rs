@@ -1,15 +1,26 @@
 //! Jobs: what a caller submits ([`Job`]) and what a finished one gives back ([`JobOutput`]).
-//! How the result travels back is in `reply.rs`.
+//! How the result travels back is in `device/reply.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::binding::BindingKind;
-use crate::buffer::DeviceBuffer;
 use crate::error::{Error, Result};
-use crate::host::Readback;
-use crate::kernel::Kernel;
-use crate::queue::Priority;
+use crate::kernel::binding::BindingKind;
+use crate::kernel::compile::Kernel;
+use crate::memory::buffer::DeviceBuffer;
+use crate::memory::host::Readback;
+
+/// How urgent a job is. Higher priorities are taken into the next batch first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Bulk work: runs when nothing more urgent is waiting (or once it has aged).
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Latency-sensitive work: ahead of everything that has not aged.
+    High,
+}
 
 /// Work for one device: one dispatch of a kernel with its arguments, or several kernels in
 /// order ([`then`](Job::then)) that pass data through GPU-only [`scratch`](Job::scratch)

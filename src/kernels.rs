@@ -8,7 +8,7 @@
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::job::Job;
-use crate::kernel::{Kernel, KernelSource};
+use crate::kernel::compile::{Kernel, KernelSource};
 
 /// Elements one workgroup of [`sum`] reduces to one partial sum.
 pub const SUM_ELEMENTS_PER_WORKGROUP: usize = 1024;

@@ -55,7 +55,7 @@
 //! Without features the engine builds with wgpu, naga and a few small crates only.
 //!
 //! [wgpu]: https://wgpu.rs
-// One exception, `warm.rs`: wgpu marks `create_pipeline_cache` unsafe (its data must be what
+// One exception, `kernel/warm.rs`: wgpu marks `create_pipeline_cache` unsafe (its data must be what
 // wgpu wrote); everything else is safe code.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -63,52 +63,28 @@
 mod adapters;
 mod balance;
 mod batch;
-mod binding;
-mod buffer;
 mod builder;
 mod config;
 mod device;
 mod engine;
 mod error;
-mod executor;
-mod flatten;
-mod fusion;
-mod group;
-mod health;
-mod host;
-mod inbox;
 mod job;
 mod kernel;
 pub mod kernels;
-mod layout;
-mod mapped;
-mod pipelines;
-mod poll;
-mod pool;
-mod probe;
-#[cfg(feature = "metrics")]
-mod publish;
-mod queue;
-mod quiet;
-mod reply;
-mod stats;
-mod submitter;
+mod memory;
+mod observe;
 pub mod testing;
-mod trace;
-mod warm;
-mod watchdog;
 
 pub use adapters::DeviceInfo;
 pub use balance::Balance;
-pub use binding::{BindingInfo, BindingKind};
-pub use buffer::DeviceBuffer;
 pub use builder::{DEFAULT_PRIORITY_AGING, EngineBuilder};
+pub use device::reply::JobHandle;
 pub use engine::{Engine, Rejected};
 pub use error::{Error, Result};
-pub use fusion::{FusedBinding, Shape};
-pub use job::{Job, JobOutput};
-pub use kernel::{Kernel, KernelSource};
-pub use queue::Priority;
-pub use reply::JobHandle;
-pub use stats::{DeviceStatsSnapshot, EngineStats};
+pub use job::{Job, JobOutput, Priority};
+pub use kernel::binding::{BindingInfo, BindingKind};
+pub use kernel::compile::{Kernel, KernelSource};
+pub use kernel::fusion::{FusedBinding, Shape};
+pub use memory::buffer::DeviceBuffer;
+pub use observe::stats::{DeviceStatsSnapshot, EngineStats};
 pub use wgpu;

@@ -1,4 +1,4 @@
-//! The fusion corpus: kernels written to stress the rewrite (see `src/fusion.rs`), each with a
+//! The fusion corpus: kernels written to stress the rewrite (see `src/kernel/fusion.rs`), each with a
 //! generator of random jobs. The differential test runs random mixes of them fused and
 //! unfused and wants the same bits.
 

@@ -5,7 +5,7 @@
 //! block**, every `output` of its **output block**, and one scratch buffer per scratch id.
 //! The read and inout blocks are written back to back into an upload buffer: by the caller
 //! for a job of 32 KiB or more, else by the submitter with the rest of the batch (see
-//! `mapped.rs`).
+//! `device/mapped.rs`).
 //!
 //! A batch's [`Plan`] then only places whole blocks: the jobs' read blocks one after another
 //! in the batch's **read** buffer; their inout blocks, then all their output blocks, in its
@@ -52,7 +52,7 @@ pub(crate) enum Class {
     Output,
 }
 
-/// What a fused group (see `group.rs`) asks of a batch's plan.
+/// What a fused group (see `batch/group.rs`) asks of a batch's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GroupNeeds {
     /// Regions of the read or read-write buffer: (class, bytes).
@@ -375,7 +375,7 @@ pub(crate) struct Plan {
     /// Per direct job (its data in its own buffers), where its outputs start in its own
     /// read-write buffer; `None` for a job whose data is in the batch's buffers.
     pub(crate) own_output_at: Vec<Option<u64>>,
-    /// Per fused group (see `group.rs`): where its regions and tables are.
+    /// Per fused group (see `batch/group.rs`): where its regions and tables are.
     pub(crate) group_at: Vec<GroupAt>,
     /// Sizes of the batch's scratch buffers.
     pub(crate) scratch: Vec<u64>,
@@ -395,7 +395,7 @@ impl Plan {
     /// Places the blocks of `jobs` (their layouts), each block at a multiple of `align`.
     /// `own` says, per job, that its data lives elsewhere: in its own buffers (`Some(true)`,
     /// direct) or in a fused group's regions (`Some(false)`). `groups` asks, per fused group,
-    /// for regions, job tables and scratch buffers (see `group.rs`); a job in a group has no
+    /// for regions, job tables and scratch buffers (see `batch/group.rs`); a job in a group has no
     /// scratch buffers of its own.
     pub(crate) fn new(
         jobs: &[&Layout],
@@ -552,7 +552,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::{Kernel, KernelSource};
+    use crate::kernel::compile::{Kernel, KernelSource};
 
     const ANY: &str = "
         @group(0) @binding(0) var<storage, read_write> a: array<u32>;

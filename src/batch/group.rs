@@ -1,8 +1,8 @@
-//! Fused groups: the jobs of one batch that run the same fusable kernels (see `fusion.rs`) go
+//! Fused groups: the jobs of one batch that run the same fusable kernels (see `kernel/fusion.rs`) go
 //! as one dispatch per step. Plain data, unit-tested without a device.
 //!
 //! A job joins a group when every step's kernel is fused, it has no resident argument, its
-//! data is written by the submitter (small jobs, see `mapped.rs` and [`small_enough`]), and
+//! data is written by the submitter (small jobs, see `device/mapped.rs` and [`small_enough`]), and
 //! its steps match the group's: the same kernels, each binding of the same class (read-only,
 //! inout, output, or the same scratch buffer). Per step and binding, the group's jobs' data is
 //! laid out contiguously at element granularity in one region of the batch's read or
@@ -14,9 +14,9 @@
 
 use std::collections::HashMap;
 
-use crate::fusion::{Fused, Shape, TABLE_WORDS};
+use crate::batch::layout::{Class, GroupAt, GroupNeeds, Layout, Region, Slot, Writer};
 use crate::job::{ArgData, Job};
-use crate::layout::{Class, GroupAt, GroupNeeds, Layout, Region, Slot, Writer};
+use crate::kernel::fusion::{Fused, Shape, TABLE_WORDS};
 
 /// The largest workgroup count per dimension every adapter offers.
 const MAX_DIM: u64 = 65_535;
@@ -312,7 +312,7 @@ impl Group {
 
 impl Step {
     /// Bytes of binding `b`'s own region with `more` more jobs of `extra` bytes in it: the
-    /// jobs' elements, then a zero element and a trash element (see `fusion/rebuild.rs`).
+    /// jobs' elements, then a zero element and a trash element (see `kernel/fusion/rebuild.rs`).
     fn region_bytes(&self, b: usize, extra: u64, more: u64) -> u64 {
         match self.bindings[b].1 {
             Shape::PerJob { stride } => (self.sizes.len() as u64 + more + 2) * stride,
@@ -405,7 +405,7 @@ fn record_at(s: &Step, k: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::{Kernel, KernelSource};
+    use crate::kernel::compile::{Kernel, KernelSource};
 
     const SAXPY: &str = "
         @group(0) @binding(0) var<uniform> a: f32;

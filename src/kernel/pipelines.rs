@@ -3,7 +3,7 @@
 //!
 //! A kernel can have two pipelines: one whose bindings all take dynamic offsets, so the jobs
 //! of a batch that bind the same buffers at different offsets share one bind group (see
-//! `batch.rs`), and one with plain bindings, for kernels with more bindings than the device
+//! `batch/mod.rs`), and one with plain bindings, for kernels with more bindings than the device
 //! allows dynamic offsets for, for engines built with `shared_bind_groups(false)`, and for a
 //! lone job whose arguments lie past the 4 GiB a dynamic offset can reach.
 
@@ -13,11 +13,11 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
 
-use crate::binding::{BindingInfo, BindingKind};
 use crate::error::{Error, Result, scoped};
-use crate::fusion::{Bounds, FUSED_ENTRY, TABLE_WORDS};
-use crate::kernel::{Kernel, KernelInner};
-use crate::warm::DiskCache;
+use crate::kernel::binding::{BindingInfo, BindingKind};
+use crate::kernel::compile::{Kernel, KernelInner};
+use crate::kernel::fusion::{Bounds, FUSED_ENTRY, TABLE_WORDS};
+use crate::kernel::warm::DiskCache;
 
 /// A pipeline ready to bind: what encoding one step needs from the cache.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ pub(crate) enum Variant {
     Dynamic,
     /// Plain bindings.
     Plain,
-    /// The fused kernel (see `fusion.rs`), dynamic offsets where the device allows them.
+    /// The fused kernel (see `kernel/fusion.rs`), dynamic offsets where the device allows them.
     Fused,
 }
 
@@ -54,7 +54,7 @@ pub(crate) struct PipelineCache {
     device: wgpu::Device,
     /// Whether the engine shares bind groups (`EngineBuilder::shared_bind_groups`).
     shared_bind_groups: bool,
-    /// How the device bounds out-of-bounds accesses (see `probe.rs`); `None`: run nothing
+    /// How the device bounds out-of-bounds accesses (see `device/probe.rs`); `None`: run nothing
     /// fused.
     bounds: Option<Bounds>,
     /// By (kernel id, variant); a fused pipeline that could not be built is cached as its
@@ -87,7 +87,7 @@ impl PipelineCache {
         }
     }
 
-    /// Writes the on-disk pipeline cache if it changed (see `warm.rs`); a no-op without one.
+    /// Writes the on-disk pipeline cache if it changed (see `kernel/warm.rs`); a no-op without one.
     pub(crate) fn save(&self) {
         if let Some(disk) = &self.disk {
             disk.save();

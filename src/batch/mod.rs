@@ -1,12 +1,12 @@
 //! A batch: many jobs, one command buffer, one `queue.submit`. This module owns its life:
 //!
 //! 1. **planned** ([`Batch::plan`]): the jobs, each already laid out and uploaded by the thread
-//!    that submitted it (`layout.rs`, `mapped.rs`), the fused groups that jobs of the same
-//!    fusable kernels form (`group.rs`: their data shares regions, laid out contiguously), and
+//!    that submitted it (`batch/layout.rs`, `device/mapped.rs`), the fused groups that jobs of the same
+//!    fusable kernels form (`batch/group.rs`: their data shares regions, laid out contiguously), and
 //!    the plan that places the jobs' blocks and the groups' regions, tables and scratch;
 //! 2. **encoded** ([`Batch::encode`]): one command buffer that copies each job's upload into
 //!    place, clears the outputs and scratch, runs one compute pass with one dispatch per step
-//!    of each fused group (its kernels rewritten by `fusion.rs`) and one per step of every
+//!    of each fused group (its kernels rewritten by `kernel/fusion.rs`) and one per step of every
 //!    other job, and copies the read-write buffer into the readback buffer;
 //! 3. **in flight** ([`InFlight`]): submitted, waiting for its readback to be mapped;
 //! 4. **finished** ([`InFlight::finish`]): one reply per job, each holding the shared mapped
@@ -14,10 +14,10 @@
 //!
 //! # Why jobs cannot see each other's data
 //! Each binding of a job that runs alone is bound at its exact range, and the device bounds
-//! accesses to it (naga's checks, or the hardware's; `probe.rs` measures which: the GL
+//! accesses to it (naga's checks, or the hardware's; `device/probe.rs` measures which: the GL
 //! backend has none, and there an out-of-bounds access can reach past the binding). A fused
 //! job's bindings cover its whole group, but the rewritten kernel keeps every access inside
-//! the job's own elements (`fusion.rs`), and a group's regions hold only its members' data
+//! the job's own elements (`kernel/fusion.rs`), and a group's regions hold only its members' data
 //! and its zero and trash elements. Every byte a job can read was copied from an upload of
 //! this batch or cleared in this command buffer before the pass, so nothing of an earlier
 //! batch that used the pooled buffer is visible. A shared bind group is keyed by the buffers
@@ -32,25 +32,28 @@
 //! getting an equal share), resolved into a pooled buffer and copied to the end of the
 //! readback buffer.
 
+pub(crate) mod group;
+pub(crate) mod layout;
+
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::batch::group::{Group, Placed, Role};
+use crate::batch::layout::{Class, Layout, Plan, Region};
 use crate::error::Error;
-use crate::fusion::TABLE_WORDS;
-use crate::group::{self, Group, Placed, Role};
-use crate::host::{Readback, Returned, Staged};
 use crate::job::{ArgData, Job, JobOutput};
-use crate::layout::{Class, Layout, Plan, Region};
-use crate::mapped::Loan;
-use crate::pipelines::Pipeline;
+use crate::kernel::fusion::TABLE_WORDS;
+use crate::kernel::pipelines::Pipeline;
+use crate::memory::host::Loan;
+use crate::memory::host::{Readback, Returned, Staged};
 
 /// A job ready to batch: laid out, its uploads written, its pipelines at hand.
 pub(crate) struct Ready {
     pub(crate) job: Job,
     pub(crate) layout: Layout,
-    /// The job's data in host buffers (`mapped.rs`), written by the submitting thread, or by
+    /// The job's data in host buffers (`device/mapped.rs`), written by the submitting thread, or by
     /// the submitter when the lend budget was full then; `None` until written, and for a job
     /// with no data to hold.
     pub(crate) staged: Option<Staged>,
@@ -59,7 +62,7 @@ pub(crate) struct Ready {
     /// One per step.
     pub(crate) pipelines: Vec<Pipeline>,
     /// Per step, its kernel's fused pipeline, when the job may join a fused group (see
-    /// `group.rs`).
+    /// `batch/group.rs`).
     pub(crate) fused: Option<Vec<Pipeline>>,
 }
 
@@ -102,7 +105,7 @@ pub(crate) struct Batch {
 impl Batch {
     /// Plans `jobs` with every block at a multiple of `align`, with room for timestamps when
     /// `timed`. A job whose data is in its own buffers (direct) takes no room in the batch's;
-    /// jobs that fuse (see `group.rs`, regions of at most `max_binding` bytes) share regions.
+    /// jobs that fuse (see `batch/group.rs`, regions of at most `max_binding` bytes) share regions.
     pub(crate) fn plan(jobs: Vec<Ready>, align: u64, timed: bool, max_binding: u64) -> Batch {
         let layouts: Vec<&Layout> = jobs.iter().map(|r| &r.layout).collect();
         let candidates = jobs.iter().enumerate().map(|(j, r)| {

@@ -10,7 +10,7 @@
 //! that starts work on an idle device wakes it ([`Health::note_progress`]). While a device is
 //! busy it checks every [`tick`] of the timeout.
 //!
-//! [`Health::note_progress`]: crate::health::Health::note_progress
+//! [`Health::note_progress`]: crate::device::health::Health::note_progress
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::inbox::Inbox;
-use crate::reply::{DeadlineTimer, Ticket};
+use crate::device::inbox::Inbox;
+use crate::device::reply::{DeadlineTimer, Ticket};
 
 /// What the watchdog is told.
 pub(crate) enum Msg {

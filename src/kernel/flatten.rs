@@ -6,7 +6,7 @@
 //! WGSL parser, in wgpu and in the fusion's check of its own output) recurses once per level,
 //! and a long enough expression overflows any thread's stack, aborting the process.
 //!
-//! So the kernel is parsed once, on a thread with a large stack (`kernel.rs`), and then
+//! So the kernel is parsed once, on a thread with a large stack (`kernel/compile.rs`), and then
 //! [`flatten`] names every [`MAX_INLINE`]-th level of a deep chain: a writer writes a named
 //! expression as its own `let`, so nothing it writes nests deeper than that. Pipelines are
 //! built from this IR (not from the source text), so wgpu never parses the deep text again.

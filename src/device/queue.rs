@@ -16,17 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How urgent a job is. Higher priorities are taken into the next batch first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    /// Bulk work: runs when nothing more urgent is waiting (or once it has aged).
-    Low,
-    /// The default.
-    #[default]
-    Normal,
-    /// Latency-sensitive work: ahead of everything that has not aged.
-    High,
-}
+use crate::job::Priority;
 
 /// What the queue needs to know of an entry.
 pub(crate) trait Queued {

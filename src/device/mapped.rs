@@ -5,7 +5,7 @@
 //! 32 KiB) is written by the submitter, with the rest of its batch, into one upload buffer
 //! laid out like the batch ([`HostPool::write_batch`]):
 //! a few KiB of copying there costs less than the buffer operations a job of its own would
-//! cost; such jobs are also the ones that may fuse (see `group.rs`): where their data goes
+//! cost; such jobs are also the ones that may fuse (see `batch/group.rs`): where their data goes
 //! is known only once the batch forms. A larger job's data is written by the thread that
 //! submits it ([`HostPool::write`]), one of two ways ([`Staged`]):
 //! - **Direct**, on adapters whose storage buffers can be mapped and live in the memory the
@@ -34,9 +34,9 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-use crate::host::Staged;
+use crate::batch::layout::Layout;
 use crate::job::Job;
-use crate::layout::Layout;
+use crate::memory::host::{Loan, Staged};
 
 /// Smallest host buffer: small jobs share few classes.
 const MIN_CLASS: u64 = 4096;
@@ -77,19 +77,6 @@ pub(crate) struct Written {
     pub(crate) loan: Option<Loan>,
 }
 
-/// Bytes lent against a [`HostPool`]'s budget; given back on drop.
-pub(crate) struct Loan {
-    bytes: u64,
-    pool: std::sync::Arc<HostPool>,
-}
-
-impl Drop for Loan {
-    fn drop(&mut self) {
-        let mut free = self.pool.free.lock();
-        free.lent = free.lent.saturating_sub(self.bytes);
-    }
-}
-
 /// One device's mapped host buffers.
 pub(crate) struct HostPool {
     device: wgpu::Device,
@@ -98,6 +85,10 @@ pub(crate) struct HostPool {
     /// Free buffers and budgets. Taken by submitting threads (a pop per buffer) and by the
     /// submitter; nothing else is taken while it is held.
     free: Mutex<Free>,
+    /// Bytes of buffers lent to queued jobs (see [`Loan`]).
+    lent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Most bytes lent: a deep queue gains nothing from writing its data early.
+    lend_budget: u64,
     /// Sets mapped again after use arrive here (from `map_async` callbacks).
     returned: flume::Receiver<Staged>,
     returns: flume::Sender<Staged>,
@@ -111,10 +102,6 @@ struct Free {
     bytes: u64,
     /// Most bytes of free buffers kept.
     budget: u64,
-    /// Bytes of buffers lent to queued jobs.
-    lent: u64,
-    /// Most bytes lent: a deep queue gains nothing from writing its data early.
-    lend_budget: u64,
     /// Buffers dropped so far: whoever caches bind groups over them forgets them when this
     /// changes.
     drops: u64,
@@ -132,10 +119,10 @@ impl HostPool {
                 by_class: HashMap::new(),
                 bytes: 0,
                 budget,
-                lent: 0,
-                lend_budget,
                 drops: 0,
             }),
+            lent: Default::default(),
+            lend_budget,
             returned,
             returns,
         }
@@ -162,10 +149,7 @@ impl HostPool {
         if lend && !self.lend(bytes) {
             return Ok(None);
         }
-        let loan = lend.then(|| Loan {
-            bytes,
-            pool: self.clone(),
-        });
+        let loan = lend.then(|| Loan::new(bytes, self.lent.clone()));
         let staged = self.take((direct, classes[0], classes[1]));
         let filled = match &staged {
             Staged::Upload(b) => fill(b, first, &layout.uploads(job), &[]),
@@ -202,12 +186,9 @@ impl HostPool {
 
     /// Counts `bytes` as lent if the budget allows.
     fn lend(&self, bytes: u64) -> bool {
-        let mut free = self.free.lock();
-        if free.lent + bytes > free.lend_budget {
-            return false;
-        }
-        free.lent += bytes;
-        true
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let within = |lent: u64| (lent + bytes <= self.lend_budget).then_some(lent + bytes);
+        self.lent.fetch_update(AcqRel, Acquire, within).is_ok()
     }
 
     /// A mapped set of `key`'s shape, reused or made.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
-use crate::stats::DeviceStats;
+use crate::observe::stats::DeviceStats;
 
 /// The lock-free state of one device.
 pub(crate) struct Health {
@@ -14,8 +14,8 @@ pub(crate) struct Health {
     pub(crate) index: usize,
     /// Set once, when the device is lost (the first reason wins); read on the submit path.
     lost: OnceLock<String>,
-    /// Lock-free counters.
-    pub(crate) stats: DeviceStats,
+    /// Lock-free counters (shared with the `metrics` publisher).
+    pub(crate) stats: std::sync::Arc<DeviceStats>,
     /// When the device last made progress while it had work outstanding, in nanoseconds since
     /// [`Health::epoch`]; 0 while nothing is submitted. Written by the executor, read by the
     /// watchdog (`Relaxed`: a stale read only delays the watchdog by one tick).
@@ -34,7 +34,7 @@ impl Health {
         Health {
             index,
             lost: OnceLock::new(),
-            stats: DeviceStats::new(),
+            stats: std::sync::Arc::new(DeviceStats::new()),
             busy_since: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
             wake,

@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::device::health::Health;
 use crate::error::{Error, Result};
-use crate::health::Health;
 use crate::job::JobOutput;
-use crate::trace::JobSpan;
+use crate::observe::trace::JobSpan;
 
 /// What a job resolves to.
 pub(crate) type Reply = Result<JobOutput>;
@@ -65,7 +65,7 @@ impl Ticket {
                 .is_ok()
         });
         if won {
-            crate::quiet::assert_may_reply();
+            crate::device::quiet::assert_may_reply();
             let reply = match reply {
                 Ok(_) if self.cancel.load(Ordering::Acquire) => Err(Error::Cancelled),
                 other => other,
@@ -122,7 +122,7 @@ impl Ticket {
 /// when dropped (a job dropped by a shutdown, a lost device or a panic) with the reason.
 pub(crate) struct Responder {
     ticket: Arc<Ticket>,
-    /// The job's `tracing` span, which ends with the responder (see `trace.rs`).
+    /// The job's `tracing` span, which ends with the responder (see `observe/trace.rs`).
     span: JobSpan,
     /// Cleared once it replied or was disarmed.
     armed: bool,
@@ -456,7 +456,7 @@ mod tests {
                     }
                 }
             }
-            let kernel = crate::kernel::Kernel::compile(crate::kernels::saxpy()).unwrap();
+            let kernel = crate::kernel::compile::Kernel::compile(crate::kernels::saxpy()).unwrap();
             match end {
                 End::SendOk => responder.send(Ok(crate::job::JobOutput {
                     device: 0,

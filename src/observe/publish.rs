@@ -37,7 +37,8 @@ use metrics::{
 };
 use parking_lot::Mutex;
 
-use crate::device::DeviceSlot;
+use crate::adapters::DeviceInfo;
+use crate::observe::stats::DeviceStats;
 
 /// Publishes the statistics of an engine's devices (see the module docs).
 pub(crate) struct Publisher {
@@ -47,9 +48,17 @@ pub(crate) struct Publisher {
     thread: Mutex<Option<(flume::Sender<()>, JoinHandle<()>)>>,
 }
 
+/// What the publisher reads of one device: its description, its lock-free statistics, and
+/// its queue depth (which takes the device's board lock for a moment).
+pub(crate) struct Source {
+    pub(crate) info: DeviceInfo,
+    pub(crate) stats: Arc<DeviceStats>,
+    pub(crate) depth: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
 /// What the thread and `publish_now` share.
 struct State {
-    slots: Vec<Arc<DeviceSlot>>,
+    slots: Vec<Source>,
     /// Per device, the histograms' bucket counts as last published. Taken to publish (by the
     /// thread or `Engine::publish_metrics`), so each sample is forwarded once. Held while
     /// taking each device's board lock for its queue depth, as `Engine::stats` does; the
@@ -65,10 +74,7 @@ struct Seen {
 
 impl Publisher {
     /// Starts the publisher thread for `slots`, publishing every `every`.
-    pub(crate) fn start(
-        slots: Vec<Arc<DeviceSlot>>,
-        every: Duration,
-    ) -> std::io::Result<Publisher> {
+    pub(crate) fn start(slots: Vec<Source>, every: Duration) -> std::io::Result<Publisher> {
         let seen = Mutex::new(slots.iter().map(|_| Seen::default()).collect());
         let state = Arc::new(State { slots, seen });
         let (tx, rx) = flume::bounded::<()>(1);
@@ -168,10 +174,10 @@ fn describe() {
     );
 }
 
-fn publish_device(slot: &DeviceSlot, seen: &mut Seen) {
+fn publish_device(slot: &Source, seen: &mut Seen) {
     let info = &slot.info;
-    let stats = &slot.health.stats;
-    let s = stats.snapshot(info.index, slot.queue_depth());
+    let stats = &slot.stats;
+    let s = stats.snapshot(info.index, (slot.depth)());
     let labels = [
         ("device", info.index.to_string()),
         ("adapter", info.adapter.clone()),

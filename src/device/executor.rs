@@ -6,24 +6,24 @@
 //! Up to `max_in_flight` batches are submitted at once, so batch N+1 is formed while batch N
 //! runs. The callers of jobs of 32 KiB or more wrote their data already; the executor's
 //! submitter writes the smaller jobs' data, a batch at a time, into one upload buffer (see
-//! `mapped.rs`); every caller copies its own results out. The protocol it follows (a job's
-//! life, locks, loss and shutdown) is in `device.rs`.
+//! `device/mapped.rs`); every caller copies its own results out. The protocol it follows (a job's
+//! life, locks, loss and shutdown) is in `device/mod.rs`.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::batch::layout::Footprint;
 use crate::batch::{InFlight, Ready};
 use crate::config::BatchConfig;
+use crate::device::health::Health;
+use crate::device::inbox::{Inbox, Request};
+use crate::device::quiet::Quiet;
+use crate::device::reply::Responder;
+use crate::device::submitter::{Submitter, binding_alignment};
 use crate::error::Error;
-use crate::health::Health;
-use crate::inbox::{Inbox, Request};
-use crate::layout::Footprint;
-use crate::quiet::Quiet;
-use crate::reply::Responder;
-use crate::submitter::{Submitter, binding_alignment};
-use crate::trace::BatchSpan;
+use crate::observe::trace::BatchSpan;
 
 /// How long an idle executor polls its channel before parking.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
@@ -354,7 +354,7 @@ impl Executor {
         &self,
         sub: &Submitter,
         job: &crate::job::Job,
-    ) -> Option<Vec<crate::pipelines::Pipeline>> {
+    ) -> Option<Vec<crate::kernel::pipelines::Pipeline>> {
         let steps = job.steps.iter();
         self.cfg
             .fusion

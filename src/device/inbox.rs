@@ -1,6 +1,6 @@
 //! A device's end of its request channel: the jobs it holds between the channel and their
 //! replies, where whoever must fail the device (its executor, the watchdog, a test hook) can
-//! reach them. The protocol (a job's life, locks, loss) is in `device.rs`.
+//! reach them. The protocol (a job's life, locks, loss) is in `device/mod.rs`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::health::Health;
-use crate::host::Staged;
+use crate::batch::layout::Layout;
+use crate::device::health::Health;
+use crate::device::queue::{Pending, Queued};
+use crate::device::quiet::Quiet;
+use crate::device::reply::{Responder, Ticket};
 use crate::job::Job;
-use crate::layout::Layout;
-use crate::mapped::Loan;
-use crate::queue::{Pending, Priority, Queued};
-use crate::quiet::Quiet;
-use crate::reply::{Responder, Ticket};
+use crate::job::Priority;
+use crate::memory::host::Loan;
+use crate::memory::host::Staged;
 
 /// A queued job and its reply side.
 pub(crate) struct Request {

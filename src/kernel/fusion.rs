@@ -9,7 +9,7 @@
 //!   element per job ([`Shape::PerJob`]; a uniform becomes read-only storage).
 //! - A **job table** (a new binding: a 64 KiB uniform buffer of `u32` words, as
 //!   `array<vec4<u32>, 4096>`): `[workgroups in all, jobs]` and per slice binding the index
-//!   of its zero element (see `fusion/rebuild.rs`); then per job its workgroups `[x, y, z]`
+//!   of its zero element (see `kernel/fusion/rebuild.rs`); then per job its workgroups `[x, y, z]`
 //!   and per slice binding its `[base, length]` in elements; then per workgroup of the fused
 //!   grid two words, `job | z << 16` and `x | y << 16`: its job and its own workgroup id there.
 //! - A new entry point flattens the dispatch's workgroup id, returns at once (the whole
@@ -29,7 +29,7 @@
 //!   or into a fixed-size array, vector or matrix inside a binding) is clamped into its
 //!   bounds. An out-of-bounds access therefore never reaches another job's data. An index
 //!   past a slice's end reads and writes what it would unfused: the device's own rule, which
-//!   [`Bounds`] names and `probe.rs` measures once per device (clamp to the last element, or
+//!   [`Bounds`] names and `device/probe.rs` measures once per device (clamp to the last element, or
 //!   read zero and drop the write). An index past the end of a fixed-size array inside an
 //!   element follows the same rule fused; unfused, a device that checks only a binding's
 //!   whole range (Vulkan with `robustBufferAccess2`) may let it reach the next element of the
@@ -45,7 +45,7 @@
 //! `wgpu_batch_`, and any rewrite naga does not validate. A job does not join a group (it runs
 //! alone, as before) when one of its steps' kernels is not fused, or it has a resident
 //! argument, an empty array argument, a scratch buffer bound as a fixed-size type, 32 KiB of
-//! data or more, or more than 1,024 workgroups in a step (see `group.rs`).
+//! data or more, or more than 1,024 workgroups in a step (see `batch/group.rs`).
 
 mod builtins;
 mod rebuild;
@@ -56,7 +56,7 @@ use naga::{
 };
 use wgpu::naga;
 
-use crate::binding::{BindingInfo, BindingKind};
+use crate::kernel::binding::{BindingInfo, BindingKind};
 use builtins::{Args, STANDARD, standard_arguments};
 use rebuild::rewrite;
 
@@ -103,7 +103,7 @@ pub struct FusedBinding {
 }
 
 /// What a device does with an out-of-bounds access to a storage or uniform buffer unfused,
-/// which the fused kernel reproduces inside each job's own data (see `probe.rs`).
+/// which the fused kernel reproduces inside each job's own data (see `device/probe.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Bounds {
     /// The index is clamped to the last element (naga's `Restrict`, Vulkan without
@@ -661,7 +661,7 @@ fn {FUSED_ENTRY}(@builtin(workgroup_id) wgpu_batch_fw: vec3<u32>,
 
 #[cfg(test)]
 mod tests {
-    use crate::kernel::Kernel;
+    use crate::kernel::compile::Kernel;
 
     #[test]
     fn saxpy_fuses_with_a_table_after_its_bindings_and_one_source_per_bounds_rule() {

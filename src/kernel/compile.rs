@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use wgpu::naga;
 
-use crate::binding::{BindingInfo, reflect_bindings};
 use crate::error::{Error, Result};
-use crate::fusion::{Fused, FusedBinding, fuse};
+use crate::kernel::binding::{BindingInfo, reflect_bindings};
+use crate::kernel::fusion::{Fused, FusedBinding, fuse};
 
 /// WGSL source for a kernel, before validation. Build one with [`KernelSource::wgsl`].
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub struct Kernel {
 pub(crate) struct KernelInner {
     pub(crate) id: u64,
     pub(crate) label: String,
-    /// The validated module, flattened (see `flatten.rs`), overrides unresolved: what every
+    /// The validated module, flattened (see `kernel/flatten.rs`), overrides unresolved: what every
     /// device's pipeline is built from, so wgpu never parses the source text again.
     pub(crate) module: Arc<naga::Module>,
     pub(crate) entry_point: String,
@@ -72,7 +72,7 @@ pub(crate) struct KernelInner {
     pub(crate) workgroup_memory: u64,
     /// The overrides given in the source, passed to every pipeline.
     pub(crate) constants: Vec<(String, f64)>,
-    /// The kernel rewritten for fusion, or why it cannot be (see `fusion.rs`).
+    /// The kernel rewritten for fusion, or why it cannot be (see `kernel/fusion.rs`).
     pub(crate) fused: std::result::Result<Arc<Fused>, String>,
 }
 
@@ -152,7 +152,7 @@ impl Kernel {
         };
         let mut module = naga::front::wgsl::parse_str(&src.source)
             .map_err(|e| shader_err(e.emit_to_string(&src.source)))?;
-        crate::flatten::flatten(&mut module);
+        crate::kernel::flatten::flatten(&mut module);
         let info = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::all(),
@@ -363,7 +363,7 @@ fn workgroup_memory(module: &naga::Module, uses: &naga::valid::FunctionInfo) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::BindingKind;
+    use crate::kernel::binding::BindingKind;
 
     const SAXPY: &str = "
         struct P { a: f32, n: u32 }

@@ -10,17 +10,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::batch::layout::Plan;
 use crate::batch::{Batch, BindGroups, Buffers, InFlight, Leftovers, Ready, Target};
 use crate::config::BatchConfig;
+use crate::device::health::Health;
+use crate::device::mapped::HostPool;
+use crate::device::poll::{alive, poll_wait};
 use crate::error::{Error, Result, scoped};
-use crate::health::Health;
-use crate::host::{Readback, Returned, Staged};
 use crate::job::JobOutput;
-use crate::layout::Plan;
-use crate::mapped::HostPool;
-use crate::pipelines::{Pipeline, PipelineCache};
-use crate::poll::{alive, poll_wait};
-use crate::pool::{BufferPool, Role};
+use crate::kernel::pipelines::{Pipeline, PipelineCache};
+use crate::memory::host::{Readback, Returned, Staged};
+use crate::memory::pool::{BufferPool, Role};
 
 /// How long one poll waits before checking for a loss again.
 const POLL_SLICE: Duration = Duration::from_millis(50);
@@ -124,7 +124,10 @@ impl Submitter {
     }
 
     /// `kernel`'s fused pipeline on this device, if it has one.
-    pub(crate) fn fused_pipeline(&self, kernel: &crate::kernel::Kernel) -> Option<Pipeline> {
+    pub(crate) fn fused_pipeline(
+        &self,
+        kernel: &crate::kernel::compile::Kernel,
+    ) -> Option<Pipeline> {
         self.pipelines.fused(kernel)
     }
 

@@ -5,10 +5,10 @@
 //! 1. The process-wide enumeration lock (`adapters.rs`): instance creation, adapter
 //!    enumeration and device requests, in `EngineBuilder::build` only. Never held while
 //!    taking any other lock; never taken on the submit path.
-//! 2. The metrics publisher's `seen` lock (`publish.rs`, feature `metrics`): held while it
+//! 2. The metrics publisher's `seen` lock (`observe/publish.rs`, feature `metrics`): held while it
 //!    reads every device's statistics, so it is taken before the board (3).
 //! 3. Per device, [`DeviceSlot::submitter`]: the device's queue, buffer pool, kept bind groups
-//!    and timestamp queries (`submitter.rs`); whoever holds it is the one thread that submits
+//!    and timestamp queries (`device/submitter.rs`); whoever holds it is the one thread that submits
 //!    to and polls the device. Taken by the executor (to launch a batch, to wait for one, to
 //!    trim its pool when idle), by `Engine::run`'s idle fast path (with `try_lock`, so a
 //!    caller never waits for a busy device), and by a submitting thread whose write into
@@ -22,8 +22,8 @@
 //!    hook). Nothing but a leaf is taken while it is held, and it is never held across a
 //!    wait, a submit, a poll or a reply.
 //! 5. Leaves, taken with nothing else taken while held: the pipeline cache's map
-//!    (`pipelines.rs`; each pipeline is built once, outside it), the upload pool's free list
-//!    (`mapped.rs`; taken once per written job or batch), [`Inbox::sender`] and
+//!    (`kernel/pipelines.rs`; each pipeline is built once, outside it), the upload pool's free list
+//!    (`device/mapped.rs`; taken once per written job or batch), [`Inbox::sender`] and
 //!    [`DeviceSlot::executor`] (taken once each, by shutdown or a loss).
 //!
 //! The rule that no reply is sent while the submitter or the board lock is held is checked:
@@ -37,13 +37,13 @@
 //!
 //! # A job's life
 //! laid out, and written into mapped memory (by the submitting thread for a job of 32 KiB or
-//! more, see `mapped.rs`) -> queued
+//! more, see `device/mapped.rs`) -> queued
 //! (in the channel) -> pending (moved by the executor onto its board, by priority, see
-//! `queue.rs`; at most `queue_capacity` of them) -> claimed (taken by rank; a job already
+//! `device/queue.rs`; at most `queue_capacity` of them) -> claimed (taken by rank; a job already
 //! resolved by a cancel or its deadline is skipped and never encoded) -> encoded (one command
 //! buffer per batch) -> in flight (its ticket on the board, one `queue.submit`) -> read back
 //! (the batch's readback buffer is mapped) -> replied (through the job's `Responder`, see
-//! `reply.rs`) -> copied out (by the thread that takes the result). A caller waiting on a job
+//! `device/reply.rs`) -> copied out (by the thread that takes the result). A caller waiting on a job
 //! gets its deadline error at the deadline, whatever the device is doing.
 //!
 //! On an idle device (nothing outstanding), `Engine::run` skips the queue: the caller takes
@@ -72,6 +72,18 @@
 //! lost and that has not returned [`ABANDON_AFTER`] later is stuck in the driver: it is left
 //! behind (logged), its jobs already failed by the loss.
 
+pub(crate) mod executor;
+pub(crate) mod health;
+pub(crate) mod inbox;
+pub(crate) mod mapped;
+pub(crate) mod poll;
+pub(crate) mod probe;
+pub(crate) mod queue;
+pub(crate) mod quiet;
+pub(crate) mod reply;
+pub(crate) mod submitter;
+pub(crate) mod watchdog;
+
 use std::sync::Arc;
 
 use std::thread::JoinHandle;
@@ -81,21 +93,20 @@ use parking_lot::Mutex;
 
 use crate::adapters::DeviceInfo;
 use crate::batch::Ready;
+use crate::batch::layout::{Footprint, Layout, Writer};
 use crate::config::BatchConfig;
+use crate::device::executor::{Executor, ExecutorSetup};
+use crate::device::health::Health;
+use crate::device::inbox::{Inbox, Request};
+use crate::device::mapped::HostPool;
+use crate::device::quiet::Quiet;
+use crate::device::submitter::{Submitter, binding_alignment, pipelines_for};
 use crate::error::{Error, Result};
-use crate::executor::{Executor, ExecutorSetup};
-use crate::health::Health;
-use crate::host::Staged;
-use crate::inbox::{Inbox, Request};
 use crate::job::{Job, JobOutput};
-use crate::kernel::Kernel;
-use crate::layout::{Footprint, Layout, Writer};
-use crate::mapped::{HostPool, Loan};
-use crate::pipelines::{Pipeline, PipelineCache};
-use crate::probe;
-use crate::quiet::Quiet;
-use crate::submitter::{Submitter, binding_alignment, pipelines_for};
-use crate::trace::JobSpan;
+use crate::kernel::compile::Kernel;
+use crate::kernel::pipelines::{Pipeline, PipelineCache};
+use crate::memory::host::{Loan, Staged};
+use crate::observe::trace::JobSpan;
 
 /// How long shutdown waits for the executor of a lost device before leaving it behind.
 pub(crate) const ABANDON_AFTER: Duration = Duration::from_millis(250);
@@ -135,7 +146,7 @@ pub(crate) struct Opening {
     pub(crate) shared: bool,
     /// The pipeline cache on disk (`EngineBuilder::pipeline_cache_dir`), where the device
     /// has one.
-    pub(crate) disk: Option<crate::warm::DiskCache>,
+    pub(crate) disk: Option<crate::kernel::warm::DiskCache>,
 }
 
 impl DeviceSlot {
@@ -353,9 +364,9 @@ impl DeviceSlot {
 
     /// After an operation on the device failed: whether the device is lost. An adopted
     /// device's lost callback is the application's, so it is asked directly (see
-    /// [`alive`](crate::poll::alive)) and marked lost here.
+    /// [`alive`](crate::device::poll::alive)) and marked lost here.
     pub(crate) fn lost_after_failure(&self) -> bool {
-        if self.shared && self.usable() && !crate::poll::alive(&self.device) {
+        if self.shared && self.usable() && !crate::device::poll::alive(&self.device) {
             self.health
                 .mark_lost("the application's device was destroyed or lost".into());
         }

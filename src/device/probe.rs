@@ -1,5 +1,5 @@
 //! What a device does with an out-of-bounds access to a storage buffer, measured once when
-//! the device opens, so that fused kernels (see `fusion.rs`) bound their accesses the same way
+//! the device opens, so that fused kernels (see `kernel/fusion.rs`) bound their accesses the same way
 //! and a job gets the same bits fused and unfused.
 //!
 //! The answer depends on the backend and the driver, not on anything wgpu reports: Vulkan
@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
+use crate::device::poll::poll_wait;
 use crate::error::scoped;
-use crate::fusion::Bounds;
-use crate::poll::poll_wait;
+use crate::kernel::fusion::Bounds;
 
 const PROBE: &str = "
 @group(0) @binding(0) var<storage, read_write> a: array<u32>;
@@ -31,13 +31,13 @@ const BOUND: u64 = 4;
 
 /// How `device` bounds out-of-bounds storage accesses, or why that could not be told (the
 /// device then runs nothing fused). Waits at most `timeout` for the GPU; on a device `shared`
-/// with an application, without timed waits (see `poll.rs`).
+/// with an application, without timed waits (see `device/poll.rs`).
 pub(crate) fn bounds(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     timeout: Duration,
     shared: bool,
-    disk: Option<&crate::warm::DiskCache>,
+    disk: Option<&crate::kernel::warm::DiskCache>,
 ) -> Result<Bounds, String> {
     let cache = disk.map(|d| d.cache());
     let (result, error) = scoped(device, || run(device, queue, timeout, shared, cache));

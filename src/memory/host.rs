@@ -1,4 +1,4 @@
-//! The vocabulary of mapped host memory, shared by the pool that lends it (`mapped.rs`), the
+//! The vocabulary of mapped host memory, shared by the pool that lends it (`device/mapped.rs`), the
 //! batches that use it and the job outputs that read from it: a job's written data
 //! ([`Staged`]), and read-back bytes shared by replies ([`Readback`]). Depends on wgpu alone.
 
@@ -65,5 +65,29 @@ impl Drop for Readback {
         if let Some(r) = self.returned.take() {
             let _ = self.back.send(r);
         }
+    }
+}
+
+/// Bytes lent against a device's lend budget (the mapped memory queued jobs hold, see the
+/// device's `mapped.rs`); given back when dropped: when the job's batch forms, or the job is
+/// dropped.
+pub(crate) struct Loan {
+    bytes: u64,
+    /// The budget's count of bytes lent.
+    lent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Loan {
+    /// A loan of `bytes`, already counted in `lent`.
+    pub(crate) fn new(bytes: u64, lent: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Loan {
+        Loan { bytes, lent }
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let back = |lent: u64| Some(lent.saturating_sub(self.bytes));
+        let _ = self.lent.fetch_update(AcqRel, Acquire, back);
     }
 }

@@ -16,7 +16,7 @@ use naga::{
 use wgpu::naga;
 
 use super::{Args, Bounds, Ctx, Role, STANDARD};
-use crate::flatten::remap;
+use crate::kernel::flatten::remap;
 
 /// Where a chain starts.
 #[derive(Clone, Copy)]

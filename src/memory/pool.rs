@@ -10,7 +10,7 @@
 //!
 //! A pooled buffer still holds the data of the batch that used it last; the batch plan never
 //! lets that reach a job: every byte a job can bind is uploaded or cleared in the same command
-//! buffer before the dispatch (see `batch.rs`).
+//! buffer before the dispatch (see `batch/mod.rs`).
 //!
 //! The pool belongs to its device's submitter and is used only under the submitter lock (by the
 //! executor or the idle fast path), so it has no lock of its own.
