@@ -9,7 +9,7 @@ use crate::balance::Balance;
 use crate::config::BatchConfig;
 use crate::device::health::Health;
 use crate::device::watchdog::Watchdog;
-use crate::device::{DeviceSlot, Opening};
+use crate::device::{DeviceCore, Opening};
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
 use crate::kernel::warm::DiskCache;
@@ -339,9 +339,9 @@ impl EngineBuilder {
         };
         let shared = instance.is_none();
         let watch = Watchdog::channel();
-        let mut slots = Vec::new();
+        let mut cores = Vec::new();
         for (adapter, device, queue) in opened {
-            let index = slots.len();
+            let index = cores.len();
             let info = adapters::device_info(&adapter, &device, index);
             log::info!(
                 "device {index}: {} ({:?}, {:?})",
@@ -358,21 +358,21 @@ impl EngineBuilder {
                 disk: (self.pipeline_cache_dir.as_deref())
                     .and_then(|dir| DiskCache::open(dir, &adapter.get_info(), &device)),
             };
-            let slot = DeviceSlot::start(info, device, queue, health, opening)?;
-            slots.push(Arc::new(slot));
+            let core = DeviceCore::start(info, device, queue, health, opening)?;
+            cores.push(Arc::new(core));
         }
-        let inboxes = slots.iter().map(|s| s.inbox.clone()).collect();
+        let inboxes = cores.iter().map(|s| s.inbox.clone()).collect();
         let watchdog = Watchdog::start(watch, inboxes, self.gpu_timeout).map_err(|e| {
             Error::RequestDevice {
                 adapter: "(watchdog)".into(),
                 message: e.to_string(),
             }
         })?;
-        let adapters = slots.iter().map(|s| s.info.clone()).collect();
+        let adapters = cores.iter().map(|s| s.info.clone()).collect();
         Engine::assemble(EngineParts {
             instance,
             adapters,
-            slots,
+            cores,
             watchdog,
             default_timeout: self.default_timeout,
             balance: self.balance,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::adapters::DeviceInfo;
 use crate::balance::{Balance, Candidate};
-use crate::device::DeviceSlot;
+use crate::device::DeviceCore;
 use crate::device::inbox::Request;
 use crate::device::reply::{DeadlineTimer, JobHandle};
 use crate::device::watchdog::Watchdog;
@@ -22,7 +22,7 @@ pub(crate) struct EngineParts {
     /// `None` for an adopted device (the application keeps its instance).
     pub(crate) instance: Option<wgpu::Instance>,
     pub(crate) adapters: Vec<DeviceInfo>,
-    pub(crate) slots: Vec<Arc<DeviceSlot>>,
+    pub(crate) cores: Vec<Arc<DeviceCore>>,
     pub(crate) watchdog: Watchdog,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) balance: Balance,
@@ -39,7 +39,7 @@ pub(crate) struct EngineInner {
     /// The devices as opened (their adapters' names, backends, types).
     adapters: Vec<DeviceInfo>,
     /// Every opened device; fixed after build.
-    slots: Vec<Arc<DeviceSlot>>,
+    cores: Vec<Arc<DeviceCore>>,
     /// Fails stalled devices and wakes async waiters at their deadlines.
     watchdog: Watchdog,
     /// Where async waiters register their deadlines.
@@ -70,10 +70,10 @@ impl EngineInner {
     /// loss), then stops the watchdog. Idempotent.
     fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for slot in &self.slots {
-            slot.stop();
-            if slot.usable() {
-                slot.pipelines.save(); // what the executor built since (fused kernels)
+        for core in &self.cores {
+            core.stop();
+            if core.usable() {
+                core.pipelines.save(); // what the executor built since (fused kernels)
             }
         }
         self.watchdog.stop();
@@ -109,14 +109,14 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Every opened device, in index order.
     pub fn devices(&self) -> Vec<DeviceInfo> {
-        self.inner.slots.iter().map(|s| s.info.clone()).collect()
+        self.inner.cores.iter().map(|s| s.info.clone()).collect()
     }
 
     /// Builds the engine from what the builder opened, and prepares the read-back kernel.
     pub(crate) fn assemble(parts: EngineParts) -> Result<Engine> {
         let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
         #[cfg(feature = "metrics")]
-        let publisher = publisher(&parts.slots, parts.metrics_interval)?;
+        let publisher = publisher(&parts.cores, parts.metrics_interval)?;
         let engine = Engine {
             inner: Arc::new(EngineInner {
                 id: next_engine_id(),
@@ -124,7 +124,7 @@ impl Engine {
                 adapters: parts.adapters,
                 deadlines: parts.watchdog.deadlines(),
                 watchdog: parts.watchdog,
-                slots: parts.slots,
+                cores: parts.cores,
                 rotate: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 default_timeout: parts.default_timeout,
@@ -134,8 +134,8 @@ impl Engine {
                 copy: copy.clone(),
             }),
         };
-        for slot in &engine.inner.slots {
-            slot.prepare(&copy)?;
+        for core in &engine.inner.cores {
+            core.prepare(&copy)?;
         }
         Ok(engine)
     }
@@ -150,9 +150,9 @@ impl Engine {
     /// shader errors surface here rather than on a job.
     pub fn kernel(&self, source: KernelSource) -> Result<Kernel> {
         let kernel = Kernel::compile(source)?;
-        for slot in self.inner.slots.iter().filter(|s| s.usable()) {
-            slot.prepare(&kernel)?;
-            slot.pipelines.save(); // a warm start for the next process (see `kernel/warm.rs`)
+        for core in self.inner.cores.iter().filter(|s| s.usable()) {
+            core.prepare(&kernel)?;
+            core.pipelines.save(); // a warm start for the next process (see `kernel/warm.rs`)
         }
         Ok(kernel)
     }
@@ -177,13 +177,13 @@ impl Engine {
     /// the job itself, as a batch of one, without handing it to the device's executor and
     /// back (the idle fast path); otherwise it queues it like [`submit`](Engine::submit).
     pub fn run(&self, job: Job) -> Result<JobOutput> {
-        let slot = self.choose(&job)?;
-        slot.validate(&job)?;
+        let core = self.choose(&job)?;
+        core.validate(&job)?;
         let deadline = self.deadline_of(&job, Instant::now());
-        match slot.run_now(job, deadline) {
+        match core.run_now(job, deadline) {
             Ok(result) => result,
             Err(job) => self
-                .enqueue_on(&slot, job, true)
+                .enqueue_on(&core, job, true)
                 .map_err(|r| r.error)?
                 .wait(),
         }
@@ -194,12 +194,12 @@ impl Engine {
     /// of times, so `QueueFull` means every eligible device was full.
     #[allow(clippy::result_large_err)] // as `try_submit`
     fn enqueue(&self, mut job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
-        for _ in 0..self.inner.slots.len() {
-            let slot = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
-                Ok(slot) => slot,
+        for _ in 0..self.inner.cores.len() {
+            let core = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
+                Ok(core) => core,
                 Err(error) => return Err(Rejected { error, job }),
             };
-            match self.enqueue_on(&slot, job, block) {
+            match self.enqueue_on(&core, job, block) {
                 Err(r) if r.error == Error::QueueFull && r.job.device.is_none() => job = r.job,
                 done => return done,
             }
@@ -210,16 +210,16 @@ impl Engine {
         })
     }
 
-    /// Writes `job`'s uploads and queues it on `slot` (waiting for room when `block`).
+    /// Writes `job`'s uploads and queues it on `core` (waiting for room when `block`).
     #[allow(clippy::result_large_err)] // as `try_submit`
     fn enqueue_on(
         &self,
-        slot: &DeviceSlot,
+        core: &DeviceCore,
         job: Job,
         block: bool,
     ) -> std::result::Result<JobHandle, Rejected> {
-        let Some(tx) = slot.tx.upgrade() else {
-            let error = slot.health.drop_error();
+        let Some(tx) = core.tx.upgrade() else {
+            let error = core.health.drop_error();
             return Err(Rejected { error, job });
         };
         if !block && tx.is_full() {
@@ -227,18 +227,18 @@ impl Engine {
             let error = Error::QueueFull;
             return Err(Rejected { error, job });
         }
-        let (layout, staged, lent) = match slot.stage(&job) {
+        let (layout, staged, lent) = match core.stage(&job) {
             Ok(staged) => staged,
             // Nothing was queued yet: a job that may go elsewhere tries the other devices.
-            Err(Error::DeviceLost { .. }) if job.device.is_none() && !slot.usable() => {
+            Err(Error::DeviceLost { .. }) if job.device.is_none() && !core.usable() => {
                 return self.enqueue(job, block);
             }
             Err(error) => return Err(Rejected { error, job }),
         };
         let deadline = self.deadline_of(&job, Instant::now());
         let timer = deadline.map(|_| self.inner.deadlines.clone());
-        let span = JobSpan::queued(slot.info.index, job.steps.len(), layout.bytes());
-        let (handle, responder) = JobHandle::pair(slot.health.clone(), deadline, timer, span);
+        let span = JobSpan::queued(core.info.index, job.steps.len(), layout.bytes());
+        let (handle, responder) = JobHandle::pair(core.health.clone(), deadline, timer, span);
         let request = Request {
             job,
             responder,
@@ -246,7 +246,7 @@ impl Engine {
             staged,
             lent,
         };
-        let stats = &slot.health.stats;
+        let stats = &core.health.stats;
         stats.enter();
         let refused = if block {
             tx.send(request).err().map(|e| (e.0, false))
@@ -267,7 +267,7 @@ impl Engine {
                 let error = if full {
                     Error::QueueFull
                 } else {
-                    slot.health.drop_error()
+                    core.health.drop_error()
                 };
                 Err(Rejected {
                     error,
@@ -293,7 +293,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let devices = self
             .inner
-            .slots
+            .cores
             .iter()
             .map(|s| s.health.stats.snapshot(s.info.index, s.queue_depth()))
             .collect();
@@ -319,8 +319,8 @@ impl Engine {
     /// running jobs resolve with [`Error::DeviceLost`]; later jobs go to other devices.
     #[cfg(feature = "test-hooks")]
     pub fn lose_device(&self, index: usize) {
-        if let Some(slot) = self.inner.slots.get(index) {
-            slot.destroy();
+        if let Some(core) = self.inner.cores.get(index) {
+            core.destroy();
         }
     }
 
@@ -328,8 +328,8 @@ impl Engine {
     /// a device loss.
     #[cfg(feature = "test-hooks")]
     pub fn panic_executor(&self, index: usize) {
-        if let Some(slot) = self.inner.slots.get(index) {
-            slot.health
+        if let Some(core) = self.inner.cores.get(index) {
+            core.health
                 .panic_next
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -346,24 +346,24 @@ impl Engine {
     /// reports it (at the executor's next poll), as with a real driver reset.
     #[cfg(feature = "test-hooks")]
     pub fn destroy_device(&self, index: usize) {
-        if let Some(slot) = self.inner.slots.get(index) {
-            slot.destroy_quietly();
+        if let Some(core) = self.inner.cores.get(index) {
+            core.destroy_quietly();
         }
     }
 
     /// The device for `job`: its pinned device, or the best usable one (by the engine's
     /// [`Balance`]) among those that hold every resident buffer it binds. Atomics only.
-    fn choose(&self, job: &Job) -> Result<Arc<DeviceSlot>> {
+    fn choose(&self, job: &Job) -> Result<Arc<DeviceCore>> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
         let eligible = self.eligible(job)?;
         if let Some(i) = job.device {
-            let slot = inner.slots.get(i).ok_or(Error::Limit {
+            let core = inner.cores.get(i).ok_or(Error::Limit {
                 what: "device index",
                 requested: i as u64,
-                limit: inner.slots.len().saturating_sub(1) as u64,
+                limit: inner.cores.len().saturating_sub(1) as u64,
             })?;
             if !eligible[i] {
                 let problem =
@@ -374,14 +374,14 @@ impl Engine {
                     problem,
                 ));
             }
-            return if slot.usable() {
-                Ok(slot.clone())
+            return if core.usable() {
+                Ok(core.clone())
             } else {
-                Err(slot.health.drop_error())
+                Err(core.health.drop_error())
             };
         }
         let candidates: Vec<Candidate> = inner
-            .slots
+            .cores
             .iter()
             .filter(|s| eligible[s.info.index] && s.usable())
             .map(|s| Candidate {
@@ -393,13 +393,13 @@ impl Engine {
             .collect();
         let turn = inner.rotate.fetch_add(1, Ordering::Relaxed);
         match inner.balance.pick(&candidates, turn) {
-            Some(i) => Ok(inner.slots[i].clone()),
+            Some(i) => Ok(inner.cores[i].clone()),
             None => {
                 let holder = inner
-                    .slots
+                    .cores
                     .iter()
                     .find(|s| eligible[s.info.index])
-                    .unwrap_or(&inner.slots[0]);
+                    .unwrap_or(&inner.cores[0]);
                 Err(holder.health.drop_error())
             }
         }
@@ -408,7 +408,7 @@ impl Engine {
     /// Per device, whether it holds every resident buffer `job` binds; an error when no device
     /// does or a buffer comes from another engine.
     fn eligible(&self, job: &Job) -> Result<Vec<bool>> {
-        let mut eligible = vec![true; self.inner.slots.len()];
+        let mut eligible = vec![true; self.inner.cores.len()];
         for arg in job.args() {
             let crate::job::ArgData::Resident(buffer) = &arg.data else {
                 continue;
@@ -439,9 +439,9 @@ impl Engine {
     /// buffer is dropped (and no job uses it).
     pub fn upload_to<T: bytemuck::Pod>(&self, device: usize, data: &[T]) -> Result<DeviceBuffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let slot = self.slot(device)?;
+        let core = self.core(device)?;
         self.place(
-            std::slice::from_ref(slot),
+            std::slice::from_ref(core),
             bytes,
             false,
             wgpu::BufferUsages::empty(),
@@ -459,9 +459,9 @@ impl Engine {
         data: &[T],
         usage: wgpu::BufferUsages,
     ) -> Result<DeviceBuffer> {
-        let slot = self.slot(device)?;
+        let core = self.core(device)?;
         self.place(
-            std::slice::from_ref(slot),
+            std::slice::from_ref(core),
             bytemuck::cast_slice(data),
             false,
             usage,
@@ -470,9 +470,9 @@ impl Engine {
 
     /// Copies `data` to the least-loaded usable device.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
-        let slot = self.choose(&Job::new(&self.inner.copy))?;
+        let core = self.choose(&Job::new(&self.inner.copy))?;
         self.place(
-            &[slot],
+            &[core],
             bytemuck::cast_slice(data),
             false,
             wgpu::BufferUsages::empty(),
@@ -483,15 +483,15 @@ impl Engine {
     /// A replicated buffer is read-only on the GPU: binding it to a `read_write` binding is an
     /// [`Error::Binding`], because a write would change one device's copy only.
     pub fn replicate<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
-        let usable: Vec<Arc<DeviceSlot>> = self
+        let usable: Vec<Arc<DeviceCore>> = self
             .inner
-            .slots
+            .cores
             .iter()
             .filter(|s| s.usable())
             .cloned()
             .collect();
         let Some(first) = usable.first() else {
-            return Err(self.inner.slots[0].health.drop_error());
+            return Err(self.inner.cores[0].health.drop_error());
         };
         if usable.len() == 1 {
             log::debug!("replicating on device {} alone", first.info.index);
@@ -504,10 +504,10 @@ impl Engine {
         )
     }
 
-    /// One resident copy of `bytes` on each of `slots`.
+    /// One resident copy of `bytes` on each of `cores`.
     fn place(
         &self,
-        slots: &[Arc<DeviceSlot>],
+        cores: &[Arc<DeviceCore>],
         bytes: &[u8],
         replicated: bool,
         usage: wgpu::BufferUsages,
@@ -515,22 +515,22 @@ impl Engine {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
-        if let Some(lost) = slots.iter().find(|s| !s.usable()) {
+        if let Some(lost) = cores.iter().find(|s| !s.usable()) {
             return Err(lost.health.drop_error());
         }
-        let on: Vec<(usize, &wgpu::Device, u64)> = slots
+        let on: Vec<(usize, &wgpu::Device, u64)> = cores
             .iter()
             .map(|s| (s.info.index, &s.device, s.limits.max_buffer_size))
             .collect();
         let placed = DeviceBuffer::place(
             self.inner.id,
-            self.inner.slots.len(),
+            self.inner.cores.len(),
             &on,
             bytes,
             (replicated, usage),
         );
         // A device lost under the upload reports its loss rather than wgpu's message.
-        placed.map_err(|e| match slots.iter().find(|s| s.lost_after_failure()) {
+        placed.map_err(|e| match cores.iter().find(|s| s.lost_after_failure()) {
             Some(lost) => lost.health.drop_error(),
             None => e,
         })
@@ -556,8 +556,8 @@ impl Engine {
         let device = devices
             .iter()
             .copied()
-            .find(|&i| self.inner.slots[i].usable())
-            .ok_or_else(|| self.inner.slots[devices[0]].health.drop_error())?;
+            .find(|&i| self.inner.cores[i].usable())
+            .ok_or_else(|| self.inner.cores[devices[0]].health.drop_error())?;
         let (words, [x, y, z]) = read_grid(buffer.size())?;
         let job = Job::new(&self.inner.copy)
             .buffer(0, buffer)
@@ -569,11 +569,11 @@ impl Engine {
     }
 
     /// Device `index`, or a `Limit` error naming the highest index.
-    fn slot(&self, index: usize) -> Result<&Arc<DeviceSlot>> {
-        self.inner.slots.get(index).ok_or(Error::Limit {
+    fn core(&self, index: usize) -> Result<&Arc<DeviceCore>> {
+        self.inner.cores.get(index).ok_or(Error::Limit {
             what: "device index",
             requested: index as u64,
-            limit: self.inner.slots.len().saturating_sub(1) as u64,
+            limit: self.inner.cores.len().saturating_sub(1) as u64,
         })
     }
 }
@@ -585,19 +585,19 @@ fn resident_binding(job: &Job) -> Option<u32> {
         .map(|a| a.binding)
 }
 
-/// Starts the `metrics` publisher over `slots`' statistics.
+/// Starts the `metrics` publisher over `cores`' statistics.
 #[cfg(feature = "metrics")]
 fn publisher(
-    slots: &[Arc<DeviceSlot>],
+    cores: &[Arc<DeviceCore>],
     every: Duration,
 ) -> Result<crate::observe::publish::Publisher> {
-    let sources = (slots.iter())
+    let sources = (cores.iter())
         .map(|s| {
-            let slot = s.clone();
+            let core = s.clone();
             crate::observe::publish::Source {
                 info: s.info.clone(),
                 stats: s.health.stats.clone(),
-                depth: Box::new(move || slot.queue_depth()),
+                depth: Box::new(move || core.queue_depth()),
             }
         })
         .collect();

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use crate::batch::layout::{Class, GroupAt, GroupNeeds, Layout, Region, Slot, Writer};
+use crate::batch::layout::{Class, GroupAt, GroupNeeds, Layout, Region, Spot, Writer};
 use crate::job::{ArgData, Job};
 use crate::kernel::fusion::{Fused, Shape, TABLE_WORDS};
 
@@ -23,7 +23,7 @@ const MAX_DIM: u64 = 65_535;
 
 /// Where a member's argument of one step lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Role {
+pub(crate) enum Seat {
     /// In its own region of the step, of this class.
     Own(Class),
     /// In the group's region for the jobs' scratch buffer of this index.
@@ -32,9 +32,9 @@ pub(crate) enum Role {
 
 /// One step of a group: one dispatch of its kernel's fused pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Step {
+pub(crate) struct FusedStep {
     /// Per binding (binding order): number, shape, role.
-    pub(crate) bindings: Vec<(u32, Shape, Role)>,
+    pub(crate) bindings: Vec<(u32, Shape, Seat)>,
     pub(crate) table_binding: u32,
     /// u32 words per job record.
     pub(crate) record: u32,
@@ -51,7 +51,7 @@ pub(crate) struct Step {
 pub(crate) struct Group {
     /// The batch indices of its jobs.
     pub(crate) jobs: Vec<usize>,
-    pub(crate) steps: Vec<Step>,
+    pub(crate) steps: Vec<FusedStep>,
     /// Per scratch index: its element stride (the same in every step that binds it).
     pub(crate) scratch: Vec<u64>,
     /// Per job, per scratch index: the job's bytes (a whole number of elements).
@@ -62,7 +62,7 @@ pub(crate) struct Group {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Placed {
     /// Per binding: (binding, role, where its region is, bytes).
-    pub(crate) regions: Vec<(u32, Role, Region, u64)>,
+    pub(crate) regions: Vec<(u32, Seat, Region, u64)>,
     /// The job table: its offset in the read buffer and its words.
     pub(crate) table: (u64, Vec<u32>),
     /// The fused dispatch's workgroups.
@@ -84,7 +84,7 @@ fn small_enough(job: &Job, layout: &Layout, align: u64) -> bool {
 
 /// A member's shape: per step, per binding (binding order) its role and bytes; per scratch
 /// index its stride and bytes. `None` when the job cannot join a group.
-type Shaped = (Vec<Vec<(Role, u64)>>, Vec<(u64, u64)>);
+type Shaped = (Vec<Vec<(Seat, u64)>>, Vec<(u64, u64)>);
 
 /// A job's shape as a group member, `fused` giving each step's fused kernel.
 fn member(job: &Job, layout: &Layout, align: u64, fused: &[&Fused]) -> Option<Shaped> {
@@ -96,11 +96,11 @@ fn member(job: &Job, layout: &Layout, align: u64, fused: &[&Fused]) -> Option<Sh
     for ((step, places), f) in job.steps.iter().zip(&layout.steps).zip(fused) {
         let mut by_binding = Vec::with_capacity(step.args.len());
         for (a, p) in step.args.iter().zip(places) {
-            let role = match (&a.data, p.slot) {
-                (ArgData::Uniform(_) | ArgData::Input(_), _) => Role::Own(Class::Read),
-                (ArgData::InOut(_), _) => Role::Own(Class::InOut),
-                (ArgData::Output(_), _) => Role::Own(Class::Output),
-                (ArgData::Scratch { .. }, Slot::Scratch(i)) => Role::Scratch(i),
+            let role = match (&a.data, p.spot) {
+                (ArgData::Uniform(_) | ArgData::Input(_), _) => Seat::Own(Class::Read),
+                (ArgData::InOut(_), _) => Seat::Own(Class::InOut),
+                (ArgData::Output(_), _) => Seat::Own(Class::Output),
+                (ArgData::Scratch { .. }, Spot::Scratch(i)) => Seat::Scratch(i),
                 _ => return None, // resident
             };
             by_binding.push((a.binding, role, p.size));
@@ -114,13 +114,13 @@ fn member(job: &Job, layout: &Layout, align: u64, fused: &[&Fused]) -> Option<Sh
             // An empty slice has no element to clamp to: such a job runs alone. A scratch
             // buffer is shared by steps as a slice of one element type.
             let fits = match (fb.shape, role) {
-                (Shape::PerJob { stride }, Role::Own(_)) => size <= stride,
-                (Shape::PerJob { .. }, Role::Scratch(_)) => false,
-                (Shape::Slice { stride, .. }, Role::Scratch(i)) => {
+                (Shape::PerJob { stride }, Seat::Own(_)) => size <= stride,
+                (Shape::PerJob { .. }, Seat::Scratch(_)) => false,
+                (Shape::Slice { stride, .. }, Seat::Scratch(i)) => {
                     let same = *scratch[i].get_or_insert(stride) == stride;
                     same && size > 0 && size.is_multiple_of(stride)
                 }
-                (Shape::Slice { stride, .. }, Role::Own(_)) => {
+                (Shape::Slice { stride, .. }, Seat::Own(_)) => {
                     size > 0 && size.is_multiple_of(stride)
                 }
             };
@@ -149,7 +149,7 @@ pub(crate) fn form<'a>(
     max_binding: u64,
     align: u64,
 ) -> Vec<Group> {
-    type Key = Vec<(u64, Vec<Role>)>;
+    type Key = Vec<(u64, Vec<Seat>)>;
     let mut open: HashMap<Key, Group> = HashMap::new();
     let mut done = Vec::new();
     for (j, job, layout, fused) in jobs {
@@ -177,9 +177,9 @@ pub(crate) fn form<'a>(
 
 impl Group {
     /// An empty group for jobs shaped as `shape`, with `fused` kernels.
-    fn new(fused: &[&Fused], shape: &[Vec<(Role, u64)>], scratch: &[(u64, u64)]) -> Group {
+    fn new(fused: &[&Fused], shape: &[Vec<(Seat, u64)>], scratch: &[(u64, u64)]) -> Group {
         let steps = (fused.iter().zip(shape))
-            .map(|(f, roles)| Step {
+            .map(|(f, roles)| FusedStep {
                 bindings: (f.bindings.iter().zip(roles))
                     .map(|(b, r)| (b.binding, b.shape, r.0))
                     .collect(),
@@ -202,7 +202,7 @@ impl Group {
         &mut self,
         j: usize,
         job: &Job,
-        shape: Vec<Vec<(Role, u64)>>,
+        shape: Vec<Vec<(Seat, u64)>>,
         scratch: Vec<(u64, u64)>,
     ) {
         self.jobs.push(j);
@@ -219,7 +219,7 @@ impl Group {
     fn fits(
         &self,
         job: &Job,
-        shape: &[Vec<(Role, u64)>],
+        shape: &[Vec<(Seat, u64)>],
         scratch: &[(u64, u64)],
         max_binding: u64,
     ) -> bool {
@@ -254,7 +254,7 @@ impl Group {
         let mut regions = Vec::new();
         for step in &self.steps {
             for (b, &(_, _, role)) in step.bindings.iter().enumerate() {
-                if let Role::Own(class) = role {
+                if let Seat::Own(class) = role {
                     regions.push((class, step.region_bytes(b, 0, 0)));
                 }
             }
@@ -292,7 +292,7 @@ impl Group {
             .map(|(step, &table_at)| {
                 let regions: Vec<(Region, u64)> = (step.bindings.iter())
                     .map(|&(_, _, role)| match role {
-                        Role::Own(class) => {
+                        Seat::Own(class) => {
                             next += 1;
                             let (offset, bytes) = (at.regions[next - 1], needs.regions[next - 1].1);
                             let region = match class {
@@ -301,7 +301,7 @@ impl Group {
                             };
                             (region, bytes)
                         }
-                        Role::Scratch(i) => (Region::Scratch(at.scratch[i]), self.scratch_bytes(i)),
+                        Seat::Scratch(i) => (Region::Scratch(at.scratch[i]), self.scratch_bytes(i)),
                     })
                     .collect();
                 step.place(&regions, &scratch_offsets, table_at)
@@ -310,7 +310,7 @@ impl Group {
     }
 }
 
-impl Step {
+impl FusedStep {
     /// Bytes of binding `b`'s own region with `more` more jobs of `extra` bytes in it: the
     /// jobs' elements, then a zero element and a trash element (see `kernel/fusion/rebuild.rs`).
     fn region_bytes(&self, b: usize, extra: u64, more: u64) -> u64 {
@@ -336,8 +336,8 @@ impl Step {
             if let Shape::Slice { stride, .. } = shape {
                 // The zero element's index: just past the jobs' elements.
                 let used = match role {
-                    Role::Own(_) => self.sizes.iter().map(|s| s[b]).sum::<u64>(),
-                    Role::Scratch(_) => regions[b].1 - 2 * stride,
+                    Seat::Own(_) => self.sizes.iter().map(|s| s[b]).sum::<u64>(),
+                    Seat::Scratch(_) => regions[b].1 - 2 * stride,
                 };
                 words.push((used / stride) as u32);
             }
@@ -352,12 +352,12 @@ impl Step {
                     (Shape::PerJob { stride }, _) => k as u64 * stride,
                     (Shape::Slice { stride, .. }, role) => {
                         let base = match role {
-                            Role::Own(_) => {
+                            Seat::Own(_) => {
                                 let base = cursors[b];
                                 cursors[b] += sizes[b];
                                 base
                             }
-                            Role::Scratch(i) => scratch[k][i],
+                            Seat::Scratch(i) => scratch[k][i],
                         };
                         words.extend([(base / stride) as u32, (sizes[b] / stride) as u32]);
                         base
@@ -398,7 +398,7 @@ fn groups_of(w: [u32; 3]) -> u64 {
 
 /// The offset of job `k`'s record in a step's table.
 #[cfg(test)]
-fn record_at(s: &Step, k: usize) -> usize {
+fn record_at(s: &FusedStep, k: usize) -> usize {
     s.header as usize + k * s.record as usize
 }
 

@@ -76,7 +76,7 @@ pub(crate) struct GroupAt {
 
 /// Where one argument of one step lives, relative to its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Slot {
+pub(crate) enum Spot {
     /// At this offset of the job's read block.
     Read(u64),
     /// At this offset of the job's inout block (uploaded, read back).
@@ -93,7 +93,7 @@ pub(crate) enum Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Placement {
     pub(crate) binding: u32,
-    pub(crate) slot: Slot,
+    pub(crate) spot: Spot,
     pub(crate) size: u64,
 }
 
@@ -140,12 +140,12 @@ impl Layout {
                     .iter()
                     .map(|a| {
                         let size = a.data.size();
-                        let slot = match a.data {
+                        let spot = match a.data {
                             ArgData::Uniform(_) | ArgData::Input(_) => {
-                                Slot::Read(place(size, &mut read))
+                                Spot::Read(place(size, &mut read))
                             }
-                            ArgData::InOut(_) => Slot::InOut(place(size, &mut inout)),
-                            ArgData::Output(_) => Slot::Output(place(size, &mut output)),
+                            ArgData::InOut(_) => Spot::InOut(place(size, &mut inout)),
+                            ArgData::Output(_) => Spot::Output(place(size, &mut output)),
                             ArgData::Scratch { id, .. } => {
                                 let i = ids.iter().position(|&x| x == id).unwrap_or_else(|| {
                                     ids.push(id);
@@ -153,13 +153,13 @@ impl Layout {
                                     ids.len() - 1
                                 });
                                 scratch[i] = scratch[i].max(align_up(size, 4));
-                                Slot::Scratch(i)
+                                Spot::Scratch(i)
                             }
-                            ArgData::Resident(_) => Slot::Resident,
+                            ArgData::Resident(_) => Spot::Resident,
                         };
                         Placement {
                             binding: a.binding,
-                            slot,
+                            spot,
                             size,
                         }
                     })
@@ -210,16 +210,16 @@ impl Layout {
 
     /// The job's uniforms and inputs as (offset in its read block, bytes).
     pub(crate) fn read_parts<'a>(&self, job: &'a Job) -> Vec<(u64, &'a [u8])> {
-        self.parts(job, |slot| match slot {
-            Slot::Read(at) => Some(at),
+        self.parts(job, |spot| match spot {
+            Spot::Read(at) => Some(at),
             _ => None,
         })
     }
 
     /// The job's inouts as (offset in its own read-write buffer, bytes).
     pub(crate) fn own_rw_parts<'a>(&self, job: &'a Job) -> Vec<(u64, &'a [u8])> {
-        self.parts(job, |slot| match slot {
-            Slot::InOut(at) => Some(at),
+        self.parts(job, |spot| match spot {
+            Spot::InOut(at) => Some(at),
             _ => None,
         })
     }
@@ -230,20 +230,20 @@ impl Layout {
         self.steps
             .iter()
             .flatten()
-            .filter_map(|p| match p.slot {
-                Slot::Output(at) => Some((base + at, p.size)),
+            .filter_map(|p| match p.spot {
+                Spot::Output(at) => Some((base + at, p.size)),
                 _ => None,
             })
             .collect()
     }
 
-    /// The uploaded arguments whose slot `at` places, as (offset, bytes).
-    fn parts<'a>(&self, job: &'a Job, at: impl Fn(Slot) -> Option<u64>) -> Vec<(u64, &'a [u8])> {
+    /// The uploaded arguments whose spot `at` places, as (offset, bytes).
+    fn parts<'a>(&self, job: &'a Job, at: impl Fn(Spot) -> Option<u64>) -> Vec<(u64, &'a [u8])> {
         let args = job.steps.iter().flat_map(|s| s.args.iter());
         args.zip(self.steps.iter().flatten())
             .filter_map(|(a, p)| match &a.data {
                 ArgData::Uniform(b) | ArgData::Input(b) | ArgData::InOut(b) => {
-                    Some((at(p.slot)?, &b[..]))
+                    Some((at(p.spot)?, &b[..]))
                 }
                 _ => None,
             })
@@ -255,9 +255,9 @@ impl Layout {
         let args = job.steps.iter().flat_map(|s| s.args.iter());
         let places = self.steps.iter().flatten();
         args.zip(places)
-            .filter_map(|(a, p)| match (&a.data, p.slot) {
-                (ArgData::Uniform(b) | ArgData::Input(b), Slot::Read(at)) => Some((at, &b[..])),
-                (ArgData::InOut(b), Slot::InOut(at)) => Some((self.read_len + at, &b[..])),
+            .filter_map(|(a, p)| match (&a.data, p.spot) {
+                (ArgData::Uniform(b) | ArgData::Input(b), Spot::Read(at)) => Some((at, &b[..])),
+                (ArgData::InOut(b), Spot::InOut(at)) => Some((self.read_len + at, &b[..])),
                 _ => None,
             })
             .collect()
@@ -269,10 +269,10 @@ impl Footprint {
     /// `align` (an upper bound of where the batch plan puts it).
     pub(crate) fn of(job: &Job, align: u64) -> Footprint {
         job.args().fold(Footprint::default(), |f, a| {
-            let slot = align_up(a.data.size(), align);
+            let room = align_up(a.data.size(), align);
             let (read, rw) = match a.data {
-                ArgData::Uniform(_) | ArgData::Input(_) => (slot, 0),
-                ArgData::InOut(_) | ArgData::Output(_) => (0, slot),
+                ArgData::Uniform(_) | ArgData::Input(_) => (room, 0),
+                ArgData::InOut(_) | ArgData::Output(_) => (0, room),
                 ArgData::Scratch { .. } | ArgData::Resident(_) => (0, 0),
             };
             f.plus(Footprint {
@@ -502,22 +502,22 @@ impl Plan {
         }
     }
 
-    /// Where job `j`'s argument in `slot` lives in the batch.
-    pub(crate) fn region(&self, j: usize, slot: Slot) -> Region {
+    /// Where job `j`'s argument in `spot` lives in the batch.
+    pub(crate) fn region(&self, j: usize, spot: Spot) -> Region {
         if let Some(out) = self.own_output_at[j] {
-            match slot {
-                Slot::Read(o) => return Region::OwnRead(o),
-                Slot::InOut(o) => return Region::OwnReadWrite(o),
-                Slot::Output(o) => return Region::OwnReadWrite(out + o),
-                Slot::Scratch(_) | Slot::Resident => {}
+            match spot {
+                Spot::Read(o) => return Region::OwnRead(o),
+                Spot::InOut(o) => return Region::OwnReadWrite(o),
+                Spot::Output(o) => return Region::OwnReadWrite(out + o),
+                Spot::Scratch(_) | Spot::Resident => {}
             }
         }
-        match slot {
-            Slot::Read(o) => Region::Read(self.read_base[j] + o),
-            Slot::InOut(o) => Region::ReadWrite(self.inout_base[j] + o),
-            Slot::Output(o) => Region::ReadWrite(self.output_base[j] + o),
-            Slot::Scratch(i) => Region::Scratch(self.scratch_first[j] + i),
-            Slot::Resident => Region::Resident,
+        match spot {
+            Spot::Read(o) => Region::Read(self.read_base[j] + o),
+            Spot::InOut(o) => Region::ReadWrite(self.inout_base[j] + o),
+            Spot::Output(o) => Region::ReadWrite(self.output_base[j] + o),
+            Spot::Scratch(i) => Region::Scratch(self.scratch_first[j] + i),
+            Spot::Resident => Region::Resident,
         }
     }
 
@@ -525,8 +525,8 @@ impl Plan {
     pub(crate) fn max_offset(&self, jobs: &[&Layout]) -> u64 {
         jobs.iter()
             .enumerate()
-            .flat_map(|(j, l)| l.steps.iter().flatten().map(move |p| (j, p.slot)))
-            .map(|(j, slot)| self.region(j, slot).offset())
+            .flat_map(|(j, l)| l.steps.iter().flatten().map(move |p| (j, p.spot)))
+            .map(|(j, spot)| self.region(j, spot).offset())
             .max()
             .unwrap_or(0)
     }
@@ -537,9 +537,9 @@ impl Plan {
         for (s, step) in layout.steps.iter().enumerate() {
             for p in step {
                 if let (
-                    Slot::InOut(_) | Slot::Output(_),
+                    Spot::InOut(_) | Spot::Output(_),
                     Region::ReadWrite(at) | Region::OwnReadWrite(at),
-                ) = (p.slot, self.region(j, p.slot))
+                ) = (p.spot, self.region(j, p.spot))
                 {
                     out.push((s, p.binding, at, p.size));
                 }
@@ -609,15 +609,15 @@ mod tests {
             (4, ArgData::InOut(vec![0; 300].into())),
         ]]);
         let l = Layout::of(&j, 256);
-        let slots: Vec<Slot> = l.steps[0].iter().map(|p| p.slot).collect();
+        let spots: Vec<Spot> = l.steps[0].iter().map(|p| p.spot).collect();
         assert_eq!(
-            slots,
+            spots,
             [
-                Slot::Read(0),
-                Slot::Read(256),
-                Slot::Output(0),
-                Slot::InOut(0),
-                Slot::InOut(256)
+                Spot::Read(0),
+                Spot::Read(256),
+                Spot::Output(0),
+                Spot::InOut(0),
+                Spot::InOut(256)
             ]
         );
         assert_eq!((l.read_len, l.inout_len, l.output_len), (268, 556, 40));
@@ -644,7 +644,7 @@ mod tests {
         assert_eq!(plan.rw_upload_end, 300);
         assert_eq!(plan.output_base, [512, 768]);
         assert_eq!((plan.read_size, plan.rw_size), (12, 772));
-        assert_eq!(plan.region(1, b.steps[0][1].slot), Region::ReadWrite(768));
+        assert_eq!(plan.region(1, b.steps[0][1].spot), Region::ReadWrite(768));
         assert_eq!(plan.read_back(0, &a), [(0, 1, 512, 40)]);
         assert_eq!(plan.read_back(1, &b), [(0, 0, 0, 300), (0, 1, 768, 4)]);
     }
@@ -666,7 +666,7 @@ mod tests {
         let mut ranges = Vec::new();
         for (j, l) in layouts.iter().enumerate() {
             for p in l.steps.iter().flatten() {
-                let r = plan.region(j, p.slot);
+                let r = plan.region(j, p.spot);
                 assert_eq!(r.offset() % 64, 0, "{r:?}");
                 ranges.push((
                     matches!(r, Region::Read(_)),
@@ -700,7 +700,7 @@ mod tests {
         let plan = Plan::new(&[&staged, &own], &[None, Some(true)], &[], 256, false);
         // The direct job takes no room in the batch's buffers.
         assert_eq!((plan.read_size, plan.rw_size), (12, 40));
-        let at = |p: usize| plan.region(1, own.steps[0][p].slot);
+        let at = |p: usize| plan.region(1, own.steps[0][p].spot);
         assert_eq!(
             [at(0), at(1), at(2)],
             [
@@ -726,8 +726,8 @@ mod tests {
         assert_eq!(l.scratch, [16]);
         let plan = Plan::new(&[&l, &l], &[], &[], 256, true);
         assert_eq!(plan.scratch, [16, 16]);
-        assert_eq!(plan.region(0, l.steps[1][0].slot), Region::Scratch(0));
-        assert_eq!(plan.region(1, l.steps[1][0].slot), Region::Scratch(1));
+        assert_eq!(plan.region(0, l.steps[1][0].spot), Region::Scratch(0));
+        assert_eq!(plan.region(1, l.steps[1][0].spot), Region::Scratch(1));
         // Timestamps follow the read-back data, aligned for query resolution.
         assert_eq!(plan.rw_size, 256 + 16);
         assert_eq!(plan.timestamps, Some(512));

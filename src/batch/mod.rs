@@ -28,7 +28,7 @@
 //! between dispatches that share a written buffer, so each step sees the previous one's writes.
 //!
 //! With timestamp queries, a timestamp is written before each job's first dispatch and after
-//! its last (a fused group's dispatches in its first member's slots, each member then
+//! its last (a fused group's dispatches in its first member's query pair, each member then
 //! getting an equal share), resolved into a pooled buffer and copied to the end of the
 //! readback buffer.
 
@@ -40,7 +40,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::group::{Group, Placed, Role};
+use crate::batch::group::{Group, Placed, Seat};
 use crate::batch::layout::{Class, Layout, Plan, Region};
 use crate::error::Error;
 use crate::job::{ArgData, Job, JobOutput};
@@ -165,9 +165,9 @@ impl Batch {
             for (s, step) in placed.iter().enumerate() {
                 for (b, &(binding, role, region, size)) in step.regions.iter().enumerate() {
                     let base = match role {
-                        Role::Own(Class::Read) => 0,
-                        Role::Own(Class::InOut) => self.plan.read_size,
-                        Role::Own(Class::Output) | Role::Scratch(_) => continue, // zeroed on the device
+                        Seat::Own(Class::Read) => 0,
+                        Seat::Own(Class::InOut) => self.plan.read_size,
+                        Seat::Own(Class::Output) | Seat::Scratch(_) => continue, // zeroed on the device
                     };
                     let offset = region.offset();
                     let mut end = offset; // where the members' data has reached
@@ -237,7 +237,7 @@ impl Batch {
                 timestamp_writes: None,
             });
             // Timed batches hold at most 2,048 jobs: `2 * j + 1` fits the query set's u32.
-            // A group's dispatches are timed in its first job's slots.
+            // A group's dispatches are timed in its first job's query pair.
             for (g, placed, pipelines) in &self.groups {
                 let j = g.jobs[0] as u32;
                 if let Some(q) = t.queries {
@@ -371,7 +371,7 @@ impl Batch {
         let mut bound: Vec<Bound<'_>> = args
             .zip(&ready.layout.steps[s])
             .filter_map(|(arg, p)| {
-                let region = self.plan.region(j, p.slot);
+                let region = self.plan.region(j, p.spot);
                 let own = match &ready.staged {
                     Some(Staged::Direct { read, rw }) => (read.as_ref(), rw.as_ref()),
                     _ => (None, None),
@@ -623,13 +623,13 @@ impl InFlight {
                 (None, _) => readback.clone(),
             };
             // A fused job's time is its share of its group's dispatch.
-            let (slot, share) = match member[j] {
+            let (query, share) = match member[j] {
                 Some((g, _)) => (groups[g].0.jobs[0], groups[g].0.jobs.len() as u32),
                 None => (j, 1),
             };
             let gpu_time = match (&timestamps, plan.timestamps) {
                 (Some(rb), Some(at)) => {
-                    gpu_time(rb.bytes(), at, slot, period_ns).map(|t| t / share)
+                    gpu_time(rb.bytes(), at, query, period_ns).map(|t| t / share)
                 }
                 _ => None,
             };
@@ -655,7 +655,7 @@ fn group_read_back(g: &Group, placed: &[Placed], k: usize) -> Vec<(usize, u32, u
     let mut ranges = Vec::new();
     for (s, (step, placed)) in g.steps.iter().zip(placed).enumerate() {
         for (&(binding, _, role), &(at, size)) in step.bindings.iter().zip(&placed.jobs[k]) {
-            if let Role::Own(Class::InOut | Class::Output) = role {
+            if let Seat::Own(Class::InOut | Class::Output) = role {
                 ranges.push((s, binding, at, size));
             }
         }

@@ -7,7 +7,7 @@
 //!    taking any other lock; never taken on the submit path.
 //! 2. The metrics publisher's `seen` lock (`observe/publish.rs`, feature `metrics`): held while it
 //!    reads every device's statistics, so it is taken before the board (3).
-//! 3. Per device, [`DeviceSlot::submitter`]: the device's queue, buffer pool, kept bind groups
+//! 3. Per device, [`DeviceCore::submitter`]: the device's queue, buffer pool, kept bind groups
 //!    and timestamp queries (`device/submitter.rs`); whoever holds it is the one thread that submits
 //!    to and polls the device. Taken by the executor (to launch a batch, to wait for one, to
 //!    trim its pool when idle), by `Engine::run`'s idle fast path (with `try_lock`, so a
@@ -24,7 +24,7 @@
 //! 5. Leaves, taken with nothing else taken while held: the pipeline cache's map
 //!    (`kernel/pipelines.rs`; each pipeline is built once, outside it), the upload pool's free list
 //!    (`device/mapped.rs`; taken once per written job or batch), [`Inbox::sender`] and
-//!    [`DeviceSlot::executor`] (taken once each, by shutdown or a loss).
+//!    [`DeviceCore::executor`] (taken once each, by shutdown or a loss).
 //!
 //! The rule that no reply is sent while the submitter or the board lock is held is checked:
 //! both are `quiet::Quiet` mutexes, and every reply asserts (in debug builds) that its thread
@@ -112,7 +112,7 @@ use crate::observe::trace::JobSpan;
 pub(crate) const ABANDON_AFTER: Duration = Duration::from_millis(250);
 
 /// One device and everything that serves it.
-pub(crate) struct DeviceSlot {
+pub(crate) struct DeviceCore {
     pub(crate) info: DeviceInfo,
     pub(crate) limits: wgpu::Limits,
     pub(crate) health: Arc<Health>,
@@ -135,7 +135,7 @@ pub(crate) struct DeviceSlot {
     executor: Mutex<Option<(JoinHandle<()>, flume::Receiver<()>)>>,
 }
 
-/// How to start a device's slot.
+/// How to start a device's core.
 pub(crate) struct Opening {
     pub(crate) cfg: BatchConfig,
     /// The request queue's capacity.
@@ -149,7 +149,7 @@ pub(crate) struct Opening {
     pub(crate) disk: Option<crate::kernel::warm::DiskCache>,
 }
 
-impl DeviceSlot {
+impl DeviceCore {
     /// Wraps an opened device and starts its executor thread.
     pub(crate) fn start(
         info: DeviceInfo,
@@ -157,7 +157,7 @@ impl DeviceSlot {
         queue: wgpu::Queue,
         health: Arc<Health>,
         opening: Opening,
-    ) -> Result<DeviceSlot> {
+    ) -> Result<DeviceCore> {
         let Opening {
             cfg,
             capacity,
@@ -227,7 +227,7 @@ impl DeviceSlot {
                 adapter: info.adapter.clone(),
                 message: e.to_string(),
             })?;
-        Ok(DeviceSlot {
+        Ok(DeviceCore {
             info,
             align: binding_alignment(&limits),
             limits,
@@ -317,7 +317,7 @@ impl DeviceSlot {
         Ok(result)
     }
 
-    /// [`stage`](DeviceSlot::stage) for a caller that holds the submitter already.
+    /// [`stage`](DeviceCore::stage) for a caller that holds the submitter already.
     fn stage_locked(&self, sub: &mut Submitter, job: &Job) -> Result<(Layout, Option<Staged>)> {
         let layout = Layout::of(job, self.align);
         if layout.writer(self.align) == Writer::Submitter {

@@ -12,7 +12,7 @@
 //! that never runs. The executor claims a job (`QUEUED -> ENCODED`) before it encodes it; a
 //! job it cannot claim was already resolved and is skipped, so a job answered by its deadline
 //! or a cancel never runs. Whoever moves the state to `REPLIED` (one compare-and-swap, so one
-//! party) sends the reply into the job's one-slot channel and counts it in the device's
+//! party) sends the reply into the job's channel of capacity one and counts it in the device's
 //! statistics. The handle marks the result taken when a call returns it, so later calls give
 //! [`Error::ResultTaken`].
 
@@ -48,7 +48,7 @@ pub(crate) struct Ticket {
     state: AtomicU8,
     /// Set by [`JobHandle::cancel`]; an encoded job's output is then replaced by `Cancelled`.
     cancel: AtomicBool,
-    /// The reply slot. The ticket holds the sender, so the channel never disconnects.
+    /// The reply channel (capacity one). The ticket holds the sender, so the channel never disconnects.
     tx: flume::Sender<Reply>,
     health: Arc<Health>,
     submitted: Instant,
@@ -73,7 +73,7 @@ impl Ticket {
             self.health
                 .stats
                 .record_done(reply.is_ok(), self.submitted.elapsed());
-            let _ = self.tx.try_send(reply); // one slot, one send: never full
+            let _ = self.tx.try_send(reply); // capacity one, one send: never full
         }
         won
     }

@@ -1,5 +1,5 @@
 //! The one place that submits to and polls a device: its queue, buffer pool, kept bind
-//! groups and timestamp queries, behind the device's lock (the device slot's `submitter`).
+//! groups and timestamp queries, behind the device's lock (`DeviceCore::submitter`).
 //!
 //! The executor takes the lock to launch a batch and to wait for one; a caller of
 //! [`Engine::run`](crate::Engine::run) takes it itself when the device has nothing
@@ -20,7 +20,7 @@ use crate::error::{Error, Result, scoped};
 use crate::job::JobOutput;
 use crate::kernel::pipelines::{Pipeline, PipelineCache};
 use crate::memory::host::{Readback, Returned, Staged};
-use crate::memory::pool::{BufferPool, Role};
+use crate::memory::pool::{BufferPool, Purpose};
 
 /// How long one poll waits before checking for a loss again.
 const POLL_SLICE: Duration = Duration::from_millis(50);
@@ -379,7 +379,7 @@ impl Submitter {
             match r {
                 Returned::Readback(b) => {
                     b.unmap();
-                    self.pool.give(Role::Readback, b);
+                    self.pool.give(Purpose::Readback, b);
                 }
                 Returned::Own(set) => {
                     if let Staged::Direct { rw: Some(rw), .. } = &set {
@@ -392,16 +392,16 @@ impl Submitter {
         let (device, pool) = (&self.device, &mut self.pool);
         let mut take = |role, size: u64| (size > 0).then(|| pool.take(device, role, size));
         let buffers = Buffers {
-            read: take(Role::Read, plan.read_size),
-            rw: take(Role::ReadWrite, plan.rw_size),
-            readback: take(Role::Readback, plan.readback_size),
+            read: take(Purpose::Read, plan.read_size),
+            rw: take(Purpose::ReadWrite, plan.rw_size),
+            readback: take(Purpose::Readback, plan.readback_size),
             resolve: plan
                 .timestamps
-                .and_then(|_| take(Role::Resolve, 16 * plan.read_base.len() as u64)),
+                .and_then(|_| take(Purpose::Resolve, 16 * plan.read_base.len() as u64)),
             scratch: plan
                 .scratch
                 .iter()
-                .filter_map(|&size| take(Role::Scratch, size))
+                .filter_map(|&size| take(Purpose::Scratch, size))
                 .collect(),
         };
         self.sync_groups();
@@ -410,15 +410,15 @@ impl Submitter {
 
     fn give_buffers(&mut self, buffers: Buffers) {
         let pooled = [
-            (Role::Read, buffers.read),
-            (Role::ReadWrite, buffers.rw),
-            (Role::Readback, buffers.readback),
-            (Role::Resolve, buffers.resolve),
+            (Purpose::Read, buffers.read),
+            (Purpose::ReadWrite, buffers.rw),
+            (Purpose::Readback, buffers.readback),
+            (Purpose::Resolve, buffers.resolve),
         ];
         let scratch = buffers
             .scratch
             .into_iter()
-            .map(|b| (Role::Scratch, Some(b)));
+            .map(|b| (Purpose::Scratch, Some(b)));
         for (role, buffer) in pooled.into_iter().chain(scratch) {
             if let Some(b) = buffer {
                 self.pool.give(role, b);

@@ -140,7 +140,7 @@ impl Fused {
 /// What the rewrite of one function needs.
 struct Ctx {
     /// Per global variable: how the rewrite treats it.
-    globals: Vec<Role>,
+    globals: Vec<Treatment>,
     table: Handle<GlobalVariable>,
     job: Handle<GlobalVariable>,
     record: u32,
@@ -159,7 +159,7 @@ struct Ctx {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+enum Treatment {
     Other,
     Slice(u32),
     PerJob,
@@ -348,7 +348,7 @@ fn shape_bindings(
 ) -> Result<(Ctx, Vec<FusedBinding>), String> {
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(m.to_ctx()).map_err(|e| e.to_string())?;
-    let mut globals = vec![Role::Other; m.global_variables.len()];
+    let mut globals = vec![Treatment::Other; m.global_variables.len()];
     let (mut slices, mut per_job, mut fused) = (Vec::new(), Vec::new(), Vec::new());
     let mut slice_ty = Vec::new();
     let mut per_job_ty = vec![None; m.global_variables.len()];
@@ -370,7 +370,7 @@ fn shape_bindings(
                 stride,
                 base,
             } => {
-                globals[handle.index()] = Role::Slice(slices.len() as u32);
+                globals[handle.index()] = Treatment::Slice(slices.len() as u32);
                 slices.push(handle);
                 slice_ty.push(*base);
                 Shape::Slice {
@@ -395,7 +395,7 @@ fn shape_bindings(
                 ));
             }
             _ => {
-                globals[handle.index()] = Role::PerJob;
+                globals[handle.index()] = Treatment::PerJob;
                 per_job.push(handle);
                 Shape::PerJob {
                     stride: u64::from(layouter[var.ty].to_stride()),
@@ -485,7 +485,7 @@ fn shape_bindings(
         },
         Span::UNDEFINED,
     );
-    globals.resize(m.global_variables.len(), Role::Other);
+    globals.resize(m.global_variables.len(), Treatment::Other);
     let record = RECORD_HEADER + 2 * slices.len() as u32;
     let ctx = Ctx {
         globals,
@@ -526,7 +526,7 @@ fn check_functions(m: &Module, ctx: &Ctx) -> Result<(), String> {
 /// Every use of a slice binding is an index or `arrayLength`; no unsupported expression.
 fn check_expressions(f: &Function, ctx: &Ctx) -> Result<(), String> {
     let slice = |h: Handle<Expression>| match f.expressions[h] {
-        Expression::GlobalVariable(g) => matches!(ctx.globals[g.index()], Role::Slice(_)),
+        Expression::GlobalVariable(g) => matches!(ctx.globals[g.index()], Treatment::Slice(_)),
         _ => false,
     };
     for (h, e) in f.expressions.iter() {

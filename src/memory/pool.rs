@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 /// What a pooled buffer is used for; each role has its own usage flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Role {
+pub(crate) enum Purpose {
     /// Uniforms and read-only storage inputs (copied in from the upload buffer).
     Read,
     /// Read-write storage: in-out and output bindings.
@@ -32,15 +32,15 @@ pub(crate) enum Role {
     Resolve,
 }
 
-impl Role {
+impl Purpose {
     fn usage(self) -> wgpu::BufferUsages {
         use wgpu::BufferUsages as U;
         match self {
-            Role::Read => U::UNIFORM | U::STORAGE | U::COPY_DST,
-            Role::ReadWrite => U::STORAGE | U::COPY_DST | U::COPY_SRC,
-            Role::Readback => U::MAP_READ | U::COPY_DST,
-            Role::Scratch => U::STORAGE | U::COPY_DST,
-            Role::Resolve => U::QUERY_RESOLVE | U::COPY_SRC,
+            Purpose::Read => U::UNIFORM | U::STORAGE | U::COPY_DST,
+            Purpose::ReadWrite => U::STORAGE | U::COPY_DST | U::COPY_SRC,
+            Purpose::Readback => U::MAP_READ | U::COPY_DST,
+            Purpose::Scratch => U::STORAGE | U::COPY_DST,
+            Purpose::Resolve => U::QUERY_RESOLVE | U::COPY_SRC,
         }
     }
 }
@@ -65,7 +65,7 @@ pub(crate) fn size_class(size: u64, max: u64) -> u64 {
 /// Free buffers of one device.
 pub(crate) struct BufferPool {
     /// Per (role, class), free buffers with the sequence number of their return.
-    free: HashMap<(Role, u64), Vec<(u64, wgpu::Buffer)>>,
+    free: HashMap<(Purpose, u64), Vec<(u64, wgpu::Buffer)>>,
     /// Bytes of all free buffers.
     free_bytes: u64,
     /// Most bytes `free` may hold.
@@ -92,7 +92,7 @@ impl BufferPool {
     }
 
     /// A buffer of at least `size` bytes for `role`, reused when one is free.
-    pub(crate) fn take(&mut self, device: &wgpu::Device, role: Role, size: u64) -> wgpu::Buffer {
+    pub(crate) fn take(&mut self, device: &wgpu::Device, role: Purpose, size: u64) -> wgpu::Buffer {
         let class = size_class(size, self.max_buffer_size);
         if let Some((_, buf)) = self.free.get_mut(&(role, class)).and_then(Vec::pop) {
             self.free_bytes -= buf.size();
@@ -108,7 +108,7 @@ impl BufferPool {
 
     /// Returns a buffer that no submitted work uses any more; keeps it if the budget allows,
     /// dropping the least recently returned buffers to make room.
-    pub(crate) fn give(&mut self, role: Role, buffer: wgpu::Buffer) {
+    pub(crate) fn give(&mut self, role: Purpose, buffer: wgpu::Buffer) {
         let size = buffer.size();
         if size > self.budget {
             self.drops += 1;

@@ -58,7 +58,7 @@ pub(crate) struct Source {
 
 /// What the thread and `publish_now` share.
 struct State {
-    slots: Vec<Source>,
+    sources: Vec<Source>,
     /// Per device, the histograms' bucket counts as last published. Taken to publish (by the
     /// thread or `Engine::publish_metrics`), so each sample is forwarded once. Held while
     /// taking each device's board lock for its queue depth, as `Engine::stats` does; the
@@ -73,10 +73,10 @@ struct Seen {
 }
 
 impl Publisher {
-    /// Starts the publisher thread for `slots`, publishing every `every`.
-    pub(crate) fn start(slots: Vec<Source>, every: Duration) -> std::io::Result<Publisher> {
-        let seen = Mutex::new(slots.iter().map(|_| Seen::default()).collect());
-        let state = Arc::new(State { slots, seen });
+    /// Starts the publisher thread for `sources`, publishing every `every`.
+    pub(crate) fn start(sources: Vec<Source>, every: Duration) -> std::io::Result<Publisher> {
+        let seen = Mutex::new(sources.iter().map(|_| Seen::default()).collect());
+        let state = Arc::new(State { sources, seen });
         let (tx, rx) = flume::bounded::<()>(1);
         let mine = state.clone();
         let join = std::thread::Builder::new()
@@ -113,8 +113,8 @@ impl Publisher {
 impl State {
     fn publish(&self) {
         let mut seen = self.seen.lock();
-        for (slot, seen) in self.slots.iter().zip(seen.iter_mut()) {
-            publish_device(slot, seen);
+        for (source, seen) in self.sources.iter().zip(seen.iter_mut()) {
+            publish_device(source, seen);
         }
     }
 }
@@ -174,10 +174,10 @@ fn describe() {
     );
 }
 
-fn publish_device(slot: &Source, seen: &mut Seen) {
-    let info = &slot.info;
-    let stats = &slot.stats;
-    let s = stats.snapshot(info.index, (slot.depth)());
+fn publish_device(source: &Source, seen: &mut Seen) {
+    let info = &source.info;
+    let stats = &source.stats;
+    let s = stats.snapshot(info.index, (source.depth)());
     let labels = [
         ("device", info.index.to_string()),
         ("adapter", info.adapter.clone()),

@@ -15,7 +15,7 @@ use naga::{
 };
 use wgpu::naga;
 
-use super::{Args, Bounds, Ctx, Role, STANDARD};
+use super::{Args, Bounds, Ctx, STANDARD, Treatment};
 use crate::kernel::flatten::remap;
 
 /// Where a chain starts.
@@ -33,7 +33,7 @@ enum Root {
 
 /// One step of a chain after its root.
 #[derive(Clone, Copy)]
-enum Step {
+enum Link {
     /// An index into an array, vector or matrix, already clamped (a new expression).
     Index(Handle<Expression>),
     /// A struct member, or a constant index.
@@ -44,7 +44,7 @@ enum Step {
 #[derive(Clone)]
 struct Chain {
     root: Root,
-    steps: Vec<Step>,
+    steps: Vec<Link>,
     /// The type it points to.
     ty: TypeInner,
     /// Under `ZeroSkip`: whether every index so far is in bounds (a new `bool` expression);
@@ -285,10 +285,10 @@ impl Rebuild<'_> {
     }
 
     /// The role of an old expression that is a binding's global.
-    fn role(&self, f: &Function, h: Handle<Expression>) -> Role {
+    fn role(&self, f: &Function, h: Handle<Expression>) -> Treatment {
         match f.expressions[h] {
             Expression::GlobalVariable(g) => self.ctx.globals[g.index()],
-            _ => Role::Other,
+            _ => Treatment::Other,
         }
     }
 
@@ -305,7 +305,7 @@ impl Rebuild<'_> {
         let chain = match e {
             E::Access { base, index } => self.extend(f, *base, Some(*index), 0)?,
             E::AccessIndex { base, index } => self.extend(f, *base, None, *index)?,
-            E::GlobalVariable(g) if self.ctx.globals[g.index()] == Role::PerJob => {
+            E::GlobalVariable(g) if self.ctx.globals[g.index()] == Treatment::PerJob => {
                 let at = self.ctx.per_job.iter().position(|p| p == g);
                 let (global, ptr) = *at
                     .and_then(|i| self.per_job_ptr.get(i))
@@ -333,8 +333,8 @@ impl Rebuild<'_> {
         }
         self.chains.push(None);
         Ok(match e {
-            E::ArrayLength(p) if matches!(self.role(f, *p), Role::Slice(_)) => {
-                let Role::Slice(slot) = self.role(f, *p) else {
+            E::ArrayLength(p) if matches!(self.role(f, *p), Treatment::Slice(_)) => {
+                let Treatment::Slice(slot) = self.role(f, *p) else {
                     unreachable!()
                 };
                 self.slices[slot as usize][2]
@@ -398,7 +398,7 @@ impl Rebuild<'_> {
             let ok = zero_skip.then(|| bin(&mut this.new, BinaryOperator::Less, u, bound));
             (clamped, ok)
         };
-        if let Role::Slice(slot) = self.role(f, base) {
+        if let Treatment::Slice(slot) = self.role(f, base) {
             let [first, last, len, ..] = self.slices[slot as usize];
             let (clamped, pred) = bounded(self, len, last, true);
             let index = bin(&mut self.new, BinaryOperator::Add, first, clamped);
@@ -447,11 +447,11 @@ impl Rebuild<'_> {
         };
         let mut c = Chain { ty: next, ..c };
         match (index, n) {
-            (None, _) => c.steps.push(Step::Member(k)),
+            (None, _) => c.steps.push(Link::Member(k)),
             (Some(_), Some(n)) => {
                 let (bound, last) = (lit(&mut self.new, n), lit(&mut self.new, n - 1));
                 let (clamped, ok) = bounded(self, bound, last, false);
-                c.steps.push(Step::Index(clamped));
+                c.steps.push(Link::Index(clamped));
                 c.pred = match (c.pred, ok) {
                     (Some(p), Some(o)) => {
                         Some(bin(&mut self.new, BinaryOperator::LogicalAnd, p, o))
@@ -513,8 +513,8 @@ impl Rebuild<'_> {
         };
         for s in &c.steps {
             p = match *s {
-                Step::Index(index) => b(&mut self.new, Expression::Access { base: p, index }),
-                Step::Member(index) => b(&mut self.new, Expression::AccessIndex { base: p, index }),
+                Link::Index(index) => b(&mut self.new, Expression::Access { base: p, index }),
+                Link::Member(index) => b(&mut self.new, Expression::AccessIndex { base: p, index }),
             };
         }
         p
