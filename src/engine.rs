@@ -7,15 +7,13 @@ use std::time::{Duration, Instant};
 use crate::adapters::DeviceInfo;
 use crate::balance::{Balance, Candidate};
 use crate::device::DeviceCore;
-use crate::device::inbox::Request;
 use crate::device::reply::{DeadlineTimer, JobHandle};
 use crate::device::watchdog::Watchdog;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobOutput};
+use crate::job::{Job, JobOutput, Rejected};
 use crate::kernel::compile::{Kernel, KernelSource};
 use crate::memory::buffer::{COPY_WGSL, DeviceBuffer, next_engine_id, read_grid};
 use crate::observe::stats::EngineStats;
-use crate::observe::trace::JobSpan;
 
 /// What the builder hands over (see `builder.rs`).
 pub(crate) struct EngineParts {
@@ -80,15 +78,6 @@ impl EngineInner {
         #[cfg(feature = "metrics")]
         self.publisher.stop(); // the final figures
     }
-}
-
-/// A job that [`Engine::try_submit`] could not queue, handed back with the reason.
-#[derive(Debug)]
-pub struct Rejected {
-    /// Why: [`Error::QueueFull`], or what submit would have returned.
-    pub error: Error,
-    /// The job, unchanged.
-    pub job: Job,
 }
 
 /// The runtime: every opened device, each with its own queue and executor. Cheap to clone;
@@ -182,99 +171,32 @@ impl Engine {
         let deadline = self.deadline_of(&job, Instant::now());
         match core.run_now(job, deadline) {
             Ok(result) => result,
-            Err(job) => self
-                .enqueue_on(&core, job, true)
-                .map_err(|r| r.error)?
-                .wait(),
+            Err(job) => self.enqueue(job, true).map_err(|r| r.error)?.wait(),
         }
     }
 
-    /// Chooses a device for `job`, validates it there and queues it. A device that filled up
-    /// between the choice and the send is passed over for another with room, a bounded number
-    /// of times, so `QueueFull` means every eligible device was full.
+    /// Chooses a device for `job`, validates it there and queues it. A job that may go
+    /// anywhere is offered to another device, a bounded number of times, when the chosen one
+    /// filled up between the choice and the send, or was lost before the job entered its
+    /// queue; so `QueueFull` means every eligible device was full.
     #[allow(clippy::result_large_err)] // as `try_submit`
     fn enqueue(&self, mut job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
-        for _ in 0..self.inner.cores.len() {
+        let mut last = Error::QueueFull;
+        for _ in 0..=self.inner.cores.len() {
             let core = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
                 Ok(core) => core,
                 Err(error) => return Err(Rejected { error, job }),
             };
-            match self.enqueue_on(&core, job, block) {
-                Err(r) if r.error == Error::QueueFull && r.job.device.is_none() => job = r.job,
+            let deadline = self.deadline_of(&job, Instant::now());
+            let timer = deadline.map(|_| self.inner.deadlines.clone());
+            match core.enqueue(job, deadline, timer, block) {
+                Err(r) if r.job.device.is_none() && elsewhere(&r.error, &core) => {
+                    (job, last) = (r.job, r.error);
+                }
                 done => return done,
             }
         }
-        Err(Rejected {
-            error: Error::QueueFull,
-            job,
-        })
-    }
-
-    /// Writes `job`'s uploads and queues it on `core` (waiting for room when `block`).
-    #[allow(clippy::result_large_err)] // as `try_submit`
-    fn enqueue_on(
-        &self,
-        core: &DeviceCore,
-        job: Job,
-        block: bool,
-    ) -> std::result::Result<JobHandle, Rejected> {
-        let Some(tx) = core.tx.upgrade() else {
-            let error = core.health.drop_error();
-            return Err(Rejected { error, job });
-        };
-        if !block && tx.is_full() {
-            // Checked first so a caller retrying on a full queue pays for no upload.
-            let error = Error::QueueFull;
-            return Err(Rejected { error, job });
-        }
-        let (layout, staged, lent) = match core.stage(&job) {
-            Ok(staged) => staged,
-            // Nothing was queued yet: a job that may go elsewhere tries the other devices.
-            Err(Error::DeviceLost { .. }) if job.device.is_none() && !core.usable() => {
-                return self.enqueue(job, block);
-            }
-            Err(error) => return Err(Rejected { error, job }),
-        };
-        let deadline = self.deadline_of(&job, Instant::now());
-        let timer = deadline.map(|_| self.inner.deadlines.clone());
-        let span = JobSpan::queued(core.info.index, job.steps.len(), layout.bytes());
-        let (handle, responder) = JobHandle::pair(core.health.clone(), deadline, timer, span);
-        let request = Request {
-            job,
-            responder,
-            layout,
-            staged,
-            lent,
-        };
-        let stats = &core.health.stats;
-        stats.enter();
-        let refused = if block {
-            tx.send(request).err().map(|e| (e.0, false))
-        } else {
-            tx.try_send(request).err().map(|e| match e {
-                flume::TrySendError::Full(r) => (r, true),
-                flume::TrySendError::Disconnected(r) => (r, false),
-            })
-        };
-        match refused {
-            None => {
-                stats.record_submit();
-                Ok(handle)
-            }
-            Some((request, full)) => {
-                stats.abandon();
-                request.responder.disarm(); // the job never entered a queue
-                let error = if full {
-                    Error::QueueFull
-                } else {
-                    core.health.drop_error()
-                };
-                Err(Rejected {
-                    error,
-                    job: request.job,
-                })
-            }
-        }
+        Err(Rejected { error: last, job })
     }
 
     /// `job`'s deadline if submitted at `now`: the earlier of its own deadline and timeout, or
@@ -605,4 +527,10 @@ fn publisher(
         adapter: "(metrics publisher)".into(),
         message: e.to_string(),
     })
+}
+
+/// Whether a job refused with `error` by `core` may try another device: `core` was full, or
+/// was lost before the job entered its queue.
+fn elsewhere(error: &Error, core: &DeviceCore) -> bool {
+    *error == Error::QueueFull || (matches!(error, Error::DeviceLost { .. }) && !core.usable())
 }

@@ -470,6 +470,15 @@ impl Step {
     }
 }
 
+/// A job that [`Engine::try_submit`](crate::Engine::try_submit) could not queue, handed back with the reason.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Why: [`Error::QueueFull`], or what submit would have returned.
+    pub error: Error,
+    /// The job, unchanged.
+    pub job: Job,
+}
+
 /// The results of a finished job: the contents of its `inout` and `output` bindings, and the
 /// GPU time it took where the device can measure it.
 ///

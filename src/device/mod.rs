@@ -100,9 +100,10 @@ use crate::device::health::Health;
 use crate::device::inbox::{Inbox, Request};
 use crate::device::mapped::HostPool;
 use crate::device::quiet::Quiet;
+use crate::device::reply::{DeadlineTimer, JobHandle};
 use crate::device::submitter::{Submitter, binding_alignment, pipelines_for};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobOutput};
+use crate::job::{Job, JobOutput, Rejected};
 use crate::kernel::compile::Kernel;
 use crate::kernel::pipelines::{Pipeline, PipelineCache};
 use crate::memory::host::{Loan, Staged};
@@ -120,7 +121,7 @@ pub(crate) struct DeviceCore {
     /// Producers' end of the request channel (bounded: a full queue blocks `submit`). Weak:
     /// a producer upgrades it for the length of one send; once the owning sender is dropped
     /// and those sends finish, the executor sees the channel disconnect.
-    pub(crate) tx: flume::WeakSender<Request>,
+    tx: flume::WeakSender<Request>,
     pub(crate) device: wgpu::Device,
     pub(crate) pipelines: Arc<PipelineCache>,
     /// The device's submit and poll lock (lock order: see the module docs).
@@ -243,6 +244,67 @@ impl DeviceCore {
         })
     }
 
+    /// Writes `job`'s data (if its caller writes it, see `Layout::writer`) and queues it, with
+    /// its `deadline` (registered with `timer` for async waiters), waiting for room when
+    /// `block`: the device's one door for a queued job. A job refused comes back unchanged,
+    /// never having entered the queue.
+    #[allow(clippy::result_large_err)] // the job comes back by value, as flume's TrySendError does
+    pub(crate) fn enqueue(
+        &self,
+        job: Job,
+        deadline: Option<Instant>,
+        timer: Option<DeadlineTimer>,
+        block: bool,
+    ) -> std::result::Result<JobHandle, Rejected> {
+        let Some(tx) = self.tx.upgrade() else {
+            let error = self.health.drop_error();
+            return Err(Rejected { error, job });
+        };
+        if !block && tx.is_full() {
+            // Checked first so a caller retrying on a full queue pays for no upload.
+            let error = Error::QueueFull;
+            return Err(Rejected { error, job });
+        }
+        let (layout, staged, lent) = match self.stage(&job) {
+            Ok(staged) => staged,
+            Err(error) => return Err(Rejected { error, job }),
+        };
+        let span = JobSpan::queued(self.info.index, job.steps.len(), layout.bytes());
+        let (handle, responder) = JobHandle::pair(self.health.clone(), deadline, timer, span);
+        let request = Request {
+            job,
+            responder,
+            layout,
+            staged,
+            lent,
+        };
+        let stats = &self.health.stats;
+        stats.enter();
+        let refused = if block {
+            tx.send(request).err().map(|e| (e.0, false))
+        } else {
+            tx.try_send(request).err().map(|e| match e {
+                flume::TrySendError::Full(r) => (r, true),
+                flume::TrySendError::Disconnected(r) => (r, false),
+            })
+        };
+        let Some((request, full)) = refused else {
+            stats.record_submit();
+            return Ok(handle);
+        };
+        stats.abandon();
+        request.responder.disarm(); // the job never entered a queue
+        let error = if full {
+            Error::QueueFull
+        } else {
+            self.health.drop_error()
+        };
+        Err(Rejected {
+            error,
+            job: request.job,
+        })
+    }
+
     /// Jobs waiting in the request queue and on the board.
     pub(crate) fn queue_depth(&self) -> usize {
         let pending = self.inbox.board.lock().pending.len();
@@ -265,7 +327,7 @@ impl DeviceCore {
     /// usually means the device was lost and nobody knows yet: the submitter is asked (it
     /// polls, so wgpu's lost callback runs), and the error is then `DeviceLost`, so the job can
     /// go to another device.
-    pub(crate) fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
+    fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
         if layout.writer(self.align) == Writer::Submitter {
             return Ok((layout, None, None)); // the submitter writes it with its batch
