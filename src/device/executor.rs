@@ -375,7 +375,8 @@ impl Executor {
         }
     }
 
-    /// Prepares, registers and submits one batch; on a wgpu error gives the jobs back.
+    /// Launches one batch (see [`Submitter::launch`]), its tickets registered on the board
+    /// before the submit; on a wgpu error gives the jobs back.
     #[allow(clippy::type_complexity)] // the jobs and their responders come back as they went
     fn try_launch(
         &mut self,
@@ -390,30 +391,22 @@ impl Executor {
             ready.len(),
             bytes,
         );
-        let prepared = match sub.prepare(ready) {
-            Ok(p) => p,
-            Err((e, ready)) => {
-                span.completed(Some(&e));
-                return Err((e, ready, responders));
-            }
+        let registered = std::cell::Cell::new(false);
+        let register = || {
+            let tickets = responders.iter().map(|r| r.ticket().clone()).collect();
+            registered.set(self.inbox.register(tickets));
+            registered.get()
         };
-        span.encoded(|| prepared.dispatches());
-        // Tickets go on the board before the submit, which may block in the driver: the
-        // watchdog can then fail these jobs even if it never returns.
-        let tickets = responders.iter().map(|r| r.ticket().clone()).collect();
-        if !self.inbox.register(tickets) {
-            drop(sub.discard(prepared)); // the device was closed: responders reply DeviceLost
-            return Ok(());
-        }
-        match sub.submit(prepared) {
-            Ok(batch) => {
-                span.submitted();
+        match sub.launch(ready, &span, register) {
+            Ok(Some(batch)) => {
                 self.in_flight.push_back((batch, responders, span));
                 Ok(())
             }
+            Ok(None) => Ok(()), // the device was closed: the responders reply DeviceLost
             Err((e, ready)) => {
-                span.completed(Some(&e));
-                self.inbox.unregister_last();
+                if registered.get() {
+                    self.inbox.unregister_last();
+                }
                 Err((e, ready, responders))
             }
         }
@@ -424,13 +417,8 @@ impl Executor {
         let Some((batch, responders, span)) = self.in_flight.pop_front() else {
             return;
         };
-        let replies = {
-            let mut sub = self.submitter.lock();
-            let result = sub.wait(&batch);
-            sub.finish(batch, result)
-        };
+        let replies = self.submitter.lock().complete(batch, &span);
         self.inbox.complete_oldest();
-        span.finished(&replies);
         for (responder, reply) in responders.into_iter().zip(replies) {
             responder.send(reply);
         }

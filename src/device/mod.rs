@@ -107,7 +107,7 @@ use crate::job::{Job, JobOutput, Rejected};
 use crate::kernel::compile::Kernel;
 use crate::kernel::pipelines::{Pipeline, PipelineCache};
 use crate::memory::host::{Loan, Staged};
-use crate::observe::trace::JobSpan;
+use crate::observe::trace::{BatchSpan, JobSpan};
 
 /// How long shutdown waits for the executor of a lost device before leaving it behind.
 pub(crate) const ABANDON_AFTER: Duration = Duration::from_millis(250);
@@ -404,6 +404,7 @@ impl DeviceCore {
             return Err(Error::DeadlineExpired);
         }
         let pipelines = pipelines_for(&self.pipelines, &job, true)?;
+        let bytes = layout.bytes();
         let ready = vec![Ready {
             job,
             layout,
@@ -412,10 +413,12 @@ impl DeviceCore {
             pipelines,
             fused: None, // a batch of one runs plainly
         }];
-        let prepared = sub.prepare(ready).map_err(|(e, _)| sub.failure(&e))?;
-        let batch = sub.submit(prepared).map_err(|(e, _)| sub.failure(&e))?;
-        let result = sub.wait(&batch);
-        let reply = sub.finish(batch, result).pop();
+        // The executor's batch runner, with nothing to register: this thread waits itself.
+        let span = BatchSpan::formed(self.info.index, sub.batches_launched(), 1, || bytes);
+        let launched = sub.launch(ready, &span, || true);
+        let batch = launched.map_err(|(e, _)| sub.failure(&e))?;
+        let replies = batch.map(|b| sub.complete(b, &span)).unwrap_or_default();
+        let reply = replies.into_iter().next();
         reply.unwrap_or(Err(Error::Wgpu("a batch of one gave no reply".into())))
     }
 

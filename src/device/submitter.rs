@@ -1,10 +1,11 @@
 //! The one place that submits to and polls a device: its queue, buffer pool, kept bind
 //! groups and timestamp queries, behind the device's lock (`DeviceCore::submitter`).
 //!
-//! The executor takes the lock to launch a batch and to wait for one; a caller of
+//! It holds the one batch runner, [`Submitter::launch`] then [`Submitter::complete`]: the
+//! executor takes the lock to launch a batch and, later, to complete it; a caller of
 //! [`Engine::run`](crate::Engine::run) takes it itself when the device has nothing
-//! outstanding, and runs its one job as a batch of one without a thread hand-off (the idle
-//! fast path). Either way one thread at a time submits and polls the device, so the timed
+//! outstanding and runs its one job through the same two calls as a batch of one, without a
+//! thread hand-off (the idle fast path). Either way one thread at a time submits and polls the device, so the timed
 //! polls below never race a submit (wgpu 30.0.2 can panic when they do).
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::job::JobOutput;
 use crate::kernel::pipelines::{Pipeline, PipelineCache};
 use crate::memory::host::{Readback, Returned, Staged};
 use crate::memory::pool::{BufferPool, Purpose};
+use crate::observe::trace::BatchSpan;
 
 /// How long one poll waits before checking for a loss again.
 const POLL_SLICE: Duration = Duration::from_millis(50);
@@ -282,6 +284,43 @@ impl Submitter {
                 Err(e) => return Err(format!("poll failed: {e}")),
             }
         }
+    }
+
+    /// The batch runner's first half, shared by the executor and the idle fast path: plans,
+    /// encodes and submits `ready` as one batch, recording it in `span`. `register` runs
+    /// between encoding and submitting (the executor puts the batch's tickets on its board
+    /// there, so the watchdog can fail them even if the submit never returns); when it says
+    /// no (the device was closed) the batch is dropped unsubmitted and `Ok(None)` comes back.
+    /// On a wgpu error the jobs come back.
+    #[allow(clippy::type_complexity)] // the jobs come back as they went
+    pub(crate) fn launch(
+        &mut self,
+        ready: Vec<Ready>,
+        span: &BatchSpan,
+        register: impl FnOnce() -> bool,
+    ) -> Result<Option<InFlight>, (Error, Vec<Ready>)> {
+        let prepared = self
+            .prepare(ready)
+            .inspect_err(|(e, _)| span.completed(Some(e)))?;
+        span.encoded(|| prepared.dispatches());
+        if !register() {
+            drop(self.discard(prepared));
+            return Ok(None);
+        }
+        let batch = self
+            .submit(prepared)
+            .inspect_err(|(e, _)| span.completed(Some(e)))?;
+        span.submitted();
+        Ok(Some(batch))
+    }
+
+    /// The batch runner's second half: waits for `batch` and gives one reply per job, in job
+    /// order (the caller sends them, outside this lock).
+    pub(crate) fn complete(&mut self, batch: InFlight, span: &BatchSpan) -> Vec<Result<JobOutput>> {
+        let result = self.wait(&batch);
+        let replies = self.finish(batch, result);
+        span.finished(&replies);
+        replies
     }
 
     /// Turns a completed (or failed) batch into one reply per job, in job order, and
