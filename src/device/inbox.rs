@@ -154,3 +154,68 @@ impl Inbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loss protocol without a device: closing a device answers every job it holds
+    //! (pending on the board, in flight, still in the channel) exactly once, and it takes no
+    //! more.
+    use super::*;
+    use crate::batch::layout::Layout;
+    use crate::device::reply::JobHandle;
+    use crate::error::Error;
+    use crate::observe::trace::JobSpan;
+
+    fn request(inbox: &Inbox) -> (JobHandle, Request) {
+        let kernel = crate::kernel::compile::Kernel::compile(crate::kernels::saxpy()).unwrap();
+        let job = Job::new(&kernel);
+        let span = JobSpan::queued(0, 1, 0);
+        let (handle, responder) = JobHandle::pair(inbox.health.clone(), None, None, span);
+        let layout = Layout::of(&job, 256);
+        let request = Request {
+            job,
+            responder,
+            layout,
+            staged: None,
+            lent: None,
+        };
+        (handle, request)
+    }
+
+    #[test]
+    fn closing_a_lost_device_answers_every_job_it_holds_once() {
+        let (tx, rx) = flume::bounded(16);
+        let health = Arc::new(Health::new(3, Box::new(|| {})));
+        let inbox = Inbox::new(health, Duration::from_millis(100), tx.clone(), rx);
+        let (pending, r) = request(&inbox);
+        inbox.board.lock().pending.push(r);
+        let (in_flight, running) = request(&inbox);
+        assert!(running.responder.claim());
+        assert!(inbox.register(vec![running.responder.ticket().clone()]));
+        let (queued, r) = request(&inbox);
+        tx.send(r).unwrap();
+        drop(tx); // the close drains the channel until no sender is left
+        inbox.fail("driver reset".into());
+        for (what, handle) in [
+            ("pending", &pending),
+            ("in flight", &in_flight),
+            ("queued", &queued),
+        ] {
+            let reply = handle.try_get().map(|r| r.err());
+            assert!(
+                matches!(reply, Some(Some(Error::DeviceLost { device: 3, .. }))),
+                "{what}: {reply:?}"
+            );
+        }
+        // The responder of the job in flight is still held by its batch: its late reply is
+        // dropped (the ticket resolved once), and the closed board refuses new batches.
+        running.responder.send(Err(Error::Wgpu("late".into())));
+        assert!(!inbox.register(Vec::new()));
+        assert!(inbox.is_closed());
+        assert!(
+            in_flight
+                .try_get()
+                .is_some_and(|r| r.err() == Some(Error::ResultTaken))
+        );
+    }
+}
