@@ -351,55 +351,21 @@ fn shape_bindings(
     let mut globals = vec![Treatment::Other; m.global_variables.len()];
     let (mut slices, mut per_job, mut fused) = (Vec::new(), Vec::new(), Vec::new());
     let mut slice_ty = Vec::new();
-    let mut per_job_ty = vec![None; m.global_variables.len()];
     for info in bindings {
-        let (handle, var) = m
-            .global_variables
-            .iter()
-            .find(|(_, v)| {
-                v.binding
-                    == Some(ResourceBinding {
-                        group: 0,
-                        binding: info.binding,
-                    })
-            })
-            .ok_or_else(|| format!("binding {} not found", info.binding))?;
-        let shape = match &m.types[var.ty].inner {
-            TypeInner::Array {
-                size: ArraySize::Dynamic,
-                stride,
-                base,
-            } => {
+        let handle = find_binding(m, info.binding)?;
+        let ty = m.global_variables[handle].ty;
+        let shape = match binding_shape(m, &layouter, ty, info.binding)? {
+            Kind::Slice { stride, base } => {
                 globals[handle.index()] = Treatment::Slice(slices.len() as u32);
                 slices.push(handle);
-                slice_ty.push(*base);
-                Shape::Slice {
-                    stride: u64::from(*stride),
-                    slot: slices.len() as u32 - 1,
-                }
+                slice_ty.push(base);
+                let slot = slices.len() as u32 - 1;
+                Shape::Slice { stride, slot }
             }
-            TypeInner::Struct { members, .. }
-                if members.last().is_some_and(|l| {
-                    matches!(
-                        m.types[l.ty].inner,
-                        TypeInner::Array {
-                            size: ArraySize::Dynamic,
-                            ..
-                        }
-                    )
-                }) =>
-            {
-                return Err(format!(
-                    "binding {} is a struct with a runtime-sized array after a header",
-                    info.binding
-                ));
-            }
-            _ => {
+            Kind::PerJob { stride } => {
                 globals[handle.index()] = Treatment::PerJob;
                 per_job.push(handle);
-                Shape::PerJob {
-                    stride: u64::from(layouter[var.ty].to_stride()),
-                }
+                Shape::PerJob { stride }
             }
         };
         let kind = match info.kind {
@@ -412,79 +378,8 @@ fn shape_bindings(
             kind,
         });
     }
-    for &g in &per_job {
-        let (ty, space) = (m.global_variables[g].ty, m.global_variables[g].space);
-        per_job_ty[g.index()] = Some(ty);
-        let inner = TypeInner::Array {
-            base: ty,
-            size: ArraySize::Dynamic,
-            stride: layouter[ty].to_stride(),
-        };
-        let array = m.types.insert(Type { name: None, inner }, Span::UNDEFINED);
-        let var = &mut m.global_variables[g];
-        var.ty = array;
-        if space == AddressSpace::Uniform {
-            var.space = AddressSpace::Storage {
-                access: StorageAccess::LOAD,
-            };
-        }
-    }
-    let u32_ty = m.types.insert(
-        Type {
-            name: None,
-            inner: TypeInner::Scalar(naga::Scalar::U32),
-        },
-        Span::UNDEFINED,
-    );
-    let vec4 = m.types.insert(
-        Type {
-            name: None,
-            inner: TypeInner::Vector {
-                size: naga::VectorSize::Quad,
-                scalar: naga::Scalar::U32,
-            },
-        },
-        Span::UNDEFINED,
-    );
-    let words = m.types.insert(
-        Type {
-            name: None,
-            inner: TypeInner::Array {
-                base: vec4,
-                size: ArraySize::Constant(
-                    std::num::NonZeroU32::new(TABLE_WORDS / 4).ok_or("no table")?,
-                ),
-                stride: 16,
-            },
-        },
-        Span::UNDEFINED,
-    );
-    let table_binding = table_binding(bindings)?;
-    let table = m.global_variables.append(
-        GlobalVariable {
-            name: Some(TABLE.into()),
-            space: AddressSpace::Uniform,
-            binding: Some(ResourceBinding {
-                group: 0,
-                binding: table_binding,
-            }),
-            ty: words,
-            init: None,
-            memory_decorations: Default::default(),
-        },
-        Span::UNDEFINED,
-    );
-    let job = m.global_variables.append(
-        GlobalVariable {
-            name: Some(JOB.into()),
-            space: AddressSpace::Private,
-            binding: None,
-            ty: u32_ty,
-            init: None,
-            memory_decorations: Default::default(),
-        },
-        Span::UNDEFINED,
-    );
+    let per_job_ty = per_job_arrays(m, &layouter, &per_job);
+    let (table, job) = table_and_job(m, bindings)?;
     globals.resize(m.global_variables.len(), Treatment::Other);
     let record = RECORD_HEADER + 2 * slices.len() as u32;
     let ctx = Ctx {
@@ -501,6 +396,129 @@ fn shape_bindings(
         bounds: Bounds::Clamp,
     };
     Ok((ctx, fused))
+}
+
+/// How the fused kernel holds one binding's data (before slots are numbered).
+enum Kind {
+    /// A runtime-sized array of `base` elements of `stride` bytes: each job's slice.
+    Slice { stride: u64, base: Handle<Type> },
+    /// A fixed-size value of `stride` bytes: one per job.
+    PerJob { stride: u64 },
+}
+
+/// The global bound at `@group(0) @binding(binding)`.
+fn find_binding(m: &Module, binding: u32) -> Result<Handle<GlobalVariable>, String> {
+    let at = Some(ResourceBinding { group: 0, binding });
+    m.global_variables
+        .iter()
+        .find(|(_, v)| v.binding == at)
+        .map(|(h, _)| h)
+        .ok_or_else(|| format!("binding {binding} not found"))
+}
+
+/// How a binding of type `ty` is shared by the jobs of a fused dispatch, or why it cannot be.
+fn binding_shape(
+    m: &Module,
+    layouter: &naga::proc::Layouter,
+    ty: Handle<Type>,
+    binding: u32,
+) -> Result<Kind, String> {
+    let dynamic = |t: Handle<Type>| {
+        matches!(
+            m.types[t].inner,
+            TypeInner::Array {
+                size: ArraySize::Dynamic,
+                ..
+            }
+        )
+    };
+    match &m.types[ty].inner {
+        TypeInner::Array {
+            size: ArraySize::Dynamic,
+            stride,
+            base,
+        } => Ok(Kind::Slice {
+            stride: u64::from(*stride),
+            base: *base,
+        }),
+        TypeInner::Struct { members, .. } if members.last().is_some_and(|l| dynamic(l.ty)) => Err(
+            format!("binding {binding} is a struct with a runtime-sized array after a header"),
+        ),
+        _ => Ok(Kind::PerJob {
+            stride: u64::from(layouter[ty].to_stride()),
+        }),
+    }
+}
+
+/// Turns each per-job global into a runtime-sized array of its type (read-only storage for
+/// a uniform); returns, per global, the type it had.
+fn per_job_arrays(
+    m: &mut Module,
+    layouter: &naga::proc::Layouter,
+    per_job: &[Handle<GlobalVariable>],
+) -> Vec<Option<Handle<Type>>> {
+    let mut per_job_ty = vec![None; m.global_variables.len()];
+    for &g in per_job {
+        let (ty, space) = (m.global_variables[g].ty, m.global_variables[g].space);
+        per_job_ty[g.index()] = Some(ty);
+        let inner = TypeInner::Array {
+            base: ty,
+            size: ArraySize::Dynamic,
+            stride: layouter[ty].to_stride(),
+        };
+        let array = m.types.insert(Type { name: None, inner }, Span::UNDEFINED);
+        let var = &mut m.global_variables[g];
+        var.ty = array;
+        if space == AddressSpace::Uniform {
+            var.space = AddressSpace::Storage {
+                access: StorageAccess::LOAD,
+            };
+        }
+    }
+    per_job_ty
+}
+
+/// Adds the job table (a uniform array of `vec4<u32>` at the binding after the kernel's
+/// last) and the private job index.
+fn table_and_job(
+    m: &mut Module,
+    bindings: &[BindingInfo],
+) -> Result<(Handle<GlobalVariable>, Handle<GlobalVariable>), String> {
+    let ty = |m: &mut Module, inner| m.types.insert(Type { name: None, inner }, Span::UNDEFINED);
+    let u32_ty = ty(m, TypeInner::Scalar(naga::Scalar::U32));
+    let vec4 = ty(
+        m,
+        TypeInner::Vector {
+            size: naga::VectorSize::Quad,
+            scalar: naga::Scalar::U32,
+        },
+    );
+    let quads = std::num::NonZeroU32::new(TABLE_WORDS / 4).ok_or("no table")?;
+    let words = ty(
+        m,
+        TypeInner::Array {
+            base: vec4,
+            size: ArraySize::Constant(quads),
+            stride: 16,
+        },
+    );
+    let global = |name: &str, space, binding, ty| GlobalVariable {
+        name: Some(name.into()),
+        space,
+        binding,
+        ty,
+        init: None,
+        memory_decorations: Default::default(),
+    };
+    let binding = Some(ResourceBinding {
+        group: 0,
+        binding: table_binding(bindings)?,
+    });
+    let table = global(TABLE, AddressSpace::Uniform, binding, words);
+    let table = m.global_variables.append(table, Span::UNDEFINED);
+    let job = global(JOB, AddressSpace::Private, None, u32_ty);
+    let job = m.global_variables.append(job, Span::UNDEFINED);
+    Ok((table, job))
 }
 
 /// Refuses what the rewrite cannot make safe (see the module docs).
