@@ -1,4 +1,4 @@
-//! Where a batch's data lives: plain data, computed without a device and unit-tested.
+//! Where a job's data lives: plain data, computed without a device and unit-tested.
 //!
 //! A job's own [`Layout`] is computed on the submitting thread: every uniform and `input`
 //! argument at an aligned offset of the job's **read block**, every `inout` of its **inout
@@ -7,11 +7,7 @@
 //! for a job of 32 KiB or more, else by the submitter with the rest of the batch (see
 //! `device/mapped.rs`).
 //!
-//! A batch's [`Plan`] then only places whole blocks: the jobs' read blocks one after another
-//! in the batch's **read** buffer; their inout blocks, then all their output blocks, in its
-//! **read-write** buffer (so the outputs are one range to clear). Every block starts at a
-//! multiple of the binding alignment, and every argument sits at an aligned offset within its
-//! block, so every binding offset is aligned.
+//! A batch's plan (`plan.rs`) then places whole blocks.
 //!
 //! Read-only and read-write data live in different buffers because wgpu forbids one buffer
 //! bound both as uniform/read-only storage and as read-write storage in one dispatch.
@@ -72,6 +68,36 @@ pub(crate) struct GroupAt {
     pub(crate) tables: Vec<u64>,
     /// Per scratch buffer, its index among the batch's.
     pub(crate) scratch: Vec<usize>,
+}
+
+/// Where a placed argument ended up in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Region {
+    /// At this offset of the read buffer.
+    Read(u64),
+    /// At this offset of the read-write buffer (every such range is read back).
+    ReadWrite(u64),
+    /// The batch's scratch buffer with this index.
+    Scratch(usize),
+    /// The argument's own resident buffer.
+    Resident,
+    /// At this offset of the job's own read buffer (direct mode).
+    OwnRead(u64),
+    /// At this offset of the job's own read-write buffer (direct mode; read back in place).
+    OwnReadWrite(u64),
+}
+
+impl Region {
+    /// The offset to bind at within its buffer.
+    pub(crate) fn offset(self) -> u64 {
+        match self {
+            Region::Read(o)
+            | Region::ReadWrite(o)
+            | Region::OwnRead(o)
+            | Region::OwnReadWrite(o) => o,
+            Region::Scratch(_) | Region::Resident => 0,
+        }
+    }
 }
 
 /// Where one argument of one step lives, relative to its job.
@@ -328,229 +354,8 @@ impl Footprint {
     }
 }
 
-/// Where a placed argument ended up in the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Region {
-    /// At this offset of the read buffer.
-    Read(u64),
-    /// At this offset of the read-write buffer (every such range is read back).
-    ReadWrite(u64),
-    /// The batch's scratch buffer with this index.
-    Scratch(usize),
-    /// The argument's own resident buffer.
-    Resident,
-    /// At this offset of the job's own read buffer (direct mode).
-    OwnRead(u64),
-    /// At this offset of the job's own read-write buffer (direct mode; read back in place).
-    OwnReadWrite(u64),
-}
-
-impl Region {
-    /// The offset to bind at within its buffer.
-    pub(crate) fn offset(self) -> u64 {
-        match self {
-            Region::Read(o)
-            | Region::ReadWrite(o)
-            | Region::OwnRead(o)
-            | Region::OwnReadWrite(o) => o,
-            Region::Scratch(_) | Region::Resident => 0,
-        }
-    }
-}
-
-/// Offset alignment of resolved query results and of the copy that moves them.
-const QUERY_ALIGN: u64 = 256;
-
-/// Where every job's blocks live in a batch, and the batch's buffer sizes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// Per job, the offset of its read block in the read buffer.
-    pub(crate) read_base: Vec<u64>,
-    /// Per job, the offset of its inout block in the read-write buffer.
-    pub(crate) inout_base: Vec<u64>,
-    /// Per job, the offset of its output block in the read-write buffer.
-    pub(crate) output_base: Vec<u64>,
-    /// Per job, the index of its first scratch buffer.
-    pub(crate) scratch_first: Vec<usize>,
-    /// Per direct job (its data in its own buffers), where its outputs start in its own
-    /// read-write buffer; `None` for a job whose data is in the batch's buffers.
-    pub(crate) own_output_at: Vec<Option<u64>>,
-    /// Per fused group (see `batch/group.rs`): where its regions and tables are.
-    pub(crate) group_at: Vec<GroupAt>,
-    /// Sizes of the batch's scratch buffers.
-    pub(crate) scratch: Vec<u64>,
-    /// Bytes of the read buffer in use.
-    pub(crate) read_size: u64,
-    /// End of the inout blocks in the read-write buffer; `[rw_upload_end, rw_size)` is cleared.
-    pub(crate) rw_upload_end: u64,
-    /// Bytes of the read-write buffer in use.
-    pub(crate) rw_size: u64,
-    /// Offset of the timestamps (two `u64` per job) in the readback buffer, if measured.
-    pub(crate) timestamps: Option<u64>,
-    /// Bytes of the readback buffer: the read-write buffer, then the timestamps.
-    pub(crate) readback_size: u64,
-}
-
-impl Plan {
-    /// Places the blocks of `jobs` (their layouts), each block at a multiple of `align`.
-    /// `own` says, per job, that its data lives elsewhere: in its own buffers (`Some(true)`,
-    /// direct) or in a fused group's regions (`Some(false)`). `groups` asks, per fused group,
-    /// for regions, job tables and scratch buffers (see `batch/group.rs`); a job in a group has no
-    /// scratch buffers of its own.
-    pub(crate) fn new(
-        jobs: &[&Layout],
-        own: &[Option<bool>],
-        groups: &[GroupNeeds],
-        align: u64,
-        timestamps: bool,
-    ) -> Plan {
-        let elsewhere = |j: usize| own.get(j).copied().flatten().is_some();
-        let blocks = |len: fn(&Layout) -> u64, cursor: &mut u64| -> Vec<u64> {
-            jobs.iter()
-                .enumerate()
-                .map(|(j, l)| {
-                    if elsewhere(j) || len(l) == 0 {
-                        return *cursor; // an empty block takes no room
-                    }
-                    let at = align_up(*cursor, align);
-                    *cursor = at.saturating_add(len(l));
-                    at
-                })
-                .collect()
-        };
-        let place = |bytes: u64, cursor: &mut u64| {
-            let at = align_up(*cursor, align);
-            *cursor = at.saturating_add(bytes);
-            at
-        };
-        let regions = |class: Class, cursor: &mut u64| -> Vec<Vec<Option<u64>>> {
-            groups
-                .iter()
-                .map(|GroupNeeds { regions: rs, .. }| {
-                    rs.iter()
-                        .map(|&(c, bytes)| (c == class).then(|| place(bytes, cursor)))
-                        .collect()
-                })
-                .collect()
-        };
-        let (mut read, mut rw) = (0u64, 0u64);
-        let read_base = blocks(|l| l.read_len, &mut read);
-        let group_read = regions(Class::Read, &mut read);
-        let tables: Vec<Vec<u64>> = (groups.iter())
-            .map(|g| g.tables.iter().map(|t| place(*t, &mut read)).collect())
-            .collect();
-        let inout_base = blocks(|l| l.inout_len, &mut rw);
-        let group_inout = regions(Class::InOut, &mut rw);
-        let rw_upload_end = align_up(rw, 4);
-        let output_base = blocks(|l| l.output_len, &mut rw);
-        let group_output = regions(Class::Output, &mut rw);
-        let mut group_at: Vec<GroupAt> = (0..groups.len())
-            .map(|g| {
-                let at = (0..groups[g].regions.len())
-                    .map(|r| {
-                        group_read[g][r]
-                            .or(group_inout[g][r])
-                            .or(group_output[g][r])
-                            .unwrap_or(0)
-                    })
-                    .collect();
-                GroupAt {
-                    regions: at,
-                    tables: tables[g].clone(),
-                    scratch: Vec::new(),
-                }
-            })
-            .collect();
-        let mut scratch_first = Vec::with_capacity(jobs.len());
-        let mut scratch = Vec::new();
-        for (j, l) in jobs.iter().enumerate() {
-            scratch_first.push(scratch.len());
-            if own.get(j).copied().flatten() != Some(false) {
-                scratch.extend_from_slice(&l.scratch);
-            }
-        }
-        for (g, at) in groups.iter().zip(&mut group_at) {
-            at.scratch = (scratch.len()..scratch.len() + g.scratch.len()).collect();
-            scratch.extend_from_slice(&g.scratch);
-        }
-        let rw_size = align_up(rw, 4);
-        let timestamps = (timestamps && !jobs.is_empty()).then(|| align_up(rw_size, QUERY_ALIGN));
-        let readback_size = match timestamps {
-            Some(at) => at + 16 * jobs.len() as u64,
-            None => rw_size,
-        };
-        let own_output_at = jobs
-            .iter()
-            .enumerate()
-            .map(|(j, l)| {
-                (own.get(j).copied().flatten() == Some(true)).then(|| l.own_output_at(align))
-            })
-            .collect();
-        Plan {
-            read_base,
-            inout_base,
-            output_base,
-            scratch_first,
-            own_output_at,
-            group_at,
-            scratch,
-            read_size: align_up(read, 4),
-            rw_upload_end,
-            rw_size,
-            timestamps,
-            readback_size,
-        }
-    }
-
-    /// Where job `j`'s argument in `spot` lives in the batch.
-    pub(crate) fn region(&self, j: usize, spot: Spot) -> Region {
-        if let Some(out) = self.own_output_at[j] {
-            match spot {
-                Spot::Read(o) => return Region::OwnRead(o),
-                Spot::InOut(o) => return Region::OwnReadWrite(o),
-                Spot::Output(o) => return Region::OwnReadWrite(out + o),
-                Spot::Scratch(_) | Spot::Resident => {}
-            }
-        }
-        match spot {
-            Spot::Read(o) => Region::Read(self.read_base[j] + o),
-            Spot::InOut(o) => Region::ReadWrite(self.inout_base[j] + o),
-            Spot::Output(o) => Region::ReadWrite(self.output_base[j] + o),
-            Spot::Scratch(i) => Region::Scratch(self.scratch_first[j] + i),
-            Spot::Resident => Region::Resident,
-        }
-    }
-
-    /// The largest binding offset of the batch: a dynamic offset must fit in a `u32`.
-    pub(crate) fn max_offset(&self, jobs: &[&Layout]) -> u64 {
-        jobs.iter()
-            .enumerate()
-            .flat_map(|(j, l)| l.steps.iter().flatten().map(move |p| (j, p.spot)))
-            .map(|(j, spot)| self.region(j, spot).offset())
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Job `j`'s read-back ranges in the readback buffer: (step, binding, offset, size).
-    pub(crate) fn read_back(&self, j: usize, layout: &Layout) -> Vec<(usize, u32, u64, u64)> {
-        let mut out = Vec::new();
-        for (s, step) in layout.steps.iter().enumerate() {
-            for p in step {
-                if let (
-                    Spot::InOut(_) | Spot::Output(_),
-                    Region::ReadWrite(at) | Region::OwnReadWrite(at),
-                ) = (p.spot, self.region(j, p.spot))
-                {
-                    out.push((s, p.binding, at, p.size));
-                }
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernel::compile::{Kernel, KernelSource};
 
@@ -559,7 +364,7 @@ mod tests {
         @compute @workgroup_size(1) fn main() { a[0] = 1u; }";
 
     /// A job whose steps carry `args` (bindings are not checked here).
-    fn job(steps: Vec<Vec<(u32, ArgData)>>) -> Job {
+    pub(crate) fn job(steps: Vec<Vec<(u32, ArgData)>>) -> Job {
         let k = Kernel::compile(KernelSource::wgsl("any", ANY)).unwrap();
         let mut j = Job::new(&k);
         j.steps.clear();
@@ -574,7 +379,7 @@ mod tests {
         j
     }
 
-    fn bytes(n: usize) -> ArgData {
+    pub(crate) fn bytes(n: usize) -> ArgData {
         ArgData::Input(vec![0; n].into())
     }
 
@@ -623,164 +428,5 @@ mod tests {
         assert_eq!((l.read_len, l.inout_len, l.output_len), (268, 556, 40));
         let uploads: Vec<(u64, usize)> = l.uploads(&j).iter().map(|(o, b)| (*o, b.len())).collect();
         assert_eq!(uploads, [(0, 8), (256, 12), (268, 4), (268 + 256, 300)]);
-    }
-
-    #[test]
-    fn a_plan_places_whole_blocks_with_outputs_after_every_inout() {
-        let a = Layout::of(
-            &job(vec![vec![(0, bytes(12)), (1, ArgData::Output(40))]]),
-            256,
-        );
-        let b = Layout::of(
-            &job(vec![vec![
-                (0, ArgData::InOut(vec![0; 300].into())),
-                (1, ArgData::Output(4)),
-            ]]),
-            256,
-        );
-        let plan = Plan::new(&[&a, &b], &[], &[], 256, false);
-        assert_eq!(plan.read_base, [0, 12]);
-        assert_eq!(plan.inout_base, [0, 0]);
-        assert_eq!(plan.rw_upload_end, 300);
-        assert_eq!(plan.output_base, [512, 768]);
-        assert_eq!((plan.read_size, plan.rw_size), (12, 772));
-        assert_eq!(plan.region(1, b.steps[0][1].spot), Region::ReadWrite(768));
-        assert_eq!(plan.read_back(0, &a), [(0, 1, 512, 40)]);
-        assert_eq!(plan.read_back(1, &b), [(0, 0, 0, 300), (0, 1, 768, 4)]);
-    }
-
-    #[test]
-    fn a_plan_never_overlaps_bindings_and_aligns_every_offset() {
-        let layouts: Vec<Layout> = (0..50u64)
-            .map(|i| {
-                let args = vec![
-                    (0, bytes(4 * (i as usize + 1))),
-                    (1, ArgData::Output(4 * i + 4)),
-                    (2, ArgData::InOut(vec![0; 8 * (i as usize % 3 + 1)].into())),
-                ];
-                Layout::of(&job(vec![args.clone(), args]), 64)
-            })
-            .collect();
-        let refs: Vec<&Layout> = layouts.iter().collect();
-        let plan = Plan::new(&refs, &[], &[], 64, false);
-        let mut ranges = Vec::new();
-        for (j, l) in layouts.iter().enumerate() {
-            for p in l.steps.iter().flatten() {
-                let r = plan.region(j, p.spot);
-                assert_eq!(r.offset() % 64, 0, "{r:?}");
-                ranges.push((
-                    matches!(r, Region::Read(_)),
-                    r.offset(),
-                    r.offset() + p.size,
-                ));
-            }
-        }
-        ranges.sort();
-        for w in ranges.windows(2) {
-            assert!(w[0].0 != w[1].0 || w[0].2 <= w[1].1, "{w:?} overlap");
-        }
-    }
-
-    #[test]
-    fn a_direct_job_keeps_its_data_in_its_own_buffers() {
-        let staged = Layout::of(
-            &job(vec![vec![(0, bytes(12)), (1, ArgData::Output(40))]]),
-            256,
-        );
-        let own = Layout::of(
-            &job(vec![vec![
-                (0, bytes(8)),
-                (1, ArgData::InOut(vec![0; 20].into())),
-                (2, ArgData::Output(4)),
-            ]]),
-            256,
-        );
-        assert_eq!((own.own_output_at(256), own.own_rw_len(256)), (256, 260));
-        assert_eq!(own.own_zeroes(256), [(256, 4)]);
-        let plan = Plan::new(&[&staged, &own], &[None, Some(true)], &[], 256, false);
-        // The direct job takes no room in the batch's buffers.
-        assert_eq!((plan.read_size, plan.rw_size), (12, 40));
-        let at = |p: usize| plan.region(1, own.steps[0][p].spot);
-        assert_eq!(
-            [at(0), at(1), at(2)],
-            [
-                Region::OwnRead(0),
-                Region::OwnReadWrite(0),
-                Region::OwnReadWrite(256)
-            ]
-        );
-        assert_eq!(plan.read_back(1, &own), [(0, 1, 0, 20), (0, 2, 256, 4)]);
-        assert_eq!(plan.read_back(0, &staged), [(0, 1, 0, 40)]);
-    }
-
-    #[test]
-    fn scratch_is_shared_across_a_jobs_steps_but_not_between_jobs() {
-        let one = job(vec![
-            vec![(0, bytes(16)), (1, ArgData::Scratch { id: 7, size: 16 })],
-            vec![
-                (0, ArgData::Scratch { id: 7, size: 10 }),
-                (1, ArgData::Output(16)),
-            ],
-        ]);
-        let l = Layout::of(&one, 256);
-        assert_eq!(l.scratch, [16]);
-        let plan = Plan::new(&[&l, &l], &[], &[], 256, true);
-        assert_eq!(plan.scratch, [16, 16]);
-        assert_eq!(plan.region(0, l.steps[1][0].spot), Region::Scratch(0));
-        assert_eq!(plan.region(1, l.steps[1][0].spot), Region::Scratch(1));
-        // Timestamps follow the read-back data, aligned for query resolution.
-        assert_eq!(plan.rw_size, 256 + 16);
-        assert_eq!(plan.timestamps, Some(512));
-        assert_eq!(plan.readback_size, 512 + 32);
-    }
-
-    #[test]
-    fn a_batch_never_places_a_binding_past_a_dynamic_offsets_reach() {
-        // Jobs of about 1.5 GiB of outputs (and a small input), gathered as the executor does
-        // with a 4 GiB buffer cap: two fit a batch, a third does not, and every offset of
-        // every batch's plan fits the u32 of a dynamic offset.
-        let cap = 1u64 << 32;
-        let align = 256;
-        let jobs: Vec<Job> = (0..7u64)
-            .map(|i| {
-                job(vec![vec![
-                    (0, bytes(4)),
-                    (1, ArgData::Output((3 << 29) + 4 * i)),
-                    (2, ArgData::Output(4 + 252 * i)),
-                ]])
-            })
-            .collect();
-        let mut batches: Vec<Vec<&Job>> = vec![Vec::new()];
-        let mut used = Footprint::default();
-        for j in &jobs {
-            let add = Footprint::of(j, align);
-            if !batches.last().unwrap().is_empty() && !used.fits(add, cap, u64::MAX) {
-                batches.push(Vec::new());
-                used = Footprint::default();
-            }
-            used = used.plus(add);
-            batches.last_mut().unwrap().push(j);
-        }
-        assert_eq!(
-            batches.iter().map(Vec::len).collect::<Vec<_>>(),
-            [2, 2, 2, 1]
-        );
-        for batch in batches {
-            let layouts: Vec<Layout> = batch.iter().map(|j| Layout::of(j, align)).collect();
-            let refs: Vec<&Layout> = layouts.iter().collect();
-            let plan = Plan::new(&refs, &[], &[], align, false);
-            assert!(plan.rw_size <= cap, "{} bytes", plan.rw_size);
-            assert!(plan.max_offset(&refs) <= u64::from(u32::MAX));
-        }
-        // A lone job past the range is planned as it is: the executor binds it plainly.
-        let huge = Layout::of(
-            &job(vec![vec![
-                (0, ArgData::Output(3 << 31)),
-                (1, ArgData::Output(4)),
-            ]]),
-            align,
-        );
-        let plan = Plan::new(&[&huge], &[], &[], align, false);
-        assert!(plan.max_offset(&[&huge]) > u64::from(u32::MAX));
     }
 }

@@ -34,6 +34,7 @@
 
 pub(crate) mod group;
 pub(crate) mod layout;
+pub(crate) mod plan;
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -41,7 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batch::group::{Group, Placed, Seat};
-use crate::batch::layout::{Class, Layout, Plan, Region};
+use crate::batch::layout::{Class, Layout, Region};
+use crate::batch::plan::Plan;
 use crate::error::Error;
 use crate::job::{ArgData, Job, JobOutput};
 use crate::kernel::fusion::TABLE_WORDS;

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::layout::Plan;
+use crate::batch::plan::Plan;
 use crate::batch::{Batch, BindGroups, Buffers, InFlight, Leftovers, Ready, Target};
 use crate::config::BatchConfig;
 use crate::device::health::Health;
