@@ -280,14 +280,15 @@ impl Engine {
         if inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
-        let eligible = self.eligible(job)?;
+        let holds = self.eligible(job)?;
+        let eligible = |i: usize| holds.as_ref().is_none_or(|h| h[i]);
         if let Some(i) = job.device {
             let core = inner.cores.get(i).ok_or(Error::Limit {
                 what: "device index",
                 requested: i as u64,
                 limit: inner.cores.len().saturating_sub(1) as u64,
             })?;
-            if !eligible[i] {
+            if !eligible(i) {
                 let problem =
                     format!("pinned to device {i}, but a buffer it binds has no copy there");
                 return Err(Error::binding(
@@ -305,7 +306,7 @@ impl Engine {
         let candidates: Vec<Candidate> = inner
             .cores
             .iter()
-            .filter(|s| eligible[s.info.index] && s.usable())
+            .filter(|s| eligible(s.info.index) && s.usable())
             .map(|s| Candidate {
                 index: s.info.index,
                 outstanding: s.health.stats.outstanding(),
@@ -320,16 +321,23 @@ impl Engine {
                 let holder = inner
                     .cores
                     .iter()
-                    .find(|s| eligible[s.info.index])
+                    .find(|s| eligible(s.info.index))
                     .unwrap_or(&inner.cores[0]);
                 Err(holder.health.drop_error())
             }
         }
     }
 
-    /// Per device, whether it holds every resident buffer `job` binds; an error when no device
-    /// does or a buffer comes from another engine.
-    fn eligible(&self, job: &Job) -> Result<Vec<bool>> {
+    /// Per device, whether it holds every resident buffer `job` binds (`None`: the job binds
+    /// none, so every device does); an error when no device does or a buffer comes from
+    /// another engine.
+    fn eligible(&self, job: &Job) -> Result<Option<Vec<bool>>> {
+        if !job
+            .args()
+            .any(|a| matches!(a.data, crate::job::ArgData::Resident(_)))
+        {
+            return Ok(None);
+        }
         let mut eligible = vec![true; self.inner.cores.len()];
         for arg in job.args() {
             let crate::job::ArgData::Resident(buffer) = &arg.data else {
@@ -354,7 +362,7 @@ impl Engine {
                 return Err(Error::binding(label, arg.binding, problem));
             }
         }
-        Ok(eligible)
+        Ok(Some(eligible))
     }
 
     /// Copies `data` to device `device`, where it stays until the last clone of the returned

@@ -121,7 +121,12 @@ impl Batch {
                 .flatten();
             (j, &r.job, &r.layout, fused)
         });
-        let formed = group::form(candidates, max_binding, align);
+        // A group has two jobs at least: a lone job (the idle fast path's) forms none.
+        let formed = if jobs.len() < 2 {
+            Vec::new()
+        } else {
+            group::form(candidates, max_binding, align)
+        };
         let mut member = vec![None; jobs.len()];
         for (g, group) in formed.iter().enumerate() {
             for (k, &j) in group.jobs.iter().enumerate() {
@@ -434,6 +439,13 @@ fn watch(queue: &wgpu::Queue, to_map: &[&wgpu::Buffer]) -> flume::Receiver<Resul
     if to_map.is_empty() {
         queue.on_submitted_work_done(move || {
             let _ = tx.send(Ok(()));
+        });
+        return done;
+    }
+    if let [buffer] = to_map {
+        // One buffer (the common case): its mapping is the batch's completion.
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.try_send(r.map_err(|e| e.to_string()));
         });
         return done;
     }

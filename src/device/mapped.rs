@@ -223,6 +223,16 @@ impl HostPool {
     /// Maps a used (unmapped) set again; it returns to the pool once all its buffers are
     /// mapped (the callbacks run inside a later poll of the device's submitter).
     pub(crate) fn recycle(&self, set: Staged) {
+        if let Staged::Upload(buffer) = &set {
+            // One buffer (the common case): the set rides in its callback, nothing shared.
+            let (buffer, returns) = (buffer.clone(), self.returns.clone());
+            buffer.map_async(wgpu::MapMode::Write, .., move |r| {
+                if r.is_ok() {
+                    let _ = returns.send(set);
+                }
+            });
+            return;
+        }
         let buffers: Vec<wgpu::Buffer> = match &set {
             Staged::Upload(b) => vec![b.clone()],
             Staged::Direct { read, rw } => read.iter().chain(rw).cloned().collect(),
