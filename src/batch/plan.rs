@@ -10,6 +10,30 @@
 
 use crate::batch::layout::{Class, GroupAt, GroupNeeds, Layout, Region, Spot, align_up};
 
+/// The batch's scratch buffers: each job's own (but a group member's, whose scratch lives in
+/// its group's), then each group's, whose indices go into `group_at`. Returns, per job, the
+/// index of its first scratch buffer, and every scratch buffer's size.
+fn scratch_buffers(
+    jobs: &[&Layout],
+    own: &[Option<bool>],
+    groups: &[GroupNeeds],
+    group_at: &mut [GroupAt],
+) -> (Vec<usize>, Vec<u64>) {
+    let mut scratch_first = Vec::with_capacity(jobs.len());
+    let mut scratch = Vec::new();
+    for (j, l) in jobs.iter().enumerate() {
+        scratch_first.push(scratch.len());
+        if own.get(j).copied().flatten() != Some(false) {
+            scratch.extend_from_slice(&l.scratch);
+        }
+    }
+    for (g, at) in groups.iter().zip(group_at) {
+        at.scratch = (scratch.len()..scratch.len() + g.scratch.len()).collect();
+        scratch.extend_from_slice(&g.scratch);
+    }
+    (scratch_first, scratch)
+}
+
 /// Offset alignment of resolved query results and of the copy that moves them.
 const QUERY_ALIGN: u64 = 256;
 
@@ -96,35 +120,17 @@ impl Plan {
         let rw_upload_end = align_up(rw, 4);
         let output_base = blocks(|l| l.output_len, &mut rw);
         let group_output = regions(Class::Output, &mut rw);
+        let places = [group_read, group_inout, group_output];
         let mut group_at: Vec<GroupAt> = (0..groups.len())
-            .map(|g| {
-                let at = (0..groups[g].regions.len())
-                    .map(|r| {
-                        group_read[g][r]
-                            .or(group_inout[g][r])
-                            .or(group_output[g][r])
-                            .unwrap_or(0)
-                    })
-                    .collect();
-                GroupAt {
-                    regions: at,
-                    tables: tables[g].clone(),
-                    scratch: Vec::new(),
-                }
+            .map(|g| GroupAt {
+                regions: (0..groups[g].regions.len())
+                    .map(|r| places.iter().find_map(|p| p[g][r]).unwrap_or(0))
+                    .collect(),
+                tables: tables[g].clone(),
+                scratch: Vec::new(),
             })
             .collect();
-        let mut scratch_first = Vec::with_capacity(jobs.len());
-        let mut scratch = Vec::new();
-        for (j, l) in jobs.iter().enumerate() {
-            scratch_first.push(scratch.len());
-            if own.get(j).copied().flatten() != Some(false) {
-                scratch.extend_from_slice(&l.scratch);
-            }
-        }
-        for (g, at) in groups.iter().zip(&mut group_at) {
-            at.scratch = (scratch.len()..scratch.len() + g.scratch.len()).collect();
-            scratch.extend_from_slice(&g.scratch);
-        }
+        let (scratch_first, scratch) = scratch_buffers(jobs, own, groups, &mut group_at);
         let rw_size = align_up(rw, 4);
         let timestamps = (timestamps && !jobs.is_empty()).then(|| align_up(rw_size, QUERY_ALIGN));
         let readback_size = match timestamps {

@@ -170,17 +170,12 @@ impl DeviceCore {
             install_handlers(&device, &health); // an adopted device keeps its app's
         }
         let capacity = capacity.max(1);
-        let bounds = cfg
-            .fusion
-            .then(|| probe::bounds(&device, &queue, gpu_timeout, shared, disk.as_ref()));
-        let bounds = match bounds {
-            Some(Ok(b)) => Some(b),
-            Some(Err(e)) => {
-                log::warn!("device {}: kernels run unfused: {e}", info.index);
-                None
-            }
-            None => None,
-        };
+        let bounds = cfg.fusion.then(|| {
+            probe::bounds(&device, &queue, gpu_timeout, shared, disk.as_ref())
+                .inspect_err(|e| log::warn!("device {}: kernels run unfused: {e}", info.index))
+                .ok()
+        });
+        let bounds = bounds.flatten();
         let (tx, rx) = flume::bounded(capacity);
         let weak = tx.downgrade();
         let inbox = Arc::new(Inbox::new(health.clone(), cfg.priority_aging, tx, rx));
@@ -217,17 +212,7 @@ impl DeviceCore {
             cfg,
             capacity,
         };
-        let (exit_tx, exit_rx) = flume::bounded::<()>(0);
-        let join = std::thread::Builder::new()
-            .name(format!("wgpu-batch-dev{}", info.index))
-            .spawn(move || {
-                let _exit = exit_tx; // dropped when the thread returns, even by a panic
-                Executor::new(setup).run();
-            })
-            .map_err(|e| Error::RequestDevice {
-                adapter: info.adapter.clone(),
-                message: e.to_string(),
-            })?;
+        let (join, exit_rx) = spawn_executor(&info, setup)?;
         Ok(DeviceCore {
             info,
             align: binding_alignment(&limits),
@@ -494,6 +479,26 @@ impl DeviceCore {
         self.device.destroy();
         self.inbox.fail("destroyed by Engine::lose_device".into());
     }
+}
+
+/// Starts the executor thread of the device `info` describes; returns it with a channel that
+/// disconnects when it returns.
+fn spawn_executor(
+    info: &DeviceInfo,
+    setup: ExecutorSetup,
+) -> Result<(JoinHandle<()>, flume::Receiver<()>)> {
+    let (exit_tx, exit_rx) = flume::bounded::<()>(0);
+    let join = std::thread::Builder::new()
+        .name(format!("wgpu-batch-dev{}", info.index))
+        .spawn(move || {
+            let _exit = exit_tx; // dropped when the thread returns, even by a panic
+            Executor::new(setup).run();
+        })
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.adapter.clone(),
+            message: e.to_string(),
+        })?;
+    Ok((join, exit_rx))
 }
 
 /// Routes wgpu's uncaptured errors to the log (its default handler panics) and device loss to

@@ -203,29 +203,36 @@ impl Rebuild<'_> {
             self.job = Some(job);
         }
         if let Some(args) = args {
-            let std_args: Vec<Handle<Expression>> = (0..STANDARD.len() as u32)
-                .map(|i| b(new, Expression::FunctionArgument(i)))
-                .collect();
-            for (parts, st) in args.originals.iter().zip(&args.structs) {
-                self.args.push(match st {
-                    None => std_args[parts[0]],
-                    Some(ty) => {
-                        let components = parts.iter().map(|&p| std_args[p]).collect();
-                        b(
-                            new,
-                            Expression::Compose {
-                                ty: *ty,
-                                components,
-                            },
-                        )
-                    }
-                });
-            }
+            self.rebuild_arguments(args);
         }
         if let Some(job) = self.job {
             self.per_job_pointers(job);
         }
         (self.new.len() > start).then_some((start, self.new.len()))
+    }
+
+    /// Rebuilds the entry point's original arguments from the standard ones (a struct
+    /// argument composed of its members).
+    fn rebuild_arguments(&mut self, args: &Args) {
+        let new = &mut self.new;
+        let std_args: Vec<Handle<Expression>> = (0..STANDARD.len() as u32)
+            .map(|i| b(new, Expression::FunctionArgument(i)))
+            .collect();
+        for (parts, st) in args.originals.iter().zip(&args.structs) {
+            self.args.push(match st {
+                None => std_args[parts[0]],
+                Some(ty) => {
+                    let components = parts.iter().map(|&p| std_args[p]).collect();
+                    b(
+                        new,
+                        Expression::Compose {
+                            ty: *ty,
+                            components,
+                        },
+                    )
+                }
+            });
+        }
     }
 
     /// Makes each per-job binding's pointer to job `job`'s element (see `per_job_ptr`).
@@ -419,32 +426,7 @@ impl Rebuild<'_> {
         let Some((c, _)) = self.chains[base.index()].clone() else {
             return Ok(None);
         };
-        let (next, n) = match &c.ty {
-            TypeInner::Struct { members, .. } if index.is_none() => {
-                let m = members
-                    .get(k as usize)
-                    .ok_or("a struct member is missing")?;
-                (self.ctx.types[m.ty].inner.clone(), None)
-            }
-            TypeInner::Array {
-                base,
-                size: naga::ArraySize::Constant(n),
-                ..
-            } => (self.ctx.types[*base].inner.clone(), Some(n.get())),
-            TypeInner::Vector { size, scalar } => (TypeInner::Scalar(*scalar), Some(*size as u32)),
-            TypeInner::Matrix {
-                columns,
-                rows,
-                scalar,
-            } => (
-                TypeInner::Vector {
-                    size: *rows,
-                    scalar: *scalar,
-                },
-                Some(*columns as u32),
-            ),
-            _ => return Err("an access into a binding the rewrite cannot bound".into()),
-        };
+        let (next, n) = inside(&c.ty, index.is_none(), k, &self.ctx.types)?;
         let mut c = Chain { ty: next, ..c };
         match (index, n) {
             (None, _) => c.steps.push(Link::Member(k)),
@@ -527,6 +509,44 @@ impl Rebuild<'_> {
         (hi > lo).then_some((lo, hi))
     }
 
+    fn cases(&self, cases: &[naga::SwitchCase]) -> Result<Vec<naga::SwitchCase>, String> {
+        cases
+            .iter()
+            .map(|c| {
+                Ok(naga::SwitchCase {
+                    value: c.value,
+                    body: self.block(&c.body)?,
+                    fall_through: c.fall_through,
+                })
+            })
+            .collect()
+    }
+
+    /// An atomic statement, its pointer the job's own (`Statement::Atomic` only).
+    fn atomic(&self, s: &Statement) -> Statement {
+        let Statement::Atomic {
+            pointer,
+            fun,
+            value,
+            result,
+        } = s
+        else {
+            return s.clone();
+        };
+        let m = |h: Handle<Expression>| self.m(h);
+        Statement::Atomic {
+            pointer: self.write(*pointer),
+            fun: match fun {
+                naga::AtomicFunction::Exchange { compare } => naga::AtomicFunction::Exchange {
+                    compare: compare.map(m),
+                },
+                other => *other,
+            },
+            value: m(*value),
+            result: result.map(m),
+        }
+    }
+
     fn block(&self, old: &Block) -> Result<Block, String> {
         let mut out = Block::with_capacity(old.len());
         for (s, span) in old.span_iter() {
@@ -550,16 +570,7 @@ impl Rebuild<'_> {
                 },
                 Statement::Switch { selector, cases } => Statement::Switch {
                     selector: m(*selector),
-                    cases: cases
-                        .iter()
-                        .map(|c| {
-                            Ok(naga::SwitchCase {
-                                value: c.value,
-                                body: self.block(&c.body)?,
-                                fall_through: c.fall_through,
-                            })
-                        })
-                        .collect::<Result<_, String>>()?,
+                    cases: self.cases(cases)?,
                 },
                 Statement::Loop {
                     body,
@@ -577,24 +588,7 @@ impl Rebuild<'_> {
                     pointer: self.write(*pointer),
                     value: m(*value),
                 },
-                Statement::Atomic {
-                    pointer,
-                    fun,
-                    value,
-                    result,
-                } => Statement::Atomic {
-                    pointer: self.write(*pointer),
-                    fun: match fun {
-                        naga::AtomicFunction::Exchange { compare } => {
-                            naga::AtomicFunction::Exchange {
-                                compare: compare.map(m),
-                            }
-                        }
-                        other => *other,
-                    },
-                    value: m(*value),
-                    result: result.map(m),
-                },
+                Statement::Atomic { .. } => self.atomic(s),
                 Statement::WorkGroupUniformLoad { pointer, result } => {
                     Statement::WorkGroupUniformLoad {
                         pointer: m(*pointer),
@@ -621,4 +615,40 @@ impl Rebuild<'_> {
         }
         Ok(out)
     }
+}
+
+/// What an access `k` (a member when `member`, else an index) into a value of type `ty`
+/// reaches: the element's type, and how many elements an index can choose from.
+fn inside(
+    ty: &TypeInner,
+    member: bool,
+    k: u32,
+    types: &naga::UniqueArena<naga::Type>,
+) -> Result<(TypeInner, Option<u32>), String> {
+    Ok(match ty {
+        TypeInner::Struct { members, .. } if member => {
+            let m = members
+                .get(k as usize)
+                .ok_or("a struct member is missing")?;
+            (types[m.ty].inner.clone(), None)
+        }
+        TypeInner::Array {
+            base,
+            size: naga::ArraySize::Constant(n),
+            ..
+        } => (types[*base].inner.clone(), Some(n.get())),
+        TypeInner::Vector { size, scalar } => (TypeInner::Scalar(*scalar), Some(*size as u32)),
+        TypeInner::Matrix {
+            columns,
+            rows,
+            scalar,
+        } => (
+            TypeInner::Vector {
+                size: *rows,
+                scalar: *scalar,
+            },
+            Some(*columns as u32),
+        ),
+        _ => return Err("an access into a binding the rewrite cannot bound".into()),
+    })
 }
