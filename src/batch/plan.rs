@@ -210,8 +210,8 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::layout::Footprint;
     use crate::batch::layout::tests::{bytes, job};
+    use crate::batch::layout::{Footprint, Spot};
     use crate::job::{ArgData, Job};
 
     #[test]
@@ -267,6 +267,118 @@ mod tests {
         ranges.sort();
         for w in ranges.windows(2) {
             assert!(w[0].0 != w[1].0 || w[0].2 <= w[1].1, "{w:?} overlap");
+        }
+    }
+
+    /// One random job's arguments: (kind 0..5, bytes).
+    fn arbitrary_job(args: &[(u8, u16)]) -> Job {
+        let step = args
+            .iter()
+            .enumerate()
+            .map(|(b, &(kind, n))| {
+                let n = usize::from(n) * 4 + 4;
+                let data = match kind {
+                    0 => ArgData::Uniform(vec![0; n.min(256)].into()),
+                    1 => bytes(n),
+                    2 => ArgData::InOut(vec![0; n].into()),
+                    3 => ArgData::Output(n as u64),
+                    _ => ArgData::Scratch {
+                        id: u32::from(kind % 2),
+                        size: n as u64,
+                    },
+                };
+                (b as u32, data)
+            })
+            .collect();
+        job(vec![step])
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever the jobs, where their data lives and what fused groups ask: every offset
+        /// is aligned, every byte lies inside its buffer, no two pieces of data share a byte,
+        /// inouts lie before the cleared range and outputs in it, and the timestamps after
+        /// the read-write buffer.
+        #[test]
+        fn a_plan_keeps_every_byte_apart_aligned_and_inside(
+            jobs in proptest::collection::vec(
+                (proptest::collection::vec((0u8..6, 0u16..300), 0..6), proptest::option::of(proptest::bool::ANY)),
+                0..10,
+            ),
+            groups in proptest::collection::vec(
+                (proptest::collection::vec((0u8..3, 1u64..5000), 0..4), 0usize..3, 0usize..2),
+                0..3,
+            ),
+            align in proptest::sample::select(vec![4u64, 64, 256]),
+            timestamps in proptest::bool::ANY,
+        ) {
+            let built: Vec<Job> = jobs.iter().map(|(args, _)| arbitrary_job(args)).collect();
+            let layouts: Vec<Layout> = built.iter().map(|j| Layout::of(j, align)).collect();
+            let own: Vec<Option<bool>> = jobs.iter().map(|(_, o)| *o).collect();
+            let classes = [Class::Read, Class::InOut, Class::Output];
+            let needs: Vec<GroupNeeds> = groups
+                .iter()
+                .map(|(regions, tables, scratch)| GroupNeeds {
+                    regions: regions.iter().map(|&(c, n)| (classes[c as usize], n * 4)).collect(),
+                    tables: vec![4096; *tables],
+                    scratch: vec![64; *scratch],
+                })
+                .collect();
+            let refs: Vec<&Layout> = layouts.iter().collect();
+            let plan = Plan::new(&refs, &own, &needs, align, timestamps);
+            // (buffer: 0 read, 1 read-write; start; end; what)
+            let mut pieces: Vec<(u8, u64, u64, String)> = Vec::new();
+            for (j, l) in layouts.iter().enumerate() {
+                if own[j] == Some(false) {
+                    continue; // a group member: its data lives in its group's regions
+                }
+                for p in l.steps.iter().flatten() {
+                    let (buffer, at) = match plan.region(j, p.spot) {
+                        Region::Read(at) => (0, at),
+                        Region::ReadWrite(at) => (1, at),
+                        _ => continue, // its own buffers, a scratch buffer, a resident one
+                    };
+                    proptest::prop_assert_eq!(own[j], None, "job {} has its own buffers", j);
+                    proptest::prop_assert_eq!(at % align, 0);
+                    match p.spot {
+                        Spot::InOut(_) => proptest::prop_assert!(at + p.size <= plan.rw_upload_end),
+                        Spot::Output(_) => proptest::prop_assert!(at >= plan.rw_upload_end),
+                        _ => {}
+                    }
+                    pieces.push((buffer, at, at + p.size, format!("job {j} binding {}", p.binding)));
+                }
+            }
+            for (g, (need, at)) in needs.iter().zip(&plan.group_at).enumerate() {
+                for (r, (&(class, n), &offset)) in need.regions.iter().zip(&at.regions).enumerate() {
+                    proptest::prop_assert_eq!(offset % align, 0);
+                    let buffer = u8::from(class != Class::Read);
+                    pieces.push((buffer, offset, offset + n, format!("group {g} region {r}")));
+                }
+                for (t, &offset) in at.tables.iter().enumerate() {
+                    proptest::prop_assert_eq!(offset % align, 0);
+                    pieces.push((0, offset, offset + need.tables[t], format!("group {g} table {t}")));
+                }
+                proptest::prop_assert_eq!(at.scratch.len(), need.scratch.len());
+                for &i in &at.scratch {
+                    proptest::prop_assert_eq!(plan.scratch[i], 64);
+                }
+            }
+            for &(buffer, _, end, ref what) in &pieces {
+                let size = if buffer == 0 { plan.read_size } else { plan.rw_size };
+                proptest::prop_assert!(end <= size, "{} ends at {} past {}", what, end, size);
+            }
+            pieces.sort();
+            for w in pieces.windows(2) {
+                let empty = w[0].1 == w[0].2 || w[1].1 == w[1].2;
+                proptest::prop_assert!(
+                    empty || w[0].0 != w[1].0 || w[0].2 <= w[1].1,
+                    "{} and {} overlap", w[0].3, w[1].3
+                );
+            }
+            if let Some(at) = plan.timestamps {
+                proptest::prop_assert!(at >= plan.rw_size && at % 256 == 0);
+                proptest::prop_assert!(plan.readback_size >= at + 16 * layouts.len() as u64);
+            }
         }
     }
 
