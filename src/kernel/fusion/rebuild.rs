@@ -254,13 +254,9 @@ impl Rebuild<'_> {
     /// Emits the new expressions `lo..hi`, but for those that are in scope without it
     /// (literals, globals, arguments: naga refuses to emit them).
     fn emit(&self, lo: usize, hi: usize, span: Span, out: &mut Block) {
-        let pre: Vec<bool> = self
-            .new
-            .iter()
-            .skip(lo)
-            .take(hi - lo)
-            .map(|(_, e)| e.needs_pre_emit())
-            .collect();
+        // By handle, not by skipping through the arena (that is quadratic over a function).
+        let range = naga::Range::from_index_range(lo as u32..hi as u32, &self.new);
+        let pre: Vec<bool> = range.map(|h| self.new[h].needs_pre_emit()).collect();
         let mut run = lo;
         for i in lo..=hi {
             let stop = i == hi || pre[i - lo];
