@@ -71,7 +71,7 @@ impl EngineInner {
         for core in &self.cores {
             core.stop();
             if core.usable() {
-                core.pipelines.save(); // what the executor built since (fused kernels)
+                core.save_pipelines(); // what the executor built since (fused kernels)
             }
         }
         self.watchdog.stop();
@@ -141,7 +141,7 @@ impl Engine {
         let kernel = Kernel::compile(source)?;
         for core in self.inner.cores.iter().filter(|s| s.usable()) {
             core.prepare(&kernel)?;
-            core.pipelines.save(); // a warm start for the next process (see `kernel/warm.rs`)
+            core.save_pipelines(); // a warm start for the next process (see `kernel/warm.rs`)
         }
         Ok(kernel)
     }
@@ -217,7 +217,7 @@ impl Engine {
             .inner
             .cores
             .iter()
-            .map(|s| s.health.stats.snapshot(s.info.index, s.queue_depth()))
+            .map(|s| s.stats().snapshot(s.info.index, s.queue_depth()))
             .collect();
         EngineStats { devices }
     }
@@ -251,9 +251,7 @@ impl Engine {
     #[cfg(feature = "test-hooks")]
     pub fn panic_executor(&self, index: usize) {
         if let Some(core) = self.inner.cores.get(index) {
-            core.health
-                .panic_next
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            core.panic_next();
         }
     }
 
@@ -300,7 +298,7 @@ impl Engine {
             return if core.usable() {
                 Ok(core.clone())
             } else {
-                Err(core.health.drop_error())
+                Err(core.drop_error())
             };
         }
         let candidates: Vec<Candidate> = inner
@@ -309,8 +307,8 @@ impl Engine {
             .filter(|s| eligible(s.info.index) && s.usable())
             .map(|s| Candidate {
                 index: s.info.index,
-                outstanding: s.health.stats.outstanding(),
-                cost_ns: s.health.stats.cost_ns(),
+                outstanding: s.stats().outstanding(),
+                cost_ns: s.stats().cost_ns(),
                 room: s.has_room(),
             })
             .collect();
@@ -323,7 +321,7 @@ impl Engine {
                     .iter()
                     .find(|s| eligible(s.info.index))
                     .unwrap_or(&inner.cores[0]);
-                Err(holder.health.drop_error())
+                Err(holder.drop_error())
             }
         }
     }
@@ -421,7 +419,7 @@ impl Engine {
             .cloned()
             .collect();
         let Some(first) = usable.first() else {
-            return Err(self.inner.cores[0].health.drop_error());
+            return Err(self.inner.cores[0].drop_error());
         };
         if usable.len() == 1 {
             log::debug!("replicating on device {} alone", first.info.index);
@@ -446,12 +444,9 @@ impl Engine {
             return Err(Error::Shutdown);
         }
         if let Some(lost) = cores.iter().find(|s| !s.usable()) {
-            return Err(lost.health.drop_error());
+            return Err(lost.drop_error());
         }
-        let on: Vec<(usize, &wgpu::Device, u64)> = cores
-            .iter()
-            .map(|s| (s.info.index, &s.device, s.limits.max_buffer_size))
-            .collect();
+        let on: Vec<(usize, &wgpu::Device, u64)> = cores.iter().map(|s| s.home()).collect();
         let placed = DeviceBuffer::place(
             self.inner.id,
             self.inner.cores.len(),
@@ -461,7 +456,7 @@ impl Engine {
         );
         // A device lost under the upload reports its loss rather than wgpu's message.
         placed.map_err(|e| match cores.iter().find(|s| s.lost_after_failure()) {
-            Some(lost) => lost.health.drop_error(),
+            Some(lost) => lost.drop_error(),
             None => e,
         })
     }
@@ -487,7 +482,7 @@ impl Engine {
             .iter()
             .copied()
             .find(|&i| self.inner.cores[i].usable())
-            .ok_or_else(|| self.inner.cores[devices[0]].health.drop_error())?;
+            .ok_or_else(|| self.inner.cores[devices[0]].drop_error())?;
         let (words, [x, y, z]) = read_grid(buffer.size())?;
         let job = Job::new(&self.inner.copy)
             .buffer(0, buffer)
@@ -526,7 +521,7 @@ fn publisher(
             let core = s.clone();
             crate::observe::publish::Source {
                 info: s.info.clone(),
-                stats: s.health.stats.clone(),
+                stats: s.stats().clone(),
                 depth: Box::new(move || core.queue_depth()),
             }
         })

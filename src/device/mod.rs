@@ -115,17 +115,17 @@ pub(crate) const ABANDON_AFTER: Duration = Duration::from_millis(250);
 /// One device and everything that serves it.
 pub(crate) struct DeviceCore {
     pub(crate) info: DeviceInfo,
-    pub(crate) limits: wgpu::Limits,
-    pub(crate) health: Arc<Health>,
+    limits: wgpu::Limits,
+    health: Arc<Health>,
     pub(crate) inbox: Arc<Inbox>,
     /// Producers' end of the request channel (bounded: a full queue blocks `submit`). Weak:
     /// a producer upgrades it for the length of one send; once the owning sender is dropped
     /// and those sends finish, the executor sees the channel disconnect.
     tx: flume::WeakSender<Request>,
-    pub(crate) device: wgpu::Device,
-    pub(crate) pipelines: Arc<PipelineCache>,
+    device: wgpu::Device,
+    pipelines: Arc<PipelineCache>,
     /// The device's submit and poll lock (lock order: see the module docs).
-    pub(crate) submitter: Arc<Quiet<Submitter>>,
+    submitter: Arc<Quiet<Submitter>>,
     /// Mapped host buffers, taken by submitting threads.
     host: Arc<HostPool>,
     /// The offset alignment of bindings in this device's batches.
@@ -407,6 +407,27 @@ impl DeviceCore {
         reply.unwrap_or(Err(Error::Wgpu("a batch of one gave no reply".into())))
     }
 
+    /// The error for a job this device cannot take (see [`Health::drop_error`]).
+    pub(crate) fn drop_error(&self) -> Error {
+        self.health.drop_error()
+    }
+
+    /// The device's lock-free statistics.
+    pub(crate) fn stats(&self) -> &Arc<crate::observe::stats::DeviceStats> {
+        &self.health.stats
+    }
+
+    /// Writes the on-disk pipeline cache if it changed (a warm start for the next process).
+    pub(crate) fn save_pipelines(&self) {
+        self.pipelines.save();
+    }
+
+    /// Where a resident buffer is made here: the device's index, its wgpu device, and the
+    /// largest buffer it allows.
+    pub(crate) fn home(&self) -> (usize, &wgpu::Device, u64) {
+        (self.info.index, &self.device, self.limits.max_buffer_size)
+    }
+
     /// Whether submit may send here.
     pub(crate) fn usable(&self) -> bool {
         self.health.usable()
@@ -463,6 +484,14 @@ impl DeviceCore {
                 self.info.index
             );
         }
+    }
+
+    /// Makes the executor panic at its next batch (a test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn panic_next(&self) {
+        self.health
+            .panic_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Destroys the wgpu device and leaves the detection to wgpu's lost callback, which runs
