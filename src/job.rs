@@ -73,19 +73,19 @@ pub(crate) struct Arg {
     pub(crate) data: ArgData,
 }
 
-/// Bytes an argument uploads: copied into the job, or shared with the caller without a copy.
+/// Bytes an argument uploads: copied into the job (one allocation), or shared with the
+/// caller without a copy.
 #[derive(Clone)]
-pub(crate) struct Bytes(Arc<dyn AsBytes>);
-
-/// Anything that can lend its contents as bytes.
-trait AsBytes: Send + Sync {
-    fn as_bytes(&self) -> &[u8];
+pub(crate) enum Bytes {
+    /// A copy the job owns.
+    Owned(Arc<[u8]>),
+    /// The caller's data, shared (`input_shared`, `inout_shared`).
+    Shared(Arc<dyn AsBytes>),
 }
 
-impl AsBytes for Vec<u8> {
-    fn as_bytes(&self) -> &[u8] {
-        self
-    }
+/// Anything that can lend its contents as bytes.
+pub(crate) trait AsBytes: Send + Sync {
+    fn as_bytes(&self) -> &[u8];
 }
 
 /// Data shared through an `Arc`, viewed as bytes.
@@ -100,7 +100,10 @@ impl<T: bytemuck::Pod + Send + Sync> AsBytes for SharedSlice<T> {
 impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.0.as_bytes()
+        match self {
+            Bytes::Owned(b) => b,
+            Bytes::Shared(s) => s.as_bytes(),
+        }
     }
 }
 
@@ -112,17 +115,17 @@ impl std::fmt::Debug for Bytes {
 
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Bytes {
-        Bytes(Arc::new(v))
+        Bytes::Owned(v.into())
     }
 }
 
 impl Bytes {
     fn copy_of<T: bytemuck::Pod>(data: &[T]) -> Bytes {
-        Bytes::from(bytemuck::cast_slice(data).to_vec())
+        Bytes::Owned(Arc::from(bytemuck::cast_slice::<T, u8>(data)))
     }
 
     fn shared<T: bytemuck::Pod + Send + Sync>(data: Arc<[T]>) -> Bytes {
-        Bytes(Arc::new(SharedSlice(data)))
+        Bytes::Shared(Arc::new(SharedSlice(data)))
     }
 }
 

@@ -223,32 +223,40 @@ impl HostPool {
     /// Maps a used (unmapped) set again; it returns to the pool once all its buffers are
     /// mapped (the callbacks run inside a later poll of the device's submitter).
     pub(crate) fn recycle(&self, set: Staged) {
-        if let Staged::Upload(buffer) = &set {
-            // One buffer (the common case): the set rides in its callback, nothing shared.
-            let (buffer, returns) = (buffer.clone(), self.returns.clone());
-            buffer.map_async(wgpu::MapMode::Write, .., move |r| {
-                if r.is_ok() {
-                    let _ = returns.send(set);
-                }
-            });
-            return;
-        }
-        let buffers: Vec<wgpu::Buffer> = match &set {
-            Staged::Upload(b) => vec![b.clone()],
-            Staged::Direct { read, rw } => read.iter().chain(rw).cloned().collect(),
+        let (first, second) = match &set {
+            Staged::Upload(b) => (Some(b.clone()), None),
+            Staged::Direct { read, rw } => (read.clone(), rw.clone()),
         };
-        let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(buffers.len()));
-        let whole = std::sync::Arc::new(Mutex::new(Some(set)));
-        for b in buffers {
-            let (returns, left, whole) = (self.returns.clone(), left.clone(), whole.clone());
-            b.map_async(wgpu::MapMode::Write, .., move |r| {
-                let last = left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
-                if r.is_err() {
-                    whole.lock().take(); // unusable: dropped
-                } else if last && let Some(set) = whole.lock().take() {
-                    let _ = returns.send(set);
+        let returns = self.returns.clone();
+        match (first, second) {
+            (Some(a), Some(b)) => {
+                // Two: the set returns once both are mapped (one shared allocation).
+                let shared = std::sync::Arc::new((
+                    std::sync::atomic::AtomicUsize::new(2),
+                    Mutex::new(Some(set)),
+                ));
+                for buffer in [a, b] {
+                    let (returns, shared) = (returns.clone(), shared.clone());
+                    buffer.map_async(wgpu::MapMode::Write, .., move |r| {
+                        let (left, whole) = &*shared;
+                        let last = left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
+                        if r.is_err() {
+                            whole.lock().take(); // unusable: dropped
+                        } else if last && let Some(set) = whole.lock().take() {
+                            let _ = returns.send(set);
+                        }
+                    });
                 }
-            });
+            }
+            // One (the common case): the set rides in its callback, nothing shared.
+            (Some(only), None) | (None, Some(only)) => {
+                only.map_async(wgpu::MapMode::Write, .., move |r| {
+                    if r.is_ok() {
+                        let _ = returns.send(set);
+                    }
+                });
+            }
+            (None, None) => {} // nothing to map: an empty set is not kept
         }
     }
 
