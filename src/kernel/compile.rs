@@ -76,10 +76,11 @@ pub(crate) struct KernelInner {
     pub(crate) fused: std::result::Result<Arc<Fused>, String>,
 }
 
-/// The stack of the thread that parses a kernel: room for [`MAX_OPERATORS`] levels of
-/// expression many times over (naga's parser and lowerer take well under 1 KiB a level).
+/// The stack of the thread that parses a kernel. Measured: an expression nested as deep as
+/// [`MAX_OPERATORS`] allows parses in 8 MiB (naga built optimized, as this crate's profiles
+/// build it) and overflows 4 MiB; 64 MiB leaves room for a naga built without optimization.
 /// Only what is touched is committed.
-const COMPILE_STACK: usize = 256 << 20;
+const COMPILE_STACK: usize = 64 << 20;
 
 /// The deepest an expression may nest (read off the text, see [`too_deep`]); a deeper one is
 /// an [`Error::Shader`] before anything parses it (see [`Kernel::compile`]). It also bounds
@@ -145,7 +146,7 @@ impl Kernel {
     /// override-sized workgroup is reflected at its real size.
     ///
     /// Untrusted source cannot take the process down: parsing recurses once per level of an
-    /// expression, so it runs on a thread of its own with a 256 MiB stack (only what is
+    /// expression, so it runs on a thread of its own with a 64 MiB stack (only what is
     /// touched is committed), and an expression that may nest more than 25,000 deep is
     /// refused first (an [`Error::Shader`] saying to split it). A panic inside naga is an
     /// `Error::Shader` too.
@@ -156,11 +157,18 @@ impl Kernel {
             message,
         };
         too_deep(&src.source).map_or(Ok(()), |m| Err(shader_err(m)))?;
+        // A system that will not map the stack (strict overcommit) compiles on this thread:
+        // the nesting bound above keeps that within a main thread's 8 MiB.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let compiling = std::thread::Builder::new()
             .name("wgpu-batch compile".into())
             .stack_size(COMPILE_STACK)
-            .spawn(move || Kernel::compile_here(src))
-            .map_err(|e| shader_err(format!("could not start the compiling thread: {e}")))?;
+            .spawn(move || Kernel::compile_here(rx.recv().expect("the source is sent")));
+        let Ok(compiling) = compiling else {
+            log::warn!("no thread for compiling kernel `{label}`: compiling it on this thread");
+            return Kernel::compile_here(src);
+        };
+        let _ = tx.send(src);
         compiling.join().unwrap_or_else(|panic| {
             let why = panic
                 .downcast_ref::<String>()
