@@ -147,6 +147,14 @@ impl Error {
     }
 }
 
+/// What a caught panic said, if it said it with a `&str` or a `String`.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+}
+
 /// Runs `f` inside validation, out-of-memory and internal error scopes on this thread (wgpu's
 /// scopes are per thread) and returns the first error they caught.
 pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (T, Option<wgpu::Error>) {

@@ -95,10 +95,9 @@ fn table(reports: &[AdapterReport]) -> String {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "panicked".to_owned())
+    crate::error::panic_message(p)
+        .unwrap_or("panicked")
+        .to_owned()
 }
 
 /// The distance between two floats in units in the last place: how many representable `f32`

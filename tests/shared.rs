@@ -10,19 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use common::WAIT;
 use wgpu_batch::{Engine, kernels, wgpu};
 
-fn app_device() -> (wgpu::Adapter, wgpu::Device, wgpu::Queue) {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = common::backends();
-    let instance = wgpu::Instance::new(desc);
-    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
-        .expect("a GPU or lavapipe (apt-get install mesa-vulkan-drivers)");
-    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
-    (adapter, device, queue)
-}
-
 #[test]
 fn the_apps_error_handler_stays_and_the_device_outlives_the_engine() {
-    let (adapter, device, queue) = app_device();
+    let (adapter, device, queue) = common::app_device();
     let seen = Arc::new(AtomicBool::new(false));
     let flag = seen.clone();
     device.on_uncaptured_error(Arc::new(move |_| flag.store(true, Ordering::SeqCst)));
@@ -57,7 +47,7 @@ fn the_apps_error_handler_stays_and_the_device_outlives_the_engine() {
 
 #[test]
 fn the_app_submits_and_polls_while_the_engine_works() {
-    let (adapter, device, queue) = app_device();
+    let (adapter, device, queue) = common::app_device();
     let engine = Engine::builder()
         .with_device(&adapter, device.clone(), queue.clone())
         .build()
@@ -101,7 +91,7 @@ fn the_app_submits_and_polls_while_the_engine_works() {
 
 #[test]
 fn a_resident_buffer_with_extra_usage_is_the_apps_to_bind() {
-    let (adapter, device, queue) = app_device();
+    let (adapter, device, queue) = common::app_device();
     let engine = Engine::builder()
         .with_device(&adapter, device, queue)
         .build()

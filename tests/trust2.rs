@@ -121,19 +121,9 @@ fn long_spinner(engine: &Engine, at_least: Duration) -> Spinner {
 
 // Defect 2: an adopted device destroyed by its application gave Error::Wgpu, and stayed in use.
 
-fn app_device() -> (wgpu::Adapter, wgpu::Device, wgpu::Queue) {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = common::backends();
-    let instance = wgpu::Instance::new(desc);
-    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
-        .expect("a GPU or lavapipe (apt-get install mesa-vulkan-drivers)");
-    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
-    (adapter, device, queue)
-}
-
 #[test]
 fn an_adopted_device_the_app_destroys_is_lost_not_a_wgpu_error() {
-    let (adapter, device, queue) = app_device();
+    let (adapter, device, queue) = common::app_device();
     let engine = Engine::builder()
         .with_device(&adapter, device.clone(), queue)
         .build()
@@ -419,7 +409,7 @@ fn messages_name_what_the_user_did() {
 
 #[test]
 fn an_adopted_device_without_compute_says_so() {
-    let (adapter, _, _) = app_device();
+    let (adapter, _, _) = common::app_device();
     let limits = wgpu::Limits::downlevel_webgl2_defaults();
     assert_eq!(limits.max_compute_workgroups_per_dimension, 0);
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {

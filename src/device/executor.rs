@@ -88,11 +88,7 @@ impl Executor {
     /// job unanswered.
     pub(crate) fn run(mut self) {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.serve())) {
-            let msg = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
+            let msg = crate::error::panic_message(&*panic).unwrap_or("unknown panic");
             self.health.mark_lost(format!("executor panicked: {msg}"));
         }
         self.finish();

@@ -250,10 +250,11 @@ impl DeviceCore {
             let error = Error::QueueFull;
             return Err(Rejected { error, job });
         }
-        let (layout, staged, lent) = match self.stage(&job) {
-            Ok(staged) => staged,
-            Err(error) => return Err(Rejected { error, job }),
-        };
+        let (layout, staged, lent) =
+            match self.stage(&job, true, |e| self.submitter.lock().failure(e)) {
+                Ok(staged) => staged,
+                Err(error) => return Err(Rejected { error, job }),
+            };
         let span = JobSpan::queued(self.info.index, job.steps.len(), layout.bytes());
         let (handle, responder) = JobHandle::pair(self.health.clone(), deadline, timer, span);
         let request = Request {
@@ -308,22 +309,27 @@ impl DeviceCore {
     }
 
     /// Lays `job` out and writes its data into this device's mapped host buffers, on the
-    /// calling thread (unless queued jobs hold the lend budget already). A failure here
-    /// usually means the device was lost and nobody knows yet: the submitter is asked (it
-    /// polls, so wgpu's lost callback runs), and the error is then `DeviceLost`, so the job can
-    /// go to another device.
-    fn stage(&self, job: &Job) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
+    /// calling thread, if its caller writes it (see `Layout::writer`); with `lend`, only while
+    /// queued jobs leave room in the lend budget (else the submitter writes it with its
+    /// batch). A failure here usually means the device was lost and nobody knows yet:
+    /// `failure` asks the submitter (it polls, so wgpu's lost callback runs), and the error is
+    /// then `DeviceLost`, so the job can go to another device.
+    fn stage(
+        &self,
+        job: &Job,
+        lend: bool,
+        failure: impl FnOnce(&Error) -> Error,
+    ) -> Result<(Layout, Option<Staged>, Option<Loan>)> {
         let layout = Layout::of(job, self.align);
         if layout.writer(self.align) == Writer::Submitter {
             return Ok((layout, None, None)); // the submitter writes it with its batch
         }
-        match self.host.write(job, &layout, self.align, true) {
+        match self.host.write(job, &layout, self.align, lend) {
             Ok(Some(w)) => Ok((layout, Some(w.staged), w.loan)),
             Ok(None) => Ok((layout, None, None)),
-            Err(e) => {
-                let e = Error::Wgpu(format!("could not write a job's data: {e}"));
-                Err(self.submitter.lock().failure(&e))
-            }
+            Err(e) => Err(failure(&Error::Wgpu(format!(
+                "could not write a job's data: {e}"
+            )))),
         }
     }
 
@@ -348,8 +354,8 @@ impl DeviceCore {
             return Err(job);
         }
         let submitted = Instant::now();
-        let (layout, staged) = match self.stage_locked(&mut sub, &job) {
-            Ok(staged) => staged,
+        let (layout, staged) = match self.stage(&job, false, |e| sub.failure(e)) {
+            Ok((layout, staged, _)) => (layout, staged),
             Err(_) => return Err(job), // the queue path reports it (and re-routes a loss)
         };
         stats.enter();
@@ -362,19 +368,6 @@ impl DeviceCore {
         stats.record_queue_wait(Duration::ZERO);
         stats.record_done(result.is_ok(), submitted.elapsed());
         Ok(result)
-    }
-
-    /// [`stage`](DeviceCore::stage) for a caller that holds the submitter already.
-    fn stage_locked(&self, sub: &mut Submitter, job: &Job) -> Result<(Layout, Option<Staged>)> {
-        let layout = Layout::of(job, self.align);
-        if layout.writer(self.align) == Writer::Submitter {
-            return Ok((layout, None)); // written with its batch of one
-        }
-        let written = self
-            .host
-            .write(job, &layout, self.align, false)
-            .map_err(|e| sub.failure(&Error::Wgpu(format!("could not write a job's data: {e}"))))?;
-        Ok((layout, written.map(|w| w.staged)))
     }
 
     /// Runs one staged job as a batch of one, holding the submitter.
@@ -433,13 +426,11 @@ impl DeviceCore {
         self.health.usable()
     }
 
-    /// After an operation on the device failed: whether the device is lost. An adopted
-    /// device's lost callback is the application's, so it is asked directly (see
-    /// [`alive`](crate::device::poll::alive)) and marked lost here.
+    /// After an operation on the device failed: whether the device is lost (an adopted
+    /// device is asked, see [`notice_adopted_loss`](crate::device::poll::notice_adopted_loss)).
     pub(crate) fn lost_after_failure(&self) -> bool {
-        if self.shared && self.usable() && !crate::device::poll::alive(&self.device) {
-            self.health
-                .mark_lost("the application's device was destroyed or lost".into());
+        if self.shared {
+            poll::notice_adopted_loss(&self.device, &self.health);
         }
         !self.usable()
     }

@@ -6,7 +6,17 @@
 
 use std::time::{Duration, Instant};
 
+use crate::device::health::Health;
 use crate::error::scoped;
+
+/// After an operation on an adopted device failed: records in `health` that the device is
+/// lost if it no longer works (see [`alive`]); its lost callback is the application's, so
+/// the engine must ask.
+pub(crate) fn notice_adopted_loss(device: &wgpu::Device, health: &Health) {
+    if health.usable() && !alive(device) {
+        health.mark_lost("the application's device was destroyed or lost".into());
+    }
+}
 
 /// Whether `device` still works, found without its lost callback (an adopted device's is the
 /// application's): a buffer made on a lost device is invalid and its mapping fails, while on
@@ -14,7 +24,7 @@ use crate::error::scoped;
 /// to nobody (its error type is "device lost", left to the callback), so the mapping is what
 /// tells. Polls without waiting, as an adopted device requires; an answer still pending
 /// counts as alive. The error path only.
-pub(crate) fn alive(device: &wgpu::Device) -> bool {
+fn alive(device: &wgpu::Device) -> bool {
     let (tx, rx) = flume::bounded(1);
     let (probe, err) = scoped(device, || {
         let probe = device.create_buffer(&wgpu::BufferDescriptor {

@@ -16,7 +16,7 @@ use crate::batch::{Batch, BindGroups, Buffers, InFlight, Leftovers, Ready, Targe
 use crate::config::BatchConfig;
 use crate::device::health::Health;
 use crate::device::mapped::HostPool;
-use crate::device::poll::{alive, poll_wait};
+use crate::device::poll::{notice_adopted_loss, poll_wait};
 use crate::error::{Error, Result, scoped};
 use crate::job::JobOutput;
 use crate::kernel::pipelines::{Pipeline, PipelineCache};
@@ -392,9 +392,8 @@ impl Submitter {
     /// The error to give a job that failed with `e`: device loss trumps what wgpu said.
     pub(crate) fn failure(&self, e: &Error) -> Error {
         // An adopted device's lost callback is the application's: ask the device itself.
-        if self.shared && self.health.usable() && !alive(&self.device) {
-            self.health
-                .mark_lost("the application's device was destroyed or lost".into());
+        if self.shared {
+            notice_adopted_loss(&self.device, &self.health);
         }
         // A lost device reports it through its callback, which wgpu runs inside poll once the
         // device's queue is idle: wait for that, boundedly (this is the error path only).

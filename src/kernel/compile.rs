@@ -98,31 +98,30 @@ const MAX_OPERATORS: usize = 25_000;
 /// of constants) does not.
 fn too_deep(source: &str) -> Option<String> {
     let (mut line, mut start) = (1usize, 1usize);
-    // Per open bracket level (the statement's own first): operators since its last comma.
-    let mut levels: Vec<usize> = vec![0];
+    // Operators since the last comma on the innermost open level, and on each enclosing one.
+    let (mut top, mut outer) = (0usize, Vec::<usize>::new());
     let mut depth = 0usize; // brackets open plus the operators counted on every level
     for c in source.chars() {
         match c {
             ';' | '{' | '}' => {
-                (levels, depth, start) = (vec![0], 0, line);
+                (top, depth, start) = (0, 0, line);
+                outer.clear();
                 continue;
             }
             '\n' => line += 1,
             '(' | '[' => {
-                levels.push(0);
-                depth += 1;
+                outer.push(top);
+                (top, depth) = (0, depth + 1);
             }
-            ')' | ']' if levels.len() > 1 => {
-                depth -= levels.pop().unwrap_or(0) + 1;
+            ')' | ']' => {
+                if let Some(enclosing) = outer.pop() {
+                    depth -= top + 1;
+                    top = enclosing;
+                }
             }
-            ',' => {
-                let level = levels.last_mut().expect("a statement level");
-                depth -= *level;
-                *level = 0;
-            }
+            ',' => (depth, top) = (depth - top, 0),
             '+' | '-' | '*' | '/' | '%' | '&' | '|' | '^' | '<' | '>' | '!' | '~' | '=' => {
-                *levels.last_mut().expect("a statement level") += 1;
-                depth += 1;
+                (top, depth) = (top + 1, depth + 1);
             }
             _ => {}
         }
@@ -159,28 +158,24 @@ impl Kernel {
         too_deep(&src.source).map_or(Ok(()), |m| Err(shader_err(m)))?;
         // A system that will not map the stack (strict overcommit) compiles on this thread:
         // the nesting bound above keeps that within a main thread's 8 MiB.
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let compiling = std::thread::Builder::new()
-            .name("wgpu-batch compile".into())
-            .stack_size(COMPILE_STACK)
-            .spawn(move || Kernel::compile_here(rx.recv().expect("the source is sent")));
-        let Ok(compiling) = compiling else {
-            log::warn!("no thread for compiling kernel `{label}`: compiling it on this thread");
-            return Kernel::compile_here(src);
-        };
-        let _ = tx.send(src);
-        compiling.join().unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Err(shader_err(format!("naga panicked on this kernel: {why}")))
+        std::thread::scope(|scope| {
+            let compiling = std::thread::Builder::new()
+                .name("wgpu-batch compile".into())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || Kernel::compile_here(&src));
+            let Ok(compiling) = compiling else {
+                log::warn!("no thread for compiling kernel `{label}`: compiling it on this thread");
+                return Kernel::compile_here(&src);
+            };
+            compiling.join().unwrap_or_else(|panic| {
+                let why = crate::error::panic_message(&*panic).unwrap_or("unknown panic");
+                Err(shader_err(format!("naga panicked on this kernel: {why}")))
+            })
         })
     }
 
     /// [`compile`](Kernel::compile)'s work, on the calling thread.
-    fn compile_here(src: KernelSource) -> Result<Kernel> {
+    fn compile_here(src: &KernelSource) -> Result<Kernel> {
         let shader_err = |message: String| Error::Shader {
             kernel: src.label.clone(),
             message,
@@ -220,9 +215,9 @@ impl Kernel {
                 workgroup_size: module.entry_points[index].workgroup_size,
                 bindings,
                 workgroup_memory: workgroup_memory(&module, uses),
-                constants: src.constants,
+                constants: src.constants.clone(),
                 fused,
-                label: src.label,
+                label: src.label.clone(),
             }),
         })
     }

@@ -128,3 +128,14 @@ impl Spinner {
             .timeout(Duration::MAX)
     }
 }
+
+/// A device opened the way an application opens its own (for `EngineBuilder::with_device`).
+pub fn app_device() -> (wgpu::Adapter, wgpu::Device, wgpu::Queue) {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends();
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+        .expect("a GPU or lavapipe (apt-get install mesa-vulkan-drivers)");
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    (adapter, device, queue)
+}
