@@ -9,7 +9,7 @@
 //!
 //! `cargo bench --bench host` prints the table (µs per job, ratio to plain, allocations and
 //! context switches per job) for 20,000 jobs per row after a warm-up. `HOST_JOBS` sets the
-//! count. `cargo bench --bench host -- --only MODE --jobs N` runs one mode alone (for
+//! count. `cargo bench --bench host -- --only MODE --jobs N [--threads T]` runs one mode alone (for
 //! `valgrind --tool=callgrind`: run N and 5N and divide the difference by 4N).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -49,23 +49,32 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Context switches of every thread of the process so far (voluntary and not), from
-/// `/proc/self/task/*/status`; 0 where there is no `/proc`. Threads that ended are not
-/// counted, so a measurement reads it with its threads still alive.
+/// Context switches of the benchmark's threads that have ended (each adds its own as it ends).
+static ENDED_SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Context switches (voluntary and not) in one `/proc/.../status` file.
+fn switches_in(status: &str) -> u64 {
+    std::fs::read_to_string(status)
+        .map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Context switches of every thread of the process so far, from `/proc/self/task/*/status`
+/// (0 where there is no `/proc`), plus those of the benchmark threads that ended.
 fn context_switches() -> u64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0;
     };
-    tasks
+    let alive: u64 = tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|s| {
-            s.lines()
-                .filter(|l| l.contains("ctxt_switches"))
-                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
+        .map(|t| switches_in(&t.path().join("status").to_string_lossy()))
+        .sum();
+    alive + ENDED_SWITCHES.load(Relaxed)
 }
 
 /// One row's inputs.
@@ -174,6 +183,9 @@ impl Sides {
                         flight
                             .into_iter()
                             .for_each(|h| read(h.wait().expect("job")));
+                        // A new thread: all of its switches belong to this run.
+                        let mine = switches_in("/proc/thread-self/status");
+                        ENDED_SWITCHES.fetch_add(mine, Relaxed);
                     });
                 }
             }),
@@ -186,33 +198,45 @@ struct Row {
     us: f64,
     allocations: f64,
     switches: f64,
+    /// Engine jobs per batch (0 for plain wgpu).
+    per_batch: f64,
 }
 
 fn measure(sides: &Sides, mode: Mode, w: &Work, jobs: usize) -> Row {
     sides.run(mode, w, jobs / 10 + 1); // warm-up: pools, pipelines, threads
+    let counts = || {
+        let s = sides.engine.stats();
+        (s.completed(), s.batches())
+    };
+    let (j0, b0) = counts();
     let (a0, c0) = (ALLOCATIONS.load(Relaxed), context_switches());
     let start = Instant::now();
     sides.run(mode, w, jobs);
     let took = start.elapsed();
     let (a1, c1) = (ALLOCATIONS.load(Relaxed), context_switches());
+    let (j1, b1) = counts();
     Row {
         us: took.as_secs_f64() * 1e6 / jobs as f64,
         allocations: (a1 - a0) as f64 / jobs as f64,
         switches: c1.saturating_sub(c0) as f64 / jobs as f64,
+        per_batch: (j1 - j0) as f64 / (b1 - b0).max(1) as f64,
     }
 }
 
 fn table(sides: &Sides, jobs: usize) {
-    println!("| elements | mode | µs/job | vs plain | allocations/job | context switches/job |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| elements | mode | µs/job | vs plain | allocations/job | context switches/job | jobs/batch |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let line = |n: usize, mode: Mode, plain_us: f64, r: &Row| {
         println!(
-            "| {n} | {} | {:.2} | {:.2}x | {:.1} | {:.3} |",
+            "| {n} | {} | {:.2} | {:.2}x | {:.1} | {:.3} | {:.1} |",
             mode.name(),
             r.us,
             plain_us / r.us,
             r.allocations,
-            r.switches
+            r.switches,
+            r.per_batch
         );
     };
     for n in [4096, 256] {
@@ -288,7 +312,7 @@ fn main() {
                 "run" => Mode::Run,
                 "submit" => Mode::SubmitWait,
                 "sixteen" => Mode::InFlight {
-                    threads: 1,
+                    threads: arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(1),
                     window: 16,
                 },
                 other => panic!("--only plain|run|submit|sixteen, not {other}"),

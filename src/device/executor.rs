@@ -1,33 +1,46 @@
-//! The executor: the thread that serves one device's queue.
+//! Who runs a device's batches: the batch loop ([`Driver`]), run by any caller blocked on one
+//! of the device's jobs and, as a backstop, by the device's executor thread.
 //!
-//! Its loop reads like its job: take what is queued onto the board (**intake**), form a batch
-//! by rank up to the batch limits (**gather**), hand it to the device's submitter to encode
-//! and submit (**launch**), and once its readback is mapped, reply to its jobs (**complete**).
-//! Up to `max_in_flight` batches are submitted at once, so batch N+1 is formed while batch N
-//! runs. The callers of jobs of 32 KiB or more wrote their data already; the executor's
-//! submitter writes the smaller jobs' data, a batch at a time, into one upload buffer (see
-//! `device/mapped.rs`); every caller copies its own results out. The protocol it follows (a job's
-//! life, locks, loss and shutdown) is in `device/mod.rs`.
+//! The loop reads like its job: take what is queued onto the board (**intake**), form a batch
+//! by rank up to the batch limits (**gather**), encode and submit it (**launch**, through the
+//! submitter), and once its readback is mapped, reply to its jobs (**complete**). Up to
+//! `max_in_flight` batches are submitted at once, so batch N+1 is formed while batch N runs.
+//! Every step holds the device's submitter lock and leaves its replies in an [`Outbox`],
+//! delivered once the lock is released.
+//!
+//! **A waiting caller runs the loop itself.** A thread blocked in `JobHandle::wait` takes the
+//! submitter lock and runs steps until its job resolves: the jobs queued by then (its own and
+//! other callers') go out as one batch, and no thread hand-off stands between a job and its
+//! result. A caller that submits 16 jobs and then waits runs them as one batch on its own
+//! thread. **The executor is the backstop**: it sleeps on a timer while callers drive, and
+//! runs what nobody has driven for [`LINGER`] (jobs whose callers do not wait yet, or wait
+//! with `.await`, which rings it at once, see [`Help::ring`]); after [`COLD_AFTER`] with
+//! nothing to do it parks on the channel. With `max_batch_delay` set the executor alone forms
+//! batches, holding them open as that setting asks. The protocol (a job's life, locks, loss and
+//! shutdown) is in `device/mod.rs`.
 
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crate::batch::Ready;
 use crate::batch::layout::Footprint;
-use crate::batch::{InFlight, Ready};
 use crate::config::BatchConfig;
 use crate::device::health::Health;
 use crate::device::inbox::{Inbox, Request};
 use crate::device::quiet::Quiet;
-use crate::device::reply::Responder;
-use crate::device::submitter::{Submitter, binding_alignment};
+use crate::device::reply::{Help, Reply, Responder, Ticket};
+use crate::device::submitter::{Flight, Submitter, binding_alignment};
 use crate::error::Error;
 use crate::observe::trace::BatchSpan;
 
-/// How long an idle executor polls its channel before parking.
-const IDLE_SPIN: Duration = Duration::from_micros(50);
-/// How long an executor stays idle before its pools drop their free buffers.
+/// How long queued work waits for a caller to run it before the executor does.
+pub(crate) const LINGER: Duration = Duration::from_micros(200);
+/// How long the executor stays on its timer with nothing to do before parking on the channel.
+const COLD_AFTER: Duration = Duration::from_millis(2);
+/// How long an executor stays parked before its pools drop their free buffers.
 const POOL_IDLE: Duration = Duration::from_secs(1);
 /// How long one poll waits while a partial batch is held open for more jobs, so new jobs are
 /// taken promptly.
@@ -45,33 +58,48 @@ pub(crate) struct ExecutorSetup {
     pub(crate) capacity: usize,
 }
 
-/// What the executor does next.
-enum Next {
-    Batch(Vec<Request>),
-    Complete,
-    Exit,
+/// What a step leaves to do once the submitter lock is released: replies to send, and jobs
+/// skipped by a gather (expired or resolved already) to settle.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    replies: Vec<(Responder, Reply)>,
+    skipped: Vec<Request>,
 }
 
-pub(crate) struct Executor {
+impl Outbox {
+    /// Sends the replies and settles the skipped jobs; call with no device lock held.
+    pub(crate) fn deliver(self) {
+        for (responder, reply) in self.replies {
+            responder.send(reply);
+        }
+        let now = Instant::now();
+        for r in &self.skipped {
+            r.responder.expire_if_due(now);
+        }
+    }
+}
+
+/// A device's batch loop, shared by its executor thread and its waiting callers.
+pub(crate) struct Driver {
     inbox: Arc<Inbox>,
     health: Arc<Health>,
-    /// The device's submit and poll lock, taken per launch and per completion.
+    /// The device's submit and poll lock, held for each step.
     submitter: Arc<Quiet<Submitter>>,
     cfg: BatchConfig,
     capacity: usize,
-    /// Batches submitted, oldest first, with their jobs' responders.
-    in_flight: VecDeque<(InFlight, Vec<Responder>, BatchSpan)>,
-    /// The channel disconnected (shutdown): drain, then return.
-    stopping: bool,
     /// Offset alignment of every binding in a batch (for the jobs' footprints).
     align: u64,
     /// The largest read or read-write buffer a batch of several jobs may use.
     buffer_cap: u64,
+    /// The executor's thread, unparked by [`Help::ring`].
+    thread: OnceLock<Thread>,
+    /// Set by [`Help::ring`]: the executor runs everything at once until the device is idle.
+    eager: AtomicBool,
 }
 
-impl Executor {
-    pub(crate) fn new(s: ExecutorSetup) -> Executor {
-        Executor {
+impl Driver {
+    pub(crate) fn new(s: ExecutorSetup) -> Driver {
+        Driver {
             health: s.inbox.health.clone(),
             inbox: s.inbox,
             submitter: s.submitter,
@@ -79,268 +107,101 @@ impl Executor {
             buffer_cap: s.limits.max_buffer_size.min(DYNAMIC_OFFSET_RANGE),
             cfg: s.cfg,
             capacity: s.capacity,
-            in_flight: VecDeque::new(),
-            stopping: false,
+            thread: OnceLock::new(),
+            eager: AtomicBool::new(false),
         }
     }
 
-    /// The thread's body: serve until stopped, turn a panic into a device loss, and leave no
-    /// job unanswered.
-    pub(crate) fn run(mut self) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.serve())) {
-            let msg = crate::error::panic_message(&*panic).unwrap_or("unknown panic");
-            self.health.mark_lost(format!("executor panicked: {msg}"));
-        }
-        self.finish();
-    }
-
-    fn serve(&mut self) {
-        loop {
-            if !self.health.usable() {
-                return;
-            }
-            match self.next() {
-                Next::Batch(requests) => {
-                    self.launch(requests);
-                    if self.in_flight.len() >= self.cfg.max_in_flight {
-                        self.complete_oldest();
-                    }
-                }
-                Next::Complete => self.complete_oldest(),
-                Next::Exit => return,
-            }
-        }
-    }
-
-    /// After serving: a clean stop completes the batches in flight; then the board is closed,
-    /// so whatever is left resolves (`DeviceLost` after a loss; nothing is left otherwise).
-    fn finish(&mut self) {
-        while self.health.usable() && !self.in_flight.is_empty() {
-            self.complete_oldest();
-        }
-        self.in_flight.clear();
-        self.inbox.close();
-        self.health.note_idle();
-    }
-
-    /// Blocks for work only when nothing is in flight; otherwise prefers finishing a batch.
-    fn next(&mut self) -> Next {
-        if self.intake() == 0 {
-            if !self.in_flight.is_empty() {
-                return Next::Complete;
-            }
-            match self.recv_idle() {
-                Some(r) => self.accept(r),
-                None => return Next::Exit,
-            }
-        }
-        Next::Batch(self.gather())
-    }
-
-    /// Moves what is queued on the channel onto the board, without blocking; returns how
-    /// many jobs are pending.
-    fn intake(&mut self) -> usize {
-        let mut refused = Vec::new();
+    /// Moves what is queued on the channel onto the board, without blocking. Returns whether
+    /// the channel has disconnected (shutdown). Takes the board lock; jobs refused by a
+    /// closed board go to `out`.
+    fn intake(&self, out: &mut Outbox) -> bool {
+        let mut disconnected = false;
         let mut board = self.inbox.board.lock();
         while board.pending.len() < self.capacity {
             match self.inbox.rx.try_recv() {
-                Ok(r) if self.inbox.is_closed() => refused.push(r),
+                Ok(r) if self.inbox.is_closed() => out.skipped.push(r), // replies `DeviceLost` as it drops
                 Ok(r) => board.pending.push(r),
                 Err(flume::TryRecvError::Disconnected) => {
-                    self.stopping = true;
+                    disconnected = true;
                     break;
                 }
                 Err(flume::TryRecvError::Empty) => break,
             }
         }
-        let n = board.pending.len();
-        drop(board);
-        drop(refused); // replies `DeviceLost` as it drops, outside the lock
-        n
-    }
-
-    /// Puts one received job on the board.
-    fn accept(&mut self, r: Request) {
-        self.inbox.board.lock().pending.push(r);
-    }
-
-    /// Waits for the next job on an idle device. Spins briefly first: a caller that waits on
-    /// its job's result often submits the next one right after, and catching it without
-    /// parking saves a thread wake-up. After [`POOL_IDLE`] idle, the pools drop their free
-    /// buffers.
-    fn recv_idle(&mut self) -> Option<Request> {
-        if self.stopping {
-            return None;
-        }
-        let spin_until = Instant::now() + IDLE_SPIN;
-        while Instant::now() < spin_until {
-            match self.inbox.rx.try_recv() {
-                Ok(r) => return Some(r),
-                Err(flume::TryRecvError::Disconnected) => break,
-                Err(flume::TryRecvError::Empty) => std::thread::yield_now(),
-            }
-        }
-        let got = match self.inbox.rx.recv_timeout(POOL_IDLE) {
-            Err(flume::RecvTimeoutError::Timeout) => {
-                self.submitter.lock().trim();
-                self.inbox.rx.recv().ok()
-            }
-            other => other.ok(),
-        };
-        self.stopping = got.is_none();
-        got
-    }
-
-    /// Forms the next batch from the board, by rank, up to the batch limits.
-    ///
-    /// A job already resolved (cancelled, or expired by its waiting caller) is skipped; one
-    /// whose deadline has passed resolves `DeadlineExpired`; neither is ever encoded. With
-    /// `max_delay`, a batch that is not full stays open for more jobs until `max_delay` after
-    /// its oldest job was submitted, or its earliest deadline, whichever comes first; batches
-    /// in flight are completed meanwhile.
-    fn gather(&mut self) -> Vec<Request> {
-        let mut batch = Vec::new();
-        let mut used = Footprint::default();
-        loop {
-            let full = self.take_ready(&mut batch, &mut used);
-            if batch.is_empty() || full || self.cfg.max_delay.is_zero() || self.stopping {
-                return batch;
-            }
-            let due = self.due(&batch);
-            if due.is_some_and(|d| Instant::now() >= d) || !self.wait_for_more(due) {
-                return batch;
-            }
-        }
+        disconnected
     }
 
     /// Moves claimable jobs from the board into `batch` while they fit; returns whether the
-    /// batch is full (no further job could join it).
-    fn take_ready(&mut self, batch: &mut Vec<Request>, used: &mut Footprint) -> bool {
-        self.intake();
-        let mut skipped = Vec::new();
+    /// batch is full (no further job could join it). A job already resolved (cancelled, or
+    /// expired by its waiting caller) or past its deadline goes to `out` and is never encoded.
+    fn take_ready(&self, batch: &mut Vec<Request>, used: &mut Footprint, out: &mut Outbox) -> bool {
         let mut board = self.inbox.board.lock();
-        let full = loop {
+        loop {
             if batch.len() >= self.cfg.max_jobs {
-                break true;
+                return true;
             }
             let Some(r) = board.pending.pop() else {
-                break false;
+                return false;
             };
             let due = r.responder.deadline().is_some_and(|d| Instant::now() >= d);
             if due || !r.responder.is_queued() {
-                skipped.push(r); // expired (answered below) or resolved already: never encoded
+                out.skipped.push(r);
                 continue;
             }
             let add = Footprint::of(&r.job, self.align);
             if !batch.is_empty() && !used.fits(add, self.buffer_cap, self.cfg.max_bytes) {
                 board.pending.push_front(r); // still queued: it leads the next batch
-                break true;
+                return true;
             }
             if !r.responder.claim() {
-                skipped.push(r); // resolved in the meantime
+                out.skipped.push(r); // resolved in the meantime
                 continue;
             }
             *used = used.plus(add);
             batch.push(r);
-        };
-        drop(board);
-        for r in &skipped {
-            r.responder.expire_if_due(Instant::now());
         }
-        drop(skipped);
-        full
     }
 
-    /// When an open batch must close: `max_delay` after its oldest job, or its earliest
-    /// deadline; `None` when neither bounds it (`max_delay` of `Duration::MAX`).
-    fn due(&self, batch: &[Request]) -> Option<Instant> {
-        let oldest = batch.iter().map(|r| r.responder.submitted()).min()?;
-        let by_delay = oldest.checked_add(self.cfg.max_delay);
-        batch
-            .iter()
-            .filter_map(|r| r.responder.deadline())
-            .chain(by_delay)
-            .min()
-    }
-
-    /// Waits until `due` for more jobs, completing batches in flight meanwhile (completion
-    /// never waits on batch formation). False when the channel disconnected.
-    fn wait_for_more(&mut self, due: Option<Instant>) -> bool {
-        if let Some((oldest, ..)) = self.in_flight.front() {
-            let slice = Instant::now() + FORMING_SLICE;
-            let until = due.map_or(slice, |d| d.min(slice));
-            if self.submitter.lock().poll_until(oldest, until) {
-                self.complete_oldest();
-            }
-            return true;
-        }
-        let got = match due {
-            Some(d) => self.inbox.rx.recv_deadline(d),
-            None => self
-                .inbox
-                .rx
-                .recv()
-                .map_err(|_| flume::RecvTimeoutError::Disconnected),
-        };
-        match got {
-            Ok(r) => self.accept(r),
-            Err(flume::RecvTimeoutError::Timeout) => {}
-            Err(flume::RecvTimeoutError::Disconnected) => self.stopping = true,
-        }
-        !self.stopping
-    }
-
-    /// Hands `requests` to the submitter as one batch. Jobs whose pipeline cannot be built
-    /// fail alone; a batch that wgpu rejects is retried one job at a time so only the culprit
-    /// fails.
-    fn launch(&mut self, requests: Vec<Request>) {
+    /// Launches `requests` as one batch. Jobs whose pipeline cannot be built fail alone; a
+    /// batch that wgpu rejects is retried one job at a time so only the culprit fails.
+    fn launch(&self, sub: &mut Submitter, requests: Vec<Request>, out: &mut Outbox) {
         #[cfg(feature = "test-hooks")]
-        if self
-            .health
-            .panic_next
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.health.panic_next.swap(false, Ordering::SeqCst) {
             panic!("test hook: Engine::panic_executor");
         }
         let mut ready = Vec::with_capacity(requests.len());
         let mut responders = Vec::with_capacity(requests.len());
-        let mut refused = Vec::new(); // answered once the submitter lock is released
-        {
-            let sub = self.submitter.lock();
-            let number = sub.batches_launched();
-            for r in requests {
-                r.responder.note_encoding(number);
-                match sub.pipelines_for(&r.job, true) {
-                    Ok(pipelines) => {
-                        let fused = self.fused_pipeline(&sub, &r.job);
-                        ready.push(Ready {
-                            job: r.job,
-                            layout: r.layout,
-                            staged: r.staged,
-                            lent: r.lent,
-                            pipelines,
-                            fused,
-                        });
-                        responders.push(r.responder);
-                    }
-                    Err(e) => refused.push((r.responder, e)),
+        let number = sub.batches_launched();
+        for r in requests {
+            r.responder.note_encoding(number);
+            match sub.pipelines_for(&r.job, true) {
+                Ok(pipelines) => {
+                    let fused = self.fused_pipeline(sub, &r.job);
+                    ready.push(Ready {
+                        job: r.job,
+                        layout: r.layout,
+                        staged: r.staged,
+                        lent: r.lent,
+                        pipelines,
+                        fused,
+                    });
+                    responders.push(r.responder);
                 }
+                Err(e) => out.replies.push((r.responder, Err(e))),
             }
         }
-        for (responder, e) in refused {
-            responder.send(Err(e));
-        }
         if ready.len() <= 1 {
-            return self.launch_or_fail(ready, responders);
+            return self.launch_or_fail(sub, ready, responders, out);
         }
-        if let Err((e, ready, responders)) = self.try_launch(ready, responders) {
+        if let Err((e, ready, responders)) = self.try_launch(sub, ready, responders) {
             let index = self.health.index;
             log::warn!(
                 "device {index}: batch of {} rejected ({e}); retrying one by one",
                 ready.len()
             );
             for (one, responder) in ready.into_iter().zip(responders) {
-                self.launch_or_fail(vec![one], vec![responder]);
+                self.launch_or_fail(sub, vec![one], vec![responder], out);
             }
         }
     }
@@ -359,27 +220,32 @@ impl Executor {
     }
 
     /// Launches `ready` as one batch; if wgpu rejects it, every job in it fails with the reason.
-    fn launch_or_fail(&mut self, ready: Vec<Ready>, responders: Vec<Responder>) {
+    fn launch_or_fail(
+        &self,
+        sub: &mut Submitter,
+        ready: Vec<Ready>,
+        responders: Vec<Responder>,
+        out: &mut Outbox,
+    ) {
         if ready.is_empty() {
             return;
         }
-        if let Err((e, _, responders)) = self.try_launch(ready, responders) {
-            let err = self.submitter.lock().failure(&e);
-            for r in responders {
-                r.send(Err(err.clone()));
-            }
+        if let Err((e, _, responders)) = self.try_launch(sub, ready, responders) {
+            let err = sub.failure(&e);
+            out.replies
+                .extend(responders.into_iter().map(|r| (r, Err(err.clone()))));
         }
     }
 
     /// Launches one batch (see [`Submitter::launch`]), its tickets registered on the board
-    /// before the submit; on a wgpu error gives the jobs back.
+    /// before the submit, and puts it in flight; on a wgpu error gives the jobs back.
     #[allow(clippy::type_complexity)] // the jobs and their responders come back as they went
     fn try_launch(
-        &mut self,
+        &self,
+        sub: &mut Submitter,
         ready: Vec<Ready>,
         responders: Vec<Responder>,
     ) -> Result<(), (Error, Vec<Ready>, Vec<Responder>)> {
-        let mut sub = self.submitter.lock();
         let bytes = || ready.iter().map(|r| r.layout.bytes()).sum();
         let span = BatchSpan::formed(
             self.health.index,
@@ -395,7 +261,13 @@ impl Executor {
         };
         match sub.launch(ready, &span, register) {
             Ok(Some(batch)) => {
-                self.in_flight.push_back((batch, responders, span));
+                let launched = Instant::now();
+                sub.flight.push_back(Flight {
+                    batch,
+                    responders,
+                    span,
+                    launched,
+                });
                 Ok(())
             }
             Ok(None) => Ok(()), // the device was closed: the responders reply DeviceLost
@@ -408,15 +280,300 @@ impl Executor {
         }
     }
 
-    /// Waits for the oldest batch in flight and replies to its jobs (outside the lock).
-    fn complete_oldest(&mut self) {
-        let Some((batch, responders, span)) = self.in_flight.pop_front() else {
-            return;
+    /// Waits for the oldest batch in flight (until `give_up`, when set) and leaves its
+    /// replies in `out`. False when there was none, or it did not finish by `give_up`.
+    fn complete_oldest(
+        &self,
+        sub: &mut Submitter,
+        give_up: Option<Instant>,
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(front) = sub.flight.front() else {
+            return false;
         };
-        let replies = self.submitter.lock().complete(batch, &span);
-        self.inbox.complete_oldest();
-        for (responder, reply) in responders.into_iter().zip(replies) {
-            responder.send(reply);
+        if give_up.is_some_and(|at| !sub.poll_until(&front.batch, at)) {
+            return false;
         }
+        let Some(flight) = sub.flight.pop_front() else {
+            return false;
+        };
+        let replies = sub.complete(flight.batch, &flight.span);
+        self.inbox.complete_oldest();
+        out.replies.extend(flight.responders.into_iter().zip(replies));
+        true
+    }
+
+    /// One step for a waiting caller whose job is `ticket`: launch what is queued while a
+    /// batch may still go in flight (keeping the device fed), else complete the oldest batch.
+    /// False when neither was possible. A caller bounded in time (by its `give_up`, or by its
+    /// job's deadline while the job is queued) never waits on the device past that bound, and
+    /// launches only onto an idle device (a submit can block until the previous batch
+    /// finishes).
+    fn step(
+        &self,
+        sub: &mut Submitter,
+        ticket: &Ticket,
+        give_up: Option<Instant>,
+        out: &mut Outbox,
+    ) -> bool {
+        let give_up = [give_up, ticket.queued_deadline()].into_iter().flatten().min();
+        let room = match give_up {
+            None => sub.flight.len() < self.cfg.max_in_flight,
+            Some(_) => sub.flight.is_empty(),
+        };
+        if room {
+            self.intake(out);
+            let mut batch = Vec::new();
+            self.take_ready(&mut batch, &mut Footprint::default(), out);
+            if !batch.is_empty() {
+                self.launch(sub, batch, out);
+                return true;
+            }
+        }
+        !ticket.is_resolved() && self.complete_oldest(sub, give_up, out)
+    }
+
+    /// Records a panic of the batch loop as the device's loss and closes it (its jobs resolve
+    /// `DeviceLost`).
+    fn lose_to_panic(&self, panic: &(dyn std::any::Any + Send)) {
+        let msg = crate::error::panic_message(panic).unwrap_or("unknown panic");
+        self.inbox
+            .fail(format!("the batch loop panicked on a waiting caller's thread: {msg}"));
+        self.ring(); // the executor clears what is in flight
+    }
+}
+
+impl Help for Driver {
+    fn drive(&self, ticket: &Ticket, give_up: Option<Instant>) {
+        if !self.cfg.max_delay.is_zero() {
+            return self.ring(); // batches are held open: the executor forms them
+        }
+        while !ticket.is_resolved() && self.health.usable() {
+            let Some(mut sub) = self.submitter.try_lock() else {
+                return; // another thread runs the batches: the caller waits, then retries
+            };
+            let mut out = Outbox::default();
+            let stepped = catch_unwind(AssertUnwindSafe(|| {
+                self.step(&mut sub, ticket, give_up, &mut out)
+            }));
+            drop(sub);
+            out.deliver();
+            match stepped {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(panic) => return self.lose_to_panic(&*panic),
+            }
+        }
+    }
+
+    fn ring(&self) {
+        if !self.eager.swap(true, Ordering::AcqRel)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+    }
+}
+
+/// What the executor does next.
+enum Due {
+    /// Form and launch a batch.
+    Launch,
+    /// Complete the oldest batch in flight.
+    Complete,
+    /// Nothing is due before this instant.
+    At(Instant),
+    /// Nothing is queued or in flight.
+    Idle,
+}
+
+/// The executor thread's state: the loop's backstop (see the module docs).
+pub(crate) struct Executor {
+    d: Arc<Driver>,
+    /// The channel disconnected (shutdown): drain, then return.
+    stopping: bool,
+}
+
+impl Executor {
+    pub(crate) fn new(d: Arc<Driver>) -> Executor {
+        let _ = d.thread.set(std::thread::current());
+        Executor { d, stopping: false }
+    }
+
+    /// The thread's body: serve until stopped, turn a panic into a device loss, and leave no
+    /// job unanswered.
+    pub(crate) fn run(mut self) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.serve())) {
+            let msg = crate::error::panic_message(&*panic).unwrap_or("unknown panic");
+            self.d.health.mark_lost(format!("executor panicked: {msg}"));
+        }
+        self.finish();
+    }
+
+    fn serve(&mut self) {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if !self.d.health.usable() {
+                return;
+            }
+            match self.due() {
+                Due::Launch => {
+                    let batch = self.gather();
+                    if !batch.is_empty() {
+                        self.locked(|d, sub, out| d.launch(sub, batch, out));
+                    }
+                }
+                Due::Complete => {
+                    self.locked(|d, sub, out| {
+                        d.complete_oldest(sub, None, out);
+                    });
+                }
+                Due::At(at) => {
+                    std::thread::park_timeout(at.saturating_duration_since(Instant::now()));
+                }
+                Due::Idle if self.stopping => return,
+                Due::Idle => {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < COLD_AFTER {
+                        std::thread::park_timeout(LINGER);
+                        continue;
+                    }
+                    match self.recv_cold() {
+                        Some(r) => self.d.inbox.board.lock().pending.push(r),
+                        None => return,
+                    }
+                }
+            }
+            idle_since = None;
+        }
+    }
+
+    /// Runs `f` holding the submitter lock, then delivers what it left.
+    fn locked(&self, f: impl FnOnce(&Driver, &mut Submitter, &mut Outbox)) {
+        let mut out = Outbox::default();
+        f(&self.d, &mut self.d.submitter.lock(), &mut out);
+        out.deliver();
+    }
+
+    /// After serving: a clean stop completes the batches in flight; then the board is closed,
+    /// so whatever is left resolves (`DeviceLost` after a loss; nothing is left otherwise).
+    fn finish(&mut self) {
+        let mut out = Outbox::default();
+        let left = {
+            let mut sub = self.d.submitter.lock();
+            while self.d.health.usable() && self.d.complete_oldest(&mut sub, None, &mut out) {}
+            std::mem::take(&mut sub.flight)
+        };
+        out.deliver();
+        drop(left); // after a loss: each responder answers `DeviceLost` as it drops
+        self.d.inbox.close();
+        self.d.health.note_idle();
+    }
+
+    /// What is due: work nobody has driven for [`LINGER`] (at once when rung, stopping, or
+    /// holding batches open with `max_delay`).
+    fn due(&mut self) -> Due {
+        let mut out = Outbox::default();
+        self.stopping |= self.d.intake(&mut out);
+        out.deliver();
+        let now = Instant::now();
+        let Some(sub) = self.d.submitter.try_lock() else {
+            return Due::At(now + LINGER); // a caller is driving
+        };
+        let pending = self.d.inbox.board.lock().pending.oldest();
+        let flight = sub.flight.front().map(|f| f.launched);
+        let full = sub.flight.len() >= self.d.cfg.max_in_flight;
+        drop(sub);
+        let eager = self.d.eager.load(Ordering::Acquire);
+        let urgent = self.stopping || eager || !self.d.cfg.max_delay.is_zero();
+        let ripe = |t: Instant| urgent || now >= t + LINGER;
+        if pending.is_some_and(ripe) {
+            return if full { Due::Complete } else { Due::Launch };
+        }
+        if flight.is_some_and(ripe) {
+            return Due::Complete;
+        }
+        match pending.into_iter().chain(flight).min() {
+            Some(t) => Due::At(t + LINGER),
+            None => {
+                self.d.eager.store(false, Ordering::Release);
+                Due::Idle
+            }
+        }
+    }
+
+    /// Parks on the channel for the next job of an idle device; after [`POOL_IDLE`] the pools
+    /// drop their free buffers. `None` once the channel disconnects.
+    fn recv_cold(&mut self) -> Option<Request> {
+        let got = match self.d.inbox.rx.recv_timeout(POOL_IDLE) {
+            Err(flume::RecvTimeoutError::Timeout) => {
+                self.d.submitter.lock().trim();
+                self.d.inbox.rx.recv().ok()
+            }
+            other => other.ok(),
+        };
+        self.stopping = got.is_none();
+        got
+    }
+
+    /// Forms the next batch from the board, by rank, up to the batch limits. With
+    /// `max_delay`, a batch that is not full stays open for more jobs until `max_delay` after
+    /// its oldest job was submitted, or its earliest deadline, whichever comes first; batches
+    /// in flight are completed meanwhile.
+    fn gather(&mut self) -> Vec<Request> {
+        let mut batch = Vec::new();
+        let mut used = Footprint::default();
+        loop {
+            let mut out = Outbox::default();
+            self.stopping |= self.d.intake(&mut out);
+            let full = self.d.take_ready(&mut batch, &mut used, &mut out);
+            out.deliver();
+            if batch.is_empty() || full || self.d.cfg.max_delay.is_zero() || self.stopping {
+                return batch;
+            }
+            let due = self.due_by(&batch);
+            if due.is_some_and(|d| Instant::now() >= d) || !self.wait_for_more(due) {
+                return batch;
+            }
+        }
+    }
+
+    /// When an open batch must close: `max_delay` after its oldest job, or its earliest
+    /// deadline; `None` when neither bounds it (`max_delay` of `Duration::MAX`).
+    fn due_by(&self, batch: &[Request]) -> Option<Instant> {
+        let oldest = batch.iter().map(|r| r.responder.submitted()).min()?;
+        let by_delay = oldest.checked_add(self.d.cfg.max_delay);
+        batch
+            .iter()
+            .filter_map(|r| r.responder.deadline())
+            .chain(by_delay)
+            .min()
+    }
+
+    /// Waits until `due` for more jobs, completing batches in flight meanwhile (completion
+    /// never waits on batch formation). False when the channel disconnected.
+    fn wait_for_more(&mut self, due: Option<Instant>) -> bool {
+        let slice = Instant::now() + FORMING_SLICE;
+        let until = due.map_or(slice, |d| d.min(slice));
+        let mut completed = false;
+        self.locked(|d, sub, out| completed = d.complete_oldest(sub, Some(until), out));
+        if completed || !self.d.submitter.lock().flight.is_empty() {
+            return true;
+        }
+        let got = match due {
+            Some(d) => self.d.inbox.rx.recv_deadline(d),
+            None => self
+                .d
+                .inbox
+                .rx
+                .recv()
+                .map_err(|_| flume::RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(r) => self.d.inbox.board.lock().pending.push(r),
+            Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => self.stopping = true,
+        }
+        !self.stopping
     }
 }

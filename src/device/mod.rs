@@ -95,12 +95,12 @@ use crate::adapters::DeviceInfo;
 use crate::batch::Ready;
 use crate::batch::layout::{Footprint, Layout, Writer};
 use crate::config::BatchConfig;
-use crate::device::executor::{Executor, ExecutorSetup};
+use crate::device::executor::{Driver, Executor, ExecutorSetup};
 use crate::device::health::Health;
 use crate::device::inbox::{Inbox, Request};
 use crate::device::mapped::HostPool;
 use crate::device::quiet::Quiet;
-use crate::device::reply::{DeadlineTimer, JobHandle};
+use crate::device::reply::{DeadlineTimer, Help, JobHandle};
 use crate::device::submitter::{Submitter, binding_alignment, pipelines_for};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobOutput, Rejected};
@@ -132,6 +132,8 @@ pub(crate) struct DeviceCore {
     align: u64,
     /// An application's device (`EngineBuilder::with_device`): its lost callback is not ours.
     shared: bool,
+    /// The device's batch loop, run by waiting callers and the executor.
+    driver: Arc<Driver>,
     /// The executor thread, and a channel that disconnects when it returns; taken by `stop`.
     executor: Mutex<Option<(JoinHandle<()>, flume::Receiver<()>)>>,
 }
@@ -212,7 +214,8 @@ impl DeviceCore {
             cfg,
             capacity,
         };
-        let (join, exit_rx) = spawn_executor(&info, setup)?;
+        let driver = Arc::new(Driver::new(setup));
+        let (join, exit_rx) = spawn_executor(&info, driver.clone())?;
         Ok(DeviceCore {
             info,
             align: binding_alignment(&limits),
@@ -225,6 +228,7 @@ impl DeviceCore {
             submitter,
             host,
             shared,
+            driver,
             executor: Mutex::new(Some((join, exit_rx))),
         })
     }
@@ -257,6 +261,8 @@ impl DeviceCore {
             };
         let span = JobSpan::queued(self.info.index, job.steps.len(), layout.bytes());
         let (handle, responder) = JobHandle::pair(self.health.clone(), deadline, timer, span);
+        let help: std::sync::Weak<dyn Help> = Arc::downgrade(&self.driver) as _;
+        let handle = handle.helped_by(help);
         let request = Request {
             job,
             responder,
@@ -505,14 +511,14 @@ impl DeviceCore {
 /// disconnects when it returns.
 fn spawn_executor(
     info: &DeviceInfo,
-    setup: ExecutorSetup,
+    driver: Arc<Driver>,
 ) -> Result<(JoinHandle<()>, flume::Receiver<()>)> {
     let (exit_tx, exit_rx) = flume::bounded::<()>(0);
     let join = std::thread::Builder::new()
         .name(format!("wgpu-batch-dev{}", info.index))
         .spawn(move || {
             let _exit = exit_tx; // dropped when the thread returns, even by a panic
-            Executor::new(setup).run();
+            Executor::new(driver).run();
         })
         .map_err(|e| Error::RequestDevice {
             adapter: info.adapter.clone(),

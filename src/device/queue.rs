@@ -82,6 +82,15 @@ impl<T: Queued> Pending<T> {
         self.levels[best].pop_front()
     }
 
+    /// When the longest-waiting entry was submitted (each level is in arrival order, so it
+    /// is one of the levels' fronts).
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        self.levels
+            .iter()
+            .filter_map(|l| l.front().map(Queued::submitted))
+            .min()
+    }
+
     /// Submission time plus the level's handicap; `None` is beyond any instant.
     fn rank(&self, level: usize, item: &T) -> Option<Instant> {
         let handicap = self.aging.saturating_mul(2 - level as u32);

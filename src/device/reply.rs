@@ -18,8 +18,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,21 @@ pub(crate) type Reply = Result<JobOutput>;
 /// Where async waiters register a deadline so the job is expired (and they are woken) at it:
 /// the engine's watchdog. Returns false when the watchdog has stopped.
 pub(crate) type DeadlineTimer = Arc<dyn Fn(Instant, Arc<Ticket>) -> bool + Send + Sync>;
+
+/// What a waiting caller can do for its job's device: run its batch loop (see
+/// `device/executor.rs`).
+pub(crate) trait Help: Send + Sync {
+    /// Runs the device's batches on the calling thread until `ticket` resolves, nothing is
+    /// left that this thread can do, or `give_up` passes.
+    fn drive(&self, ticket: &Ticket, give_up: Option<Instant>);
+    /// Asks the executor to run the device's batches now, without waiting for callers (an
+    /// async waiter cannot run them itself).
+    fn ring(&self);
+}
+
+/// How long a waiter that could not run its device's batches (another thread was) waits
+/// before trying again.
+const RETRY: Duration = Duration::from_micros(100);
 
 /// How long a blocked waiter polls for its reply before parking.
 const WAIT_SPIN: Duration = Duration::from_micros(20);
@@ -96,13 +111,18 @@ impl Ticket {
             .is_ok()
     }
 
+    /// Whether the job has resolved (its reply is sent or being sent).
+    pub(crate) fn is_resolved(&self) -> bool {
+        self.state.load(Ordering::Acquire) == REPLIED
+    }
+
     /// Whether the job is still queued (neither claimed nor resolved).
     pub(crate) fn is_queued(&self) -> bool {
         self.state.load(Ordering::Acquire) == QUEUED
     }
 
     /// The deadline, while it still matters: the job is queued.
-    fn queued_deadline(&self) -> Option<Instant> {
+    pub(crate) fn queued_deadline(&self) -> Option<Instant> {
         self.deadline
             .filter(|_| self.state.load(Ordering::Acquire) == QUEUED)
     }
@@ -190,6 +210,9 @@ pub struct JobHandle {
     timer: Option<DeadlineTimer>,
     /// The deadline was registered with `timer`.
     armed: bool,
+    /// The device's batch loop, which a blocked waiter runs itself (weak: a handle does not
+    /// keep a dropped engine's device alive).
+    help: Option<Weak<dyn Help>>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -234,6 +257,7 @@ impl JobHandle {
             taken: AtomicBool::new(false),
             timer: timer.filter(|_| deadline.is_some()),
             armed: false,
+            help: None,
         };
         (
             handle,
@@ -243,6 +267,17 @@ impl JobHandle {
                 armed: true,
             },
         )
+    }
+
+    /// Lets a blocked waiter run the batches of the job's device through `help`.
+    pub(crate) fn helped_by(mut self, help: Weak<dyn Help>) -> JobHandle {
+        self.help = Some(help);
+        self
+    }
+
+    /// The device's batch loop, while the device lives.
+    fn helper(&self) -> Option<Arc<dyn Help>> {
+        self.help.as_ref().and_then(Weak::upgrade)
     }
 
     /// Cancels the job. One not yet encoded into a batch resolves [`Error::Cancelled`] at once
@@ -271,19 +306,26 @@ impl JobHandle {
     }
 
     /// Waits for the reply until `give_up` (never when `None`), expiring the job at its
-    /// deadline on the way. `None` when it gave up.
+    /// deadline on the way; runs the device's batches meanwhile when nobody else does (see
+    /// [`Help::drive`]), retrying every [`RETRY`]. `None` when it gave up.
     fn wait_until(&self, give_up: Option<Instant>) -> Option<Result<JobOutput>> {
         if self.taken.load(Ordering::Acquire) {
             return Some(Err(Error::ResultTaken));
         }
-        if let Some(reply) = self.spin(give_up) {
-            return Some(self.take(reply));
-        }
+        let help = self.helper();
         loop {
-            let until = match (give_up, self.ticket.queued_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let help = help.as_ref().filter(|_| !self.ticket.is_resolved());
+            if let Some(help) = help {
+                help.drive(&self.ticket, give_up);
+            }
+            if let Some(reply) = self.spin(give_up) {
+                return Some(self.take(reply));
+            }
+            let retry = help.map(|_| Instant::now() + RETRY);
+            let until = [give_up, self.ticket.queued_deadline(), retry]
+                .into_iter()
+                .flatten()
+                .min();
             let got = match until {
                 Some(at) => self.rx.recv_deadline(at),
                 None => self
@@ -353,6 +395,9 @@ impl Future for JobHandle {
             Poll::Ready(Ok(reply)) => Poll::Ready(this.take(reply)),
             Poll::Ready(Err(_)) => Poll::Ready(Err(Error::ResultTaken)),
             Poll::Pending => {
+                if let Some(help) = this.helper() {
+                    help.ring(); // this thread must not block: the executor runs the batch
+                }
                 // The watchdog expires the job at its deadline, which sends the reply and
                 // wakes this future through the channel.
                 if let (false, Some(at), Some(timer)) =

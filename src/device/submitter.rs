@@ -8,6 +8,7 @@
 //! thread hand-off (the idle fast path). Either way one thread at a time submits and polls the device, so the timed
 //! polls below never race a submit (wgpu 30.0.2 can panic when they do).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use crate::config::BatchConfig;
 use crate::device::health::Health;
 use crate::device::mapped::HostPool;
 use crate::device::poll::{notice_adopted_loss, poll_wait};
+use crate::device::reply::Responder;
 use crate::error::{Error, Result, scoped};
 use crate::job::JobOutput;
 use crate::kernel::pipelines::{Pipeline, PipelineCache};
@@ -52,8 +54,21 @@ impl Prepared {
     }
 }
 
+/// A batch submitted by the device's batch loop (`device/executor.rs`), with its jobs'
+/// responders: whoever holds this lock next may complete it.
+pub(crate) struct Flight {
+    pub(crate) batch: InFlight,
+    pub(crate) responders: Vec<Responder>,
+    pub(crate) span: BatchSpan,
+    /// When it was submitted (the executor completes a batch nobody waits on after a while).
+    pub(crate) launched: Instant,
+}
+
 /// See the module docs.
 pub(crate) struct Submitter {
+    /// The batch loop's batches in flight, oldest first (the idle fast path's batch of one
+    /// is never among them: it completes before the lock is released).
+    pub(crate) flight: VecDeque<Flight>,
     device: wgpu::Device,
     queue: wgpu::Queue,
     health: Arc<Health>,
@@ -94,6 +109,7 @@ impl Submitter {
     ) -> Submitter {
         let limits = device.limits();
         Submitter {
+            flight: VecDeque::new(),
             pool: BufferPool::new(limits.max_buffer_size, cfg.pool_budget / 2),
             drops: (0, 0),
             groups: BindGroups::default(),
