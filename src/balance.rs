@@ -9,7 +9,7 @@
 //! submitted and not yet resolved. Under load this already adapts to speed: a slower device
 //! resolves fewer jobs, keeps more outstanding, and is chosen less.
 //!
-//! [`Balance::Weighted`] also weighs each device by its measured cost per job: the executor
+//! [`Balance::Weighted`] also weighs each device by its measured cost per job: the device
 //! records, per batch, the time the device spent on it (from the later of the start of its
 //! encoding and the previous batch's completion, to its completion) divided by its jobs, as a
 //! moving average. A job goes where it would finish soonest: the least

@@ -131,6 +131,8 @@ impl EngineBuilder {
     /// How long a batch stays open for more jobs once its first job is taken. Default zero:
     /// a batch holds what is queued at that moment, so an idle device adds no delay.
     /// `Duration::MAX`: a partial batch waits until it is full (or a job's deadline comes).
+    /// With a delay set, the device's executor alone forms batches (a waiting caller does not
+    /// run them itself, see [`JobHandle::wait`](crate::JobHandle::wait)).
     pub fn max_batch_delay(mut self, delay: Duration) -> Self {
         self.batch.max_delay = delay;
         self
@@ -207,8 +209,8 @@ impl EngineBuilder {
     /// Bytes of free buffers each device keeps for reuse (half for batch buffers, half for
     /// upload buffers); past it, the least recently used are freed, and an idle device frees
     /// them all after a second. Half of it also bounds the mapped buffers that queued jobs'
-    /// callers wrote: past that, a job keeps its own data until its batch forms, and the
-    /// executor copies it (an eighth was measured too small: 65,536-element jobs, 256
+    /// callers wrote: past that, a job keeps its own data until its batch forms, and whoever
+    /// launches the batch copies it (an eighth was measured too small: 65,536-element jobs, 256
     /// outstanding, ran at 0.6x one plain wgpu thread). Default 256 MiB. The buffers of
     /// batches in flight are not counted (they are in use).
     pub fn pool_budget(mut self, bytes: u64) -> Self {

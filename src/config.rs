@@ -1,9 +1,9 @@
-//! The engine's batch settings, as the builder sets them and every device's executor and
+//! The engine's batch settings, as the builder sets them and every device's batch loop and
 //! submitter read them.
 
 use std::time::Duration;
 
-/// Batch formation settings, shared by every executor of an engine.
+/// Batch formation settings, shared by every device of an engine.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchConfig {
     pub(crate) max_jobs: usize,

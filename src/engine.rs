@@ -163,8 +163,9 @@ impl Engine {
     }
 
     /// Submits `job` and waits for it. On a device with nothing outstanding this thread runs
-    /// the job itself, as a batch of one, without handing it to the device's executor and
-    /// back (the idle fast path); otherwise it queues it like [`submit`](Engine::submit).
+    /// the job itself, as a batch of one, without queueing it (the idle fast path); otherwise
+    /// it queues it like [`submit`](Engine::submit) and waits (running the device's batches
+    /// itself when nobody else is, as every [`JobHandle::wait`] does).
     pub fn run(&self, job: Job) -> Result<JobOutput> {
         let core = self.choose(&job)?;
         core.validate(&job)?;

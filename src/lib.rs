@@ -2,7 +2,8 @@
 //!
 //! A vendor-neutral GPU compute runtime on [wgpu]: many threads submit WGSL compute jobs, and
 //! every device batches them independently — many dispatches in one command buffer, one
-//! `queue.submit` — behind its own lock, channel and executor thread.
+//! `queue.submit` — behind its own lock and channel. A caller blocked on a job runs its
+//! device's batches itself when nobody else is; each device's executor thread is the backstop.
 //!
 //! ```no_run
 //! use wgpu_batch::{Engine, kernels};
@@ -19,11 +20,14 @@
 //! ## Design
 //! - [`Engine`] enumerates adapters and opens devices under the one process-wide lock;
 //!   nothing on the submit path takes it.
-//! - Each device has its own queue of requests (a bounded channel), its own executor thread
-//!   that forms batches, its own pipeline cache and buffer pool. One thread at a time submits
-//!   to and polls a device: whoever holds its submitter lock (the executor, or a caller of
-//!   [`Engine::run`] on an idle device). The lock order, a job's life, loss and shutdown are
-//!   written down in the `device` module.
+//! - Each device has its own queue of requests (a bounded channel), one batch loop that forms
+//!   batches, its own pipeline cache and buffer pool. One thread at a time submits to and
+//!   polls a device: whoever holds its submitter lock, which is a caller blocked in
+//!   [`JobHandle::wait`] (it runs the queued jobs, its own and others', as one batch, with no
+//!   thread hand-off), a caller of [`Engine::run`] on an idle device, or the device's executor
+//!   thread, which runs what no caller has driven for 200 µs and what `.await`ing callers
+//!   wait for. The lock order, who runs a batch, a job's life, loss and shutdown are written
+//!   down in the `device` module.
 //! - A batch is planned as plain data, then encoded into one command buffer (see the `batch`
 //!   module for its memory layout and why jobs cannot see each other's data).
 //! - **Kernel fusion** (on by default, [`EngineBuilder::fusion`]): the small jobs of one
@@ -32,15 +36,15 @@
 //!   and every access stays inside its own elements, bounded as the device bounds it unfused.
 //!   A kernel the rewrite cannot prove safe runs unfused and says why
 //!   ([`Kernel::unfused_reason`]); [`DeviceStatsSnapshot::jobs_per_dispatch`] shows the effect.
-//! - The executor serves its queue by [`Priority`] as virtual deadlines (priority ages one
+//! - The batch loop serves the queue by [`Priority`] as virtual deadlines (priority ages one
 //!   level per [`EngineBuilder::priority_aging`], so none starves), never encodes a job that
 //!   was cancelled or whose deadline passed, and holds a partial batch open for at most
 //!   `max_batch_delay`, never past a job's deadline.
 //! - Every submitted job resolves exactly once, with its output or a typed [`Error`]: one
 //!   ticket per job whose state only moves forward (the `reply` module). A waiting caller gets
 //!   its deadline error at the deadline; a watchdog fails a device whose work stops making
-//!   progress ([`EngineBuilder::gpu_timeout`]); shutdown, device loss and executor panics
-//!   answer every job.
+//!   progress ([`EngineBuilder::gpu_timeout`]); shutdown, device loss and panics of the batch
+//!   loop answer every job.
 //! - Device choice ([`Balance`]) is by fewest outstanding jobs, or weighted by each device's
 //!   measured cost per job, using atomics only.
 //! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in

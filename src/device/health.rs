@@ -17,14 +17,14 @@ pub(crate) struct Health {
     /// Lock-free counters (shared with the `metrics` publisher).
     pub(crate) stats: std::sync::Arc<DeviceStats>,
     /// When the device last made progress while it had work outstanding, in nanoseconds since
-    /// [`Health::epoch`]; 0 while nothing is submitted. Written by the executor, read by the
+    /// [`Health::epoch`]; 0 while nothing is submitted. Written under the submitter lock, read by the
     /// watchdog (`Relaxed`: a stale read only delays the watchdog by one tick).
     busy_since: AtomicU64,
     /// The origin of `busy_since`.
     epoch: std::time::Instant,
     /// Wakes the watchdog when the device starts work while idle.
     wake: Box<dyn Fn() + Send + Sync>,
-    /// Test hook: the executor panics at its next batch.
+    /// Test hook: the batch loop panics at its next launch, on whichever thread runs it.
     #[cfg(feature = "test-hooks")]
     pub(crate) panic_next: std::sync::atomic::AtomicBool,
 }
@@ -62,8 +62,8 @@ impl Health {
         first
     }
 
-    /// The error for a job this device could not run: the loss if there was one; an executor
-    /// that is unwinding from a panic is a loss too (its reason is recorded once the unwinding
+    /// The error for a job this device could not run: the loss if there was one; a thread
+    /// unwinding from a panic of the batch loop is a loss too (its reason is recorded once the unwinding
     /// ends); otherwise the engine shut down.
     pub(crate) fn drop_error(&self) -> Error {
         match self.lost.get() {
@@ -73,7 +73,7 @@ impl Health {
             },
             None if std::thread::panicking() => Error::DeviceLost {
                 device: self.index,
-                reason: "the device's executor thread panicked".into(),
+                reason: "the device's batch loop panicked".into(),
             },
             None => Error::Shutdown,
         }

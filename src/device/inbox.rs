@@ -1,5 +1,6 @@
 //! A device's end of its request channel: the jobs it holds between the channel and their
-//! replies, where whoever must fail the device (its executor, the watchdog, a test hook) can
+//! replies, where whoever must fail the device (its executor, the watchdog, a caller whose batch step panicked,
+//! a test hook) can
 //! reach them. The protocol (a job's life, locks, loss) is in `device/mod.rs`.
 
 use std::collections::VecDeque;
@@ -52,12 +53,12 @@ pub(crate) struct Board {
     closed: bool,
 }
 
-/// The device's end of its request channel, shared by its executor and the watchdog.
+/// The device's end of its request channel, shared by its batch loop and the watchdog.
 pub(crate) struct Inbox {
     pub(crate) health: Arc<Health>,
     /// Pending jobs and in-flight tickets (lock order: see the module docs).
     pub(crate) board: Quiet<Board>,
-    /// The channel, for the executor and for draining it on a loss.
+    /// The channel, for the batch loop and for draining it on a loss.
     pub(crate) rx: flume::Receiver<Request>,
     /// The channel's owning sender while the device accepts work; taken by shutdown or a loss.
     sender: Mutex<Option<flume::Sender<Request>>>,
@@ -101,7 +102,7 @@ impl Inbox {
         }
     }
 
-    /// Drops the owning sender: the executor runs what is queued, then returns.
+    /// Drops the owning sender: what is queued runs, then the executor returns.
     pub(crate) fn stop_accepting(&self) {
         drop(self.sender.lock().take());
     }

@@ -1,5 +1,5 @@
 //! Mapped memory shared between a device's submitter and the threads that own the data, so
-//! the bytes of most jobs are copied on the caller's thread, not on the executor's.
+//! the bytes of a large job are copied on its caller's thread as it submits.
 //!
 //! Who writes a job's data is one policy, [`Layout::writer`]. A small job's data (under
 //! 32 KiB) is written by the submitter, with the rest of its batch, into one upload buffer

@@ -1,26 +1,29 @@
 //! One opened device: its wgpu `Device`, its request channel, the board of jobs it holds, its
-//! executor thread, and how it handles loss and shutdown.
+//! batch loop (run by waiting callers and by its executor thread), and how it handles loss and
+//! shutdown. This is the one place the protocol is written; the other modules link here.
 //!
 //! # Locks, in the order they may be taken
 //! 1. The process-wide enumeration lock (`adapters.rs`): instance creation, adapter
 //!    enumeration and device requests, in `EngineBuilder::build` only. Never held while
 //!    taking any other lock; never taken on the submit path.
 //! 2. The metrics publisher's `seen` lock (`observe/publish.rs`, feature `metrics`): held while it
-//!    reads every device's statistics, so it is taken before the board (3).
-//! 3. Per device, [`DeviceCore::submitter`]: the device's queue, buffer pool, kept bind groups
-//!    and timestamp queries (`device/submitter.rs`); whoever holds it is the one thread that submits
-//!    to and polls the device. Taken by the executor (to launch a batch, to wait for one, to
-//!    trim its pool when idle), by `Engine::run`'s idle fast path (with `try_lock`, so a
-//!    caller never waits for a busy device), and by a submitting thread whose write into
+//!    reads every device's statistics, so it is taken before the board (4).
+//! 3. Per device, [`DeviceCore::submitter`]: the device's queue, buffer pool, kept bind groups,
+//!    timestamp queries and batches in flight (`device/submitter.rs`); whoever holds it is the
+//!    one thread that submits to and polls the device. Taken for one step of the batch loop
+//!    (launch one batch, or complete one) by a caller blocked on one of the device's jobs
+//!    (with `try_lock`: a caller never queues behind another that is running batches), by the
+//!    executor (to run a step, to look at what is in flight, to trim its pool when idle), by
+//!    `Engine::run`'s idle fast path (`try_lock`), and by a submitting thread whose write into
 //!    mapped memory failed (to poll, so that wgpu reports a loss). May be held across
 //!    `queue.submit` and `device.poll`, and while taking the board (4) or a leaf (5); never
 //!    across a channel wait or a reply.
 //! 4. Per device, [`Inbox::board`]: the jobs taken off the channel and not yet batched, and
-//!    the tickets of the batches in flight. Taken briefly by the executor (intake, gather,
-//!    register, complete), by `Engine::stats` and the publisher (the queue depth), and by
-//!    whoever closes the device after a loss (the watchdog, the executor, the `lose_device`
-//!    hook). Nothing but a leaf is taken while it is held, and it is never held across a
-//!    wait, a submit, a poll or a reply.
+//!    the tickets of the batches in flight. Taken briefly by whoever runs the batch loop
+//!    (intake, gather, register, complete), by `Engine::stats` and the publisher (the queue
+//!    depth), and by whoever closes the device after a loss (the watchdog, the executor, a
+//!    caller whose step panicked, the `lose_device` hook). Nothing but a leaf is taken while it
+//!    is held, and it is never held across a wait, a submit, a poll or a reply.
 //! 5. Leaves, taken with nothing else taken while held: the pipeline cache's map
 //!    (`kernel/pipelines.rs`; each pipeline is built once, outside it), the upload pool's free list
 //!    (`device/mapped.rs`; taken once per written job or batch), [`Inbox::sender`] and
@@ -28,26 +31,35 @@
 //!
 //! The rule that no reply is sent while the submitter or the board lock is held is checked:
 //! both are `quiet::Quiet` mutexes, and every reply asserts (in debug builds) that its thread
-//! holds neither.
+//! holds neither. A step of the batch loop leaves its replies in an outbox, sent once the lock
+//! is released.
 //!
 //! Submitting takes no lock of the engine: it reads atomics ([`Health`]) to choose a device
 //! (one whose queue has room first), writes a job of 32 KiB or more into mapped memory from
-//! the device's host pool (a smaller one is written later, with its batch, by the
-//! submitter), and sends on the device's bounded channel.
+//! the device's host pool (a smaller one is written later, with its batch, by whoever
+//! launches it: see `Layout::writer`), and sends on the device's bounded channel.
+//!
+//! # Who runs a batch
+//! The batch loop (`device/executor.rs`) has one runner for every caller: a thread blocked in
+//! `JobHandle::wait` or `wait_timeout` takes the submitter lock if it is free and runs steps
+//! (launch what is queued, its own job and others', as one batch; complete the oldest batch)
+//! until its job resolves, never waiting on the device past its own bound. The executor thread
+//! is the backstop: it runs what nobody has driven for `LINGER` (200 µs: jobs whose callers
+//! are not waiting yet), at once when an async waiter rings it (a future must not block its
+//! executor's thread) or when the engine stops, and alone when `max_batch_delay` holds
+//! batches open. `Engine::run` on an idle device runs its job as a batch of one through the
+//! same runner ([`Submitter::launch`] then [`Submitter::complete`]) without queueing it.
 //!
 //! # A job's life
 //! laid out, and written into mapped memory (by the submitting thread for a job of 32 KiB or
-//! more, see `device/mapped.rs`) -> queued
-//! (in the channel) -> pending (moved by the executor onto its board, by priority, see
-//! `device/queue.rs`; at most `queue_capacity` of them) -> claimed (taken by rank; a job already
-//! resolved by a cancel or its deadline is skipped and never encoded) -> encoded (one command
-//! buffer per batch) -> in flight (its ticket on the board, one `queue.submit`) -> read back
-//! (the batch's readback buffer is mapped) -> replied (through the job's `Responder`, see
-//! `device/reply.rs`) -> copied out (by the thread that takes the result). A caller waiting on a job
-//! gets its deadline error at the deadline, whatever the device is doing.
-//!
-//! On an idle device (nothing outstanding), `Engine::run` skips the queue: the caller takes
-//! the submitter lock and runs its job as a batch of one itself, without a thread hand-off.
+//! more, see `device/mapped.rs`) -> queued (in the channel) -> pending (moved onto the board by
+//! whoever runs the batch loop, by priority, see `device/queue.rs`; at most `queue_capacity`
+//! of them) -> claimed (taken by rank; a job already resolved by a cancel or its deadline is
+//! skipped and never encoded) -> encoded (one command buffer per batch) -> in flight (its
+//! ticket on the board, one `queue.submit`) -> read back (the batch's readback buffer is
+//! mapped) -> replied (through the job's `Responder`, see `device/reply.rs`) -> copied out
+//! (by the thread that takes the result). A caller waiting on a job gets its deadline error at
+//! the deadline, whatever the device is doing.
 //!
 //! Only the holder of the submitter lock submits to and polls the device: wgpu serializes
 //! submits per device anyway, lavapipe's submit blocks until the previous one finishes, and a
@@ -55,22 +67,23 @@
 //! in slices and notices a loss between them.
 //!
 //! # Loss
-//! A device-lost callback, an executor panic, a fatal poll error, the watchdog (a device that
-//! made no progress for `gpu_timeout`) or the `lose_device` hook records the reason in
-//! [`Health`] (a `OnceLock`, read by submit without locking); submit then skips the device.
-//! The device is then *closed* ([`Inbox::close`]): its owning sender is dropped, every job on
-//! its board resolves `DeviceLost`, and the channel is drained until no sender is left. The
-//! executor closes it when it notices the loss; the watchdog closes it when the executor is
-//! stuck in the driver. Callbacks only record the reason: they run inside wgpu's poll, where
-//! dropping a job's buffers could deadlock.
+//! A device-lost callback, a panic of the batch loop (on the executor or on a waiting
+//! caller's thread), a fatal poll error, the watchdog (a device that made no progress for
+//! `gpu_timeout`) or the `lose_device` hook records the reason in [`Health`] (a `OnceLock`,
+//! read by submit without locking); submit then skips the device. The device is then
+//! *closed* ([`Inbox::close`]): its owning sender is dropped, every job on its board resolves
+//! `DeviceLost`, and the channel is drained until no sender is left. The executor closes it
+//! when it notices the loss; the watchdog closes it when the executor is stuck in the driver.
+//! Callbacks only record the reason: they run inside wgpu's poll, where dropping a job's
+//! buffers could deadlock.
 //!
 //! # Shutdown
 //! The engine refuses new jobs and drops every channel's owning sender. Producers hold only
 //! weak senders, upgraded for one send, so a send already under way still lands; the executor
-//! sees the channel disconnect once it is empty, finishes its batches in flight and returns.
-//! Every queued job therefore runs. The engine waits for each executor; one whose device was
-//! lost and that has not returned [`ABANDON_AFTER`] later is stuck in the driver: it is left
-//! behind (logged), its jobs already failed by the loss.
+//! sees the channel disconnect, runs every step left at once, finishes the batches in flight
+//! and returns. Every queued job therefore runs. The engine waits for each executor; one whose
+//! device was lost and that has not returned [`ABANDON_AFTER`] later is stuck in the driver:
+//! it is left behind (logged), its jobs already failed by the loss.
 
 pub(crate) mod executor;
 pub(crate) mod health;

@@ -9,7 +9,7 @@
 //!
 //! # The protocol
 //! The ticket's state moves `QUEUED -> ENCODED -> REPLIED`, or `QUEUED -> REPLIED` for a job
-//! that never runs. The executor claims a job (`QUEUED -> ENCODED`) before it encodes it; a
+//! that never runs. Whoever runs the batch loop claims a job (`QUEUED -> ENCODED`) before it encodes it; a
 //! job it cannot claim was already resolved and is skipped, so a job answered by its deadline
 //! or a cancel never runs. Whoever moves the state to `REPLIED` (one compare-and-swap, so one
 //! party) sends the reply into the job's channel of capacity one and counts it in the device's
@@ -200,6 +200,12 @@ impl Drop for Responder {
 /// [`Error::ResultTaken`]. A job whose deadline passes while it is still queued resolves
 /// [`Error::DeadlineExpired`] at the deadline, for a caller blocked in `wait` as for one that
 /// `.await`s it, and never runs.
+///
+/// A caller blocked in [`wait`](JobHandle::wait) or [`wait_timeout`](JobHandle::wait_timeout)
+/// runs the device's batches on its own thread while nobody else is (the jobs queued by then,
+/// its own and other callers', go out as one batch); `.await` asks the device's executor
+/// thread to run them instead, so a future never blocks its executor. A job nobody waits on
+/// is run by the executor within about 200 µs.
 pub struct JobHandle {
     rx: flume::Receiver<Reply>,
     fut: Option<flume::r#async::RecvFut<'static, Reply>>,
@@ -293,13 +299,15 @@ impl JobHandle {
         self.ticket.health.index
     }
 
-    /// Blocks until the job resolves.
+    /// Blocks until the job resolves, running the device's batches meanwhile when nobody else
+    /// is.
     pub fn wait(self) -> Result<JobOutput> {
         self.wait_until(None).unwrap_or(Err(Error::Timeout))
     }
 
-    /// Blocks for at most `timeout` (`Duration::MAX`: no limit). On [`Error::Timeout`] the job
-    /// keeps running and the handle stays usable.
+    /// Blocks for at most `timeout` (`Duration::MAX`: no limit), running the device's batches
+    /// meanwhile when nobody else is (never waiting on the device past `timeout`). On
+    /// [`Error::Timeout`] the job keeps running and the handle stays usable.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<JobOutput> {
         self.wait_until(Instant::now().checked_add(timeout))
             .unwrap_or(Err(Error::Timeout))

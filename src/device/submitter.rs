@@ -1,11 +1,12 @@
 //! The one place that submits to and polls a device: its queue, buffer pool, kept bind
 //! groups and timestamp queries, behind the device's lock (`DeviceCore::submitter`).
 //!
-//! It holds the one batch runner, [`Submitter::launch`] then [`Submitter::complete`]: the
-//! executor takes the lock to launch a batch and, later, to complete it; a caller of
-//! [`Engine::run`](crate::Engine::run) takes it itself when the device has nothing
-//! outstanding and runs its one job through the same two calls as a batch of one, without a
-//! thread hand-off (the idle fast path). Either way one thread at a time submits and polls the device, so the timed
+//! It holds the one batch runner, [`Submitter::launch`] then [`Submitter::complete`], and the
+//! batches in flight between the two: the batch loop (`device/executor.rs`, run by a waiting
+//! caller or the executor) takes the lock to launch a batch and, later, to complete it; a
+//! caller of [`Engine::run`](crate::Engine::run) takes it when the device has nothing
+//! outstanding and runs its one job through the same two calls as a batch of one (the idle
+//! fast path). Either way one thread at a time submits and polls the device, so the timed
 //! polls below never race a submit (wgpu 30.0.2 can panic when they do).
 
 use std::collections::VecDeque;
@@ -302,9 +303,9 @@ impl Submitter {
         }
     }
 
-    /// The batch runner's first half, shared by the executor and the idle fast path: plans,
+    /// The batch runner's first half, shared by the batch loop and the idle fast path: plans,
     /// encodes and submits `ready` as one batch, recording it in `span`. `register` runs
-    /// between encoding and submitting (the executor puts the batch's tickets on its board
+    /// between encoding and submitting (the batch loop puts the batch's tickets on the board
     /// there, so the watchdog can fail them even if the submit never returns); when it says
     /// no (the device was closed) the batch is dropped unsubmitted and `Ok(None)` comes back.
     /// On a wgpu error the jobs come back.

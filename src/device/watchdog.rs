@@ -2,12 +2,13 @@
 //! - fails a device whose work has made no progress for `gpu_timeout` (a kernel that never
 //!   finishes, a hung driver): its jobs resolve `DeviceLost` with a reason that says so, the
 //!   device is skipped from then on, and work moves to the other devices;
-//! - closes a device that was lost while its executor is stuck in the driver;
+//! - closes a device that was lost while the thread running its batches is stuck in the
+//!   driver;
 //! - wakes `.await`ed jobs at their deadline (a blocked `wait` needs no help: it waits on
 //!   the deadline itself).
 //!
-//! It sleeps while no device has work outstanding and no deadline is registered: an executor
-//! that starts work on an idle device wakes it ([`Health::note_progress`]). While a device is
+//! It sleeps while no device has work outstanding and no deadline is registered: whoever
+//! starts work on an idle device wakes it ([`Health::note_progress`]). While a device is
 //! busy it checks every [`tick`] of the timeout.
 //!
 //! [`Health::note_progress`]: crate::device::health::Health::note_progress

@@ -5,15 +5,15 @@
 //! at least [`MIN_CLASS`], so a buffer is at most 25% larger than asked) and capped at the
 //! device's largest buffer, so there are few of them whatever sizes jobs ask for. Free
 //! buffers are kept while their bytes fit the budget (`EngineBuilder::pool_budget`); past
-//! it, the least recently returned are dropped. An executor that has been idle for a while
-//! drops them all ([`BufferPool::trim`]).
+//! it, the least recently returned are dropped. A device whose executor has been idle for a
+//! second drops them all ([`BufferPool::trim`]).
 //!
 //! A pooled buffer still holds the data of the batch that used it last; the batch plan never
 //! lets that reach a job: every byte a job can bind is uploaded or cleared in the same command
 //! buffer before the dispatch (see `batch/mod.rs`).
 //!
 //! The pool belongs to its device's submitter and is used only under the submitter lock (by the
-//! executor or the idle fast path), so it has no lock of its own.
+//! batch loop or the idle fast path), so it has no lock of its own.
 
 use std::collections::HashMap;
 

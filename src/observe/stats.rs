@@ -103,7 +103,8 @@ fn significant(v: u64, digits: u32) -> u64 {
 }
 
 /// One device's counters, written with `Relaxed` atomics: counters only grow (or take a
-/// maximum); `cost_ns` and `pool_bytes` are stored by the executor alone.
+/// maximum); `cost_ns` and `pool_bytes` are stored only by the holder of the device's submitter
+/// lock.
 pub(crate) struct DeviceStats {
     /// Jobs accepted onto this device's queue.
     submitted: AtomicU64,
@@ -200,7 +201,7 @@ impl DeviceStats {
     }
 
     /// Folds one batch's device time into the cost per job (a 1/8-weight moving average).
-    /// Only the executor writes it, so load-then-store loses nothing.
+    /// Only the holder of the submitter lock writes it, so load-then-store loses nothing.
     pub(crate) fn record_busy(&self, busy: Duration, jobs: usize) {
         let per_job = u64::try_from(busy.as_nanos() / jobs.max(1) as u128)
             .unwrap_or(u64::MAX)
@@ -219,7 +220,7 @@ impl DeviceStats {
         self.cost_ns.load(Relaxed)
     }
 
-    /// Records the bytes the pool keeps (the executor's pool only).
+    /// Records the bytes the device's buffer pool keeps.
     pub(crate) fn set_pool_bytes(&self, bytes: u64) {
         self.pool_bytes.store(bytes, Relaxed);
     }

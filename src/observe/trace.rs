@@ -7,7 +7,7 @@
 //!   Events inside: `encoded`, `replied`. A job resolved by its handle (cancelled, deadline)
 //!   or the watchdog is replied to by them; its span then ends when its device drops it.
 //! - **`wgpu_batch.batch`** (level DEBUG), one per batch from forming to completion, on the
-//!   device's executor thread: fields `device`, `batch`, `jobs`, `bytes`, `dispatches`.
+//!   thread that runs the batch (a waiting caller or the executor): fields `device`, `batch`, `jobs`, `bytes`, `dispatches`.
 //!   Events: `formed`, `encoded`, `submitted`, `completed` (or `failed` with the reason).
 //!
 //! Spans are created and recorded on the threads that already do that work, with no lock:
