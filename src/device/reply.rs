@@ -48,7 +48,7 @@ pub(crate) trait Help: Send + Sync {
 
 /// How long a waiter that could not run its device's batches (another thread was) waits
 /// before trying again.
-const RETRY: Duration = Duration::from_micros(100);
+const RETRY: Duration = Duration::from_micros(500);
 
 /// How long a blocked waiter polls for its reply before parking.
 const WAIT_SPIN: Duration = Duration::from_micros(20);
@@ -321,12 +321,15 @@ impl JobHandle {
             return Some(Err(Error::ResultTaken));
         }
         let help = self.helper();
+        let mut first = true;
         loop {
             let help = help.as_ref().filter(|_| !self.ticket.is_resolved());
             if let Some(help) = help {
                 help.drive(&self.ticket, give_up);
             }
-            if let Some(reply) = self.spin(give_up) {
+            // Spin once only: a waiter that keeps spinning takes the cores a software
+            // device (lavapipe) computes on.
+            if let Some(reply) = std::mem::take(&mut first).then(|| self.spin(give_up)).flatten() {
                 return Some(self.take(reply));
             }
             let retry = help.map(|_| Instant::now() + RETRY);
