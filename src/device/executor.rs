@@ -38,6 +38,8 @@ use crate::observe::trace::BatchSpan;
 
 /// How long queued work waits for a caller to run it before the executor does.
 pub(crate) const LINGER: Duration = Duration::from_micros(200);
+/// How long one poll of a waiting caller lasts before it looks at its job again.
+const WAITER_SLICE: Duration = Duration::from_millis(5);
 /// How long the executor stays on its timer with nothing to do before parking on the channel.
 const COLD_AFTER: Duration = Duration::from_millis(2);
 /// How long an executor stays parked before its pools drop their free buffers.
@@ -280,19 +282,31 @@ impl Driver {
         }
     }
 
-    /// Waits for the oldest batch in flight (until `give_up`, when set) and leaves its
-    /// replies in `out`. False when there was none, or it did not finish by `give_up`.
+    /// Waits for the oldest batch in flight and leaves its replies in `out`. False when there
+    /// was none, or it did not finish before `give_up` passed or `ticket` resolved (the
+    /// watchdog fails a stalled batch's jobs while its poll is still inside the driver, so a
+    /// waiting caller polls in slices and looks at its own job between them).
     fn complete_oldest(
         &self,
         sub: &mut Submitter,
         give_up: Option<Instant>,
+        ticket: Option<&Ticket>,
         out: &mut Outbox,
     ) -> bool {
         let Some(front) = sub.flight.front() else {
             return false;
         };
-        if give_up.is_some_and(|at| !sub.poll_until(&front.batch, at)) {
-            return false;
+        if ticket.is_some() || give_up.is_some() {
+            loop {
+                let slice = Instant::now() + WAITER_SLICE;
+                if sub.poll_until(&front.batch, give_up.map_or(slice, |g| g.min(slice))) {
+                    break;
+                }
+                let gave_up = give_up.is_some_and(|g| Instant::now() >= g);
+                if gave_up || ticket.is_some_and(Ticket::is_resolved) || !self.health.usable() {
+                    return false;
+                }
+            }
         }
         let Some(flight) = sub.flight.pop_front() else {
             return false;
@@ -330,7 +344,7 @@ impl Driver {
                 return true;
             }
         }
-        !ticket.is_resolved() && self.complete_oldest(sub, give_up, out)
+        !ticket.is_resolved() && self.complete_oldest(sub, give_up, Some(ticket), out)
     }
 
     /// Records a panic of the batch loop as the device's loss and closes it (its jobs resolve
@@ -376,6 +390,7 @@ impl Help for Driver {
 }
 
 /// What the executor does next.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Due {
     /// Form and launch a batch.
     Launch,
@@ -385,6 +400,36 @@ enum Due {
     At(Instant),
     /// Nothing is queued or in flight.
     Idle,
+}
+
+/// What a device holds, as the executor sees it.
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    /// When the longest-waiting pending job was submitted.
+    pending: Option<Instant>,
+    /// When the oldest batch in flight was launched.
+    flight: Option<Instant>,
+    /// No further batch may go in flight.
+    full: bool,
+}
+
+impl Due {
+    /// The executor's rule: work nobody has driven for [`LINGER`] is due (all of it when
+    /// `urgent`); a pending job is launched unless the flight is full, in which case the
+    /// oldest batch is completed first; otherwise it sleeps until the oldest work ripens.
+    fn of(w: Work, urgent: bool, now: Instant) -> Due {
+        let ripe = |t: Instant| urgent || now >= t + LINGER;
+        if w.pending.is_some_and(ripe) {
+            return if w.full { Due::Complete } else { Due::Launch };
+        }
+        if w.flight.is_some_and(ripe) {
+            return Due::Complete;
+        }
+        match w.pending.into_iter().chain(w.flight).min() {
+            Some(t) => Due::At(t + LINGER),
+            None => Due::Idle,
+        }
+    }
 }
 
 /// The executor thread's state: the loop's backstop (see the module docs).
@@ -425,7 +470,7 @@ impl Executor {
                 }
                 Due::Complete => {
                     self.locked(|d, sub, out| {
-                        d.complete_oldest(sub, None, out);
+                        d.complete_oldest(sub, None, None, out);
                     });
                 }
                 Due::At(at) => {
@@ -461,7 +506,7 @@ impl Executor {
         let mut out = Outbox::default();
         let left = {
             let mut sub = self.d.submitter.lock();
-            while self.d.health.usable() && self.d.complete_oldest(&mut sub, None, &mut out) {}
+            while self.d.health.usable() && self.d.complete_oldest(&mut sub, None, None, &mut out) {}
             std::mem::take(&mut sub.flight)
         };
         out.deliver();
@@ -486,20 +531,11 @@ impl Executor {
         drop(sub);
         let eager = self.d.eager.load(Ordering::Acquire);
         let urgent = self.stopping || eager || !self.d.cfg.max_delay.is_zero();
-        let ripe = |t: Instant| urgent || now >= t + LINGER;
-        if pending.is_some_and(ripe) {
-            return if full { Due::Complete } else { Due::Launch };
+        let due = Due::of(Work { pending, flight, full }, urgent, now);
+        if matches!(due, Due::Idle) {
+            self.d.eager.store(false, Ordering::Release);
         }
-        if flight.is_some_and(ripe) {
-            return Due::Complete;
-        }
-        match pending.into_iter().chain(flight).min() {
-            Some(t) => Due::At(t + LINGER),
-            None => {
-                self.d.eager.store(false, Ordering::Release);
-                Due::Idle
-            }
-        }
+        due
     }
 
     /// Parks on the channel for the next job of an idle device; after [`POOL_IDLE`] the pools
@@ -556,7 +592,7 @@ impl Executor {
         let slice = Instant::now() + FORMING_SLICE;
         let until = due.map_or(slice, |d| d.min(slice));
         let mut completed = false;
-        self.locked(|d, sub, out| completed = d.complete_oldest(sub, Some(until), out));
+        self.locked(|d, sub, out| completed = d.complete_oldest(sub, Some(until), None, out));
         if completed || !self.d.submitter.lock().flight.is_empty() {
             return true;
         }
@@ -575,5 +611,54 @@ impl Executor {
             Err(flume::RecvTimeoutError::Disconnected) => self.stopping = true,
         }
         !self.stopping
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The executor's rule without a device: it never sleeps past ripe work, never launches
+    //! onto a full flight, takes fresh work only when urgent, and is idle only with nothing held.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(now: Instant, ago_us: Option<u64>) -> Option<Instant> {
+        ago_us.map(|us| now - Duration::from_micros(us))
+    }
+
+    proptest! {
+        #[test]
+        fn the_executor_takes_exactly_the_work_nobody_drove(
+            pending in proptest::option::of(0u64..1_000),
+            flight in proptest::option::of(0u64..1_000),
+            full: bool,
+            urgent: bool,
+        ) {
+            let now = Instant::now() + Duration::from_secs(1);
+            let w = Work { pending: at(now, pending), flight: at(now, flight), full: full && flight.is_some() };
+            let linger = LINGER.as_micros() as u64;
+            let ripe = |ago: Option<u64>| ago.is_some_and(|a| urgent || a >= linger);
+            let due = Due::of(w, urgent, now);
+            match due {
+                Due::Idle => prop_assert!(pending.is_none() && flight.is_none()),
+                Due::Launch => prop_assert!(ripe(pending) && !w.full),
+                Due::Complete => prop_assert!(
+                    flight.is_some() && (ripe(flight) || (ripe(pending) && w.full))
+                ),
+                Due::At(t) => {
+                    prop_assert!(!ripe(pending) && !ripe(flight));
+                    let oldest = [w.pending, w.flight].into_iter().flatten().min().unwrap();
+                    prop_assert_eq!(t, oldest + LINGER);
+                    prop_assert!(t > now);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fresh_work_waits_for_a_caller_unless_rung() {
+        let now = Instant::now() + Duration::from_secs(1);
+        let fresh = Work { pending: Some(now), flight: None, full: false };
+        assert_eq!(Due::of(fresh, false, now), Due::At(now + LINGER));
+        assert_eq!(Due::of(fresh, true, now), Due::Launch);
     }
 }
