@@ -196,7 +196,7 @@ impl Driver {
         if ready.len() <= 1 {
             return self.launch_or_fail(sub, ready, responders, out);
         }
-        if let Err((e, ready, responders)) = self.try_launch(sub, ready, responders) {
+        if let Err((e, ready, responders)) = self.try_launch(sub, ready, responders, out) {
             let index = self.health.index;
             log::warn!(
                 "device {index}: batch of {} rejected ({e}); retrying one by one",
@@ -232,7 +232,7 @@ impl Driver {
         if ready.is_empty() {
             return;
         }
-        if let Err((e, _, responders)) = self.try_launch(sub, ready, responders) {
+        if let Err((e, _, responders)) = self.try_launch(sub, ready, responders, out) {
             let err = sub.failure(&e);
             out.replies
                 .extend(responders.into_iter().map(|r| (r, Err(err.clone()))));
@@ -240,13 +240,15 @@ impl Driver {
     }
 
     /// Launches one batch (see [`Submitter::launch`]), its tickets registered on the board
-    /// before the submit, and puts it in flight; on a wgpu error gives the jobs back.
+    /// before the submit, and puts it in flight; on a wgpu error gives the jobs back. When
+    /// the device was closed meanwhile, the jobs' `DeviceLost` replies go to `out`.
     #[allow(clippy::type_complexity)] // the jobs and their responders come back as they went
     fn try_launch(
         &self,
         sub: &mut Submitter,
         ready: Vec<Ready>,
         responders: Vec<Responder>,
+        out: &mut Outbox,
     ) -> Result<(), (Error, Vec<Ready>, Vec<Responder>)> {
         let bytes = || ready.iter().map(|r| r.layout.bytes()).sum();
         let span = BatchSpan::formed(
@@ -272,7 +274,13 @@ impl Driver {
                 });
                 Ok(())
             }
-            Ok(None) => Ok(()), // the device was closed: the responders reply DeviceLost
+            Ok(None) => {
+                // The device was closed: not under this lock, the responders reply its loss.
+                let err = self.health.drop_error();
+                out.replies
+                    .extend(responders.into_iter().map(|r| (r, Err(err.clone()))));
+                Ok(())
+            }
             Err((e, ready)) => {
                 if registered.get() {
                     self.inbox.unregister_last();
