@@ -169,6 +169,8 @@ pub(crate) fn device_info(
         maps_storage: device
             .features()
             .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        state: DeviceState::Up,
+        generation: 0,
     }
 }
 
@@ -222,4 +224,20 @@ pub struct DeviceInfo {
     /// Whether jobs here keep their data in their own mapped buffers that the kernel uses
     /// directly (see [`EngineBuilder::map_storage`](crate::EngineBuilder::map_storage)).
     pub maps_storage: bool,
+    /// Whether the device serves jobs now.
+    pub state: DeviceState,
+    /// How many times this position's device was reopened after a loss (0: the first one; see
+    /// [`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices)).
+    pub generation: u32,
+}
+
+/// Whether a device serves jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// It takes jobs.
+    Up,
+    /// It was lost and a new device on its adapter is being opened.
+    Recovering,
+    /// It was lost and is not coming back (reopening is off, failed, or its budget is spent).
+    Down,
 }

@@ -2,13 +2,15 @@
 //! under the one global lock, then one executor per device and the watchdog).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::adapters;
 use crate::balance::Balance;
 use crate::config::BatchConfig;
 use crate::device::health::Health;
-use crate::device::watchdog::Watchdog;
+use crate::station::{Budget, Recipe, Station};
+use crate::device::watchdog::{Msg, Watchdog};
 use crate::device::{DeviceCore, Opening};
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
@@ -33,14 +35,14 @@ impl Engine {
 ///
 /// | aging | High job among Low work, p50 | Low job among High work, p50 |
 /// |---|---|---|
-/// | 10 ms | 109 ms | 150 ms |
-/// | **100 ms** | **9.4 ms** | **325 ms** |
-/// | 1 s | 10.8 ms | 2.1 s |
-/// | `Duration::MAX` (strict) | 8.0 ms | starved (> 5 s) |
+/// | 10 ms | 209 ms | 264 ms |
+/// | **100 ms** | **20.7 ms** | **435 ms** |
+/// | 1 s | 17.7 ms | 2.2 s |
+/// | `Duration::MAX` (strict) | 18.8 ms | starved (> 5 s) |
 ///
-/// At 100 ms a High job is as fast as with strict priorities (the backlog ahead of it is the
-/// batches already formed), while a steady stream of High work holds a Low job back about a
-/// third of a second, not seconds.
+/// At 100 ms a High job is nearly as fast as with strict priorities (the backlog ahead of it
+/// is the batches already formed), while a steady stream of High work holds a Low job back
+/// under half a second, not seconds.
 pub const DEFAULT_PRIORITY_AGING: Duration = Duration::from_millis(100);
 
 /// Configures and builds an [`Engine`]. Every setting has a default; see each method.
@@ -62,6 +64,9 @@ pub struct EngineBuilder {
     pipeline_cache_dir: Option<std::path::PathBuf>,
     /// An application's device to adopt instead of opening any (`with_device`).
     adopted: Option<(wgpu::Adapter, wgpu::Device, wgpu::Queue)>,
+    /// Whether a lost device is reopened (`reopen_lost_devices`), and how often.
+    reopen: bool,
+    budget: Budget,
 }
 
 impl Default for EngineBuilder {
@@ -90,6 +95,12 @@ impl Default for EngineBuilder {
             #[cfg(feature = "metrics")]
             metrics_interval: Duration::from_secs(1),
             adopted: None,
+            reopen: false,
+            budget: Budget {
+                max_losses: 3,
+                window: Duration::from_secs(60),
+                backoff: Duration::from_millis(100),
+            },
         }
     }
 }
@@ -326,6 +337,36 @@ impl EngineBuilder {
         self
     }
 
+    /// Reopens a lost device: a new device on the same adapter takes its place (its index, its
+    /// statistics, the next [`generation`](crate::DeviceInfo::generation)), and the jobs that
+    /// were queued on the lost one and never encoded move to it instead of failing. Jobs in
+    /// flight at the loss still fail [`Error::DeviceLost`](crate::Error::DeviceLost) (they may
+    /// have run partly), and the lost device's resident buffers are gone. Not for an adopted
+    /// device ([`with_device`](Self::with_device)). Default off. See
+    /// [`reopen_budget`](Self::reopen_budget) and [`reopen_backoff`](Self::reopen_backoff).
+    pub fn reopen_lost_devices(mut self, on: bool) -> Self {
+        self.reopen = on;
+        self
+    }
+
+    /// With [`reopen_lost_devices`](Self::reopen_lost_devices): a device lost more than
+    /// `max_losses` times within `within` stays down (its
+    /// [`DeviceState`](crate::DeviceState) says so) instead of being reopened again and again.
+    /// Default 3 losses within 60 s.
+    pub fn reopen_budget(mut self, max_losses: usize, within: Duration) -> Self {
+        self.budget.max_losses = max_losses;
+        self.budget.window = within;
+        self
+    }
+
+    /// With [`reopen_lost_devices`](Self::reopen_lost_devices): how long after a loss the
+    /// device is reopened, doubled for each further loss within the budget's window. Default
+    /// 100 ms.
+    pub fn reopen_backoff(mut self, first: Duration) -> Self {
+        self.budget.backoff = first;
+        self
+    }
+
     /// Enumerates adapters, opens the devices (or adopts one, see
     /// [`with_device`](Self::with_device)) and starts one executor per device and the
     /// engine's watchdog. Enumeration and device requests run under the process-wide
@@ -342,6 +383,7 @@ impl EngineBuilder {
         let shared = instance.is_none();
         let watch = Watchdog::channel();
         let mut cores = Vec::new();
+        let mut stations = Vec::new();
         for (adapter, device, queue) in opened {
             let index = cores.len();
             let info = adapters::device_info(&adapter, &device, index);
@@ -352,35 +394,65 @@ impl EngineBuilder {
                 info.device_type
             );
             let health = Arc::new(Health::new(index, Watchdog::waker(&watch.0, &watch.2)));
-            let opening = Opening {
-                cfg: self.batch,
-                capacity: self.queue_capacity,
-                gpu_timeout: self.gpu_timeout,
-                shared,
-                disk: (self.pipeline_cache_dir.as_deref())
-                    .and_then(|dir| DiskCache::open(dir, &adapter.get_info(), &device)),
-            };
+            let opening = self.opening(shared)(&adapter, &device);
             let core = DeviceCore::start(info, device, queue, health, opening)?;
-            cores.push(Arc::new(core));
+            cores.push(core.inbox.clone());
+            let recipe = (self.reopen && !shared)
+                .then(|| instance.clone().map(|i| self.recipe(i, &adapter, &watch)))
+                .flatten();
+            stations.push(Station::new(core, recipe));
         }
-        let inboxes = cores.iter().map(|s| s.inbox.clone()).collect();
+        let inboxes = cores;
         let watchdog = Watchdog::start(watch, inboxes, self.gpu_timeout).map_err(|e| {
             Error::RequestDevice {
                 adapter: "(watchdog)".into(),
                 message: e.to_string(),
             }
         })?;
-        let adapters = cores.iter().map(|s| s.info.clone()).collect();
+        let adapters = stations.iter().map(|s| s.info()).collect();
         Engine::assemble(EngineParts {
             instance,
             adapters,
-            cores,
+            stations,
             watchdog,
             default_timeout: self.default_timeout,
             balance: self.balance,
             #[cfg(feature = "metrics")]
             metrics_interval: self.metrics_interval,
         })
+    }
+
+    /// How a device's core starts (for the first device on an adapter and for a reopened one).
+    fn opening(&self, shared: bool) -> impl Fn(&wgpu::Adapter, &wgpu::Device) -> Opening + use<> {
+        let (cfg, capacity, gpu_timeout) = (self.batch, self.queue_capacity, self.gpu_timeout);
+        let dir = self.pipeline_cache_dir.clone();
+        move |adapter, device| Opening {
+            cfg,
+            capacity,
+            gpu_timeout,
+            shared,
+            disk: (dir.as_deref()).and_then(|d| DiskCache::open(d, &adapter.get_info(), device)),
+        }
+    }
+
+    /// How a lost device on `adapter` is reopened (see `device/station.rs`).
+    fn recipe(
+        &self,
+        instance: wgpu::Instance,
+        adapter: &wgpu::Adapter,
+        watch: &(flume::Sender<Msg>, flume::Receiver<Msg>, Arc<AtomicBool>),
+    ) -> Recipe {
+        let (tx, parked) = (watch.0.clone(), watch.2.clone());
+        let cache = self.pipeline_cache_dir.is_some();
+        Recipe {
+            instance,
+            adapter: adapter.get_info(),
+            request: (self.batch.gpu_timing, self.map_storage, cache),
+            opening: Box::new(self.opening(false)),
+            waker: Box::new(move || Watchdog::waker(&tx, &parked)),
+            watch: Watchdog::replacer(&watch.0),
+            budget: self.budget,
+        }
     }
 
     /// The instance, and every device opened on the adapters that match the filters.

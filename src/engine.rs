@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::adapters::DeviceInfo;
 use crate::balance::{Balance, Candidate};
 use crate::device::DeviceCore;
+use crate::station::Station;
 use crate::device::reply::{DeadlineTimer, JobHandle};
 use crate::device::watchdog::Watchdog;
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ pub(crate) struct EngineParts {
     /// `None` for an adopted device (the application keeps its instance).
     pub(crate) instance: Option<wgpu::Instance>,
     pub(crate) adapters: Vec<DeviceInfo>,
-    pub(crate) cores: Vec<Arc<DeviceCore>>,
+    pub(crate) stations: Vec<Arc<Station>>,
     pub(crate) watchdog: Watchdog,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) balance: Balance,
@@ -36,8 +37,9 @@ pub(crate) struct EngineInner {
     _instance: Option<wgpu::Instance>,
     /// The devices as opened (their adapters' names, backends, types).
     adapters: Vec<DeviceInfo>,
-    /// Every opened device; fixed after build.
-    cores: Vec<Arc<DeviceCore>>,
+    /// Every device position; fixed after build (a reopened device takes its lost one's
+    /// place, see `device/station.rs`).
+    stations: Vec<Arc<Station>>,
     /// Fails stalled devices and wakes async waiters at their deadlines.
     watchdog: Watchdog,
     /// Where async waiters register their deadlines.
@@ -64,12 +66,18 @@ impl Drop for EngineInner {
 }
 
 impl EngineInner {
+    /// The device serving each position now.
+    fn cores(&self) -> Vec<Arc<DeviceCore>> {
+        self.stations.iter().map(|s| s.core()).collect()
+    }
+
     /// Stops accepting jobs, lets every executor finish (or leaves behind one stuck after a
     /// loss), then stops the watchdog. Idempotent.
     fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for core in &self.cores {
-            core.stop();
+        for station in &self.stations {
+            station.stop();
+            let core = station.core();
             if core.usable() {
                 core.save_pipelines(); // what the executor built since (fused kernels)
             }
@@ -98,14 +106,14 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Every opened device, in index order.
     pub fn devices(&self) -> Vec<DeviceInfo> {
-        self.inner.cores.iter().map(|s| s.info.clone()).collect()
+        self.inner.stations.iter().map(|s| s.info()).collect()
     }
 
     /// Builds the engine from what the builder opened, and prepares the read-back kernel.
     pub(crate) fn assemble(parts: EngineParts) -> Result<Engine> {
         let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
         #[cfg(feature = "metrics")]
-        let publisher = publisher(&parts.cores, parts.metrics_interval)?;
+        let publisher = publisher(&parts.stations, parts.metrics_interval)?;
         let engine = Engine {
             inner: Arc::new(EngineInner {
                 id: next_engine_id(),
@@ -113,7 +121,7 @@ impl Engine {
                 adapters: parts.adapters,
                 deadlines: parts.watchdog.deadlines(),
                 watchdog: parts.watchdog,
-                cores: parts.cores,
+                stations: parts.stations,
                 rotate: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 default_timeout: parts.default_timeout,
@@ -123,7 +131,7 @@ impl Engine {
                 copy: copy.clone(),
             }),
         };
-        for core in &engine.inner.cores {
+        for core in engine.inner.cores() {
             core.prepare(&copy)?;
         }
         Ok(engine)
@@ -139,7 +147,7 @@ impl Engine {
     /// shader errors surface here rather than on a job.
     pub fn kernel(&self, source: KernelSource) -> Result<Kernel> {
         let kernel = Kernel::compile(source)?;
-        for core in self.inner.cores.iter().filter(|s| s.usable()) {
+        for core in self.inner.cores().iter().filter(|s| s.usable()) {
             core.prepare(&kernel)?;
             core.save_pipelines(); // a warm start for the next process (see `kernel/warm.rs`)
         }
@@ -183,7 +191,7 @@ impl Engine {
     #[allow(clippy::result_large_err)] // as `try_submit`
     fn enqueue(&self, mut job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
         let mut last = Error::QueueFull;
-        for _ in 0..=self.inner.cores.len() {
+        for _ in 0..=self.inner.stations.len() {
             let core = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
                 Ok(core) => core,
                 Err(error) => return Err(Rejected { error, job }),
@@ -214,10 +222,7 @@ impl Engine {
     /// Per-device counters and latency percentiles. The counters are atomics; the queue
     /// depth takes each device's board lock for a moment (no submit path waits on it).
     pub fn stats(&self) -> EngineStats {
-        let devices = self
-            .inner
-            .cores
-            .iter()
+        let devices = (self.inner.cores().iter())
             .map(|s| s.stats().snapshot(s.info.index, s.queue_depth()))
             .collect();
         EngineStats { devices }
@@ -242,7 +247,7 @@ impl Engine {
     /// running jobs resolve with [`Error::DeviceLost`]; later jobs go to other devices.
     #[cfg(feature = "test-hooks")]
     pub fn lose_device(&self, index: usize) {
-        if let Some(core) = self.inner.cores.get(index) {
+        if let Some(core) = self.inner.stations.get(index).map(|s| s.core()) {
             core.destroy();
         }
     }
@@ -251,7 +256,7 @@ impl Engine {
     /// a device loss.
     #[cfg(feature = "test-hooks")]
     pub fn panic_executor(&self, index: usize) {
-        if let Some(core) = self.inner.cores.get(index) {
+        if let Some(core) = self.inner.stations.get(index).map(|s| s.core()) {
             core.panic_next();
         }
     }
@@ -267,7 +272,7 @@ impl Engine {
     /// reports it (at the executor's next poll), as with a real driver reset.
     #[cfg(feature = "test-hooks")]
     pub fn destroy_device(&self, index: usize) {
-        if let Some(core) = self.inner.cores.get(index) {
+        if let Some(core) = self.inner.stations.get(index).map(|s| s.core()) {
             core.destroy_quietly();
         }
     }
@@ -279,13 +284,14 @@ impl Engine {
         if inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
+        let cores = inner.cores();
         let holds = self.eligible(job)?;
         let eligible = |i: usize| holds.as_ref().is_none_or(|h| h[i]);
         if let Some(i) = job.device {
-            let core = inner.cores.get(i).ok_or(Error::Limit {
+            let core = cores.get(i).ok_or(Error::Limit {
                 what: "device index",
                 requested: i as u64,
-                limit: inner.cores.len().saturating_sub(1) as u64,
+                limit: cores.len().saturating_sub(1) as u64,
             })?;
             if !eligible(i) {
                 let problem =
@@ -302,9 +308,7 @@ impl Engine {
                 Err(core.drop_error())
             };
         }
-        let candidates: Vec<Candidate> = inner
-            .cores
-            .iter()
+        let candidates: Vec<Candidate> = (cores.iter())
             .filter(|s| eligible(s.info.index) && s.usable())
             .map(|s| Candidate {
                 index: s.info.index,
@@ -315,13 +319,11 @@ impl Engine {
             .collect();
         let turn = inner.rotate.fetch_add(1, Ordering::Relaxed);
         match inner.balance.pick(&candidates, turn) {
-            Some(i) => Ok(inner.cores[i].clone()),
+            Some(i) => Ok(cores[i].clone()),
             None => {
-                let holder = inner
-                    .cores
-                    .iter()
+                let holder = (cores.iter())
                     .find(|s| eligible(s.info.index))
-                    .unwrap_or(&inner.cores[0]);
+                    .unwrap_or(&cores[0]);
                 Err(holder.drop_error())
             }
         }
@@ -337,7 +339,7 @@ impl Engine {
         {
             return Ok(None);
         }
-        let mut eligible = vec![true; self.inner.cores.len()];
+        let mut eligible = vec![true; self.inner.stations.len()];
         for arg in job.args() {
             let crate::job::ArgData::Resident(buffer) = &arg.data else {
                 continue;
@@ -370,7 +372,7 @@ impl Engine {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let core = self.core(device)?;
         self.place(
-            std::slice::from_ref(core),
+            std::slice::from_ref(&core),
             bytes,
             false,
             wgpu::BufferUsages::empty(),
@@ -390,7 +392,7 @@ impl Engine {
     ) -> Result<DeviceBuffer> {
         let core = self.core(device)?;
         self.place(
-            std::slice::from_ref(core),
+            std::slice::from_ref(&core),
             bytemuck::cast_slice(data),
             false,
             usage,
@@ -412,15 +414,10 @@ impl Engine {
     /// A replicated buffer is read-only on the GPU: binding it to a `read_write` binding is an
     /// [`Error::Binding`], because a write would change one device's copy only.
     pub fn replicate<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
-        let usable: Vec<Arc<DeviceCore>> = self
-            .inner
-            .cores
-            .iter()
-            .filter(|s| s.usable())
-            .cloned()
-            .collect();
+        let cores = self.inner.cores();
+        let usable: Vec<Arc<DeviceCore>> = cores.iter().filter(|s| s.usable()).cloned().collect();
         let Some(first) = usable.first() else {
-            return Err(self.inner.cores[0].drop_error());
+            return Err(cores[0].drop_error());
         };
         if usable.len() == 1 {
             log::debug!("replicating on device {} alone", first.info.index);
@@ -450,7 +447,7 @@ impl Engine {
         let on: Vec<(usize, &wgpu::Device, u64)> = cores.iter().map(|s| s.home()).collect();
         let placed = DeviceBuffer::place(
             self.inner.id,
-            self.inner.cores.len(),
+            self.inner.stations.len(),
             &on,
             bytes,
             (replicated, usage),
@@ -479,11 +476,12 @@ impl Engine {
             )));
         }
         let devices = buffer.devices();
+        let cores = self.inner.cores();
         let device = devices
             .iter()
             .copied()
-            .find(|&i| self.inner.cores[i].usable())
-            .ok_or_else(|| self.inner.cores[devices[0]].drop_error())?;
+            .find(|&i| cores[i].usable())
+            .ok_or_else(|| cores[devices[0]].drop_error())?;
         let (words, [x, y, z]) = read_grid(buffer.size())?;
         let job = Job::new(&self.inner.copy)
             .buffer(0, buffer)
@@ -495,12 +493,13 @@ impl Engine {
     }
 
     /// Device `index`, or a `Limit` error naming the highest index.
-    fn core(&self, index: usize) -> Result<&Arc<DeviceCore>> {
-        self.inner.cores.get(index).ok_or(Error::Limit {
+    fn core(&self, index: usize) -> Result<Arc<DeviceCore>> {
+        let station = self.inner.stations.get(index).ok_or(Error::Limit {
             what: "device index",
             requested: index as u64,
-            limit: self.inner.cores.len().saturating_sub(1) as u64,
-        })
+            limit: self.inner.stations.len().saturating_sub(1) as u64,
+        })?;
+        Ok(station.core())
     }
 }
 
@@ -511,19 +510,21 @@ fn resident_binding(job: &Job) -> Option<u32> {
         .map(|a| a.binding)
 }
 
-/// Starts the `metrics` publisher over `cores`' statistics.
+/// Starts the `metrics` publisher over the devices' statistics (a reopened device continues
+/// its lost one's).
 #[cfg(feature = "metrics")]
 fn publisher(
-    cores: &[Arc<DeviceCore>],
+    stations: &[Arc<Station>],
     every: Duration,
 ) -> Result<crate::observe::publish::Publisher> {
-    let sources = (cores.iter())
+    let sources = (stations.iter())
         .map(|s| {
-            let core = s.clone();
+            let station = s.clone();
+            let core = s.core();
             crate::observe::publish::Source {
-                info: s.info.clone(),
-                stats: s.stats().clone(),
-                depth: Box::new(move || core.queue_depth()),
+                info: core.info.clone(),
+                stats: core.stats().clone(),
+                depth: Box::new(move || station.core().queue_depth()),
             }
         })
         .collect();

@@ -45,6 +45,9 @@
 //!   its deadline error at the deadline; a watchdog fails a device whose work stops making
 //!   progress ([`EngineBuilder::gpu_timeout`]); shutdown, device loss and panics of the batch
 //!   loop answer every job.
+//! - A lost device can be reopened ([`EngineBuilder::reopen_lost_devices`], off by default):
+//!   a new device on the same adapter takes its place, the jobs queued on the lost one move
+//!   to it, and a budget stops a device that keeps failing ([`DeviceInfo::state`]).
 //! - Device choice ([`Balance`]) is by fewest outstanding jobs, or weighted by each device's
 //!   measured cost per job, using atomics only.
 //! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in
@@ -77,9 +80,10 @@ mod kernel;
 pub mod kernels;
 mod memory;
 mod observe;
+mod station;
 pub mod testing;
 
-pub use adapters::DeviceInfo;
+pub use adapters::{DeviceInfo, DeviceState};
 pub use balance::Balance;
 pub use builder::{DEFAULT_PRIORITY_AGING, EngineBuilder};
 pub use device::reply::JobHandle;

@@ -43,6 +43,13 @@ impl Health {
         }
     }
 
+    /// The same health with `stats` as its statistics: a reopened device continues the
+    /// counts of the one it replaces.
+    pub(crate) fn continuing(mut self, stats: &std::sync::Arc<DeviceStats>) -> Health {
+        self.stats = stats.clone();
+        self
+    }
+
     /// Whether submit may send here.
     pub(crate) fn usable(&self) -> bool {
         self.lost.get().is_none()

@@ -64,6 +64,9 @@ pub(crate) struct Inbox {
     sender: Mutex<Option<flume::Sender<Request>>>,
     /// Set once the board is closed, so the watchdog checks without locking.
     closed: AtomicBool,
+    /// Where the jobs that were never encoded go when the device is closed after a loss
+    /// (instead of failing): the device's recovery (see `device/station.rs`).
+    keep: std::sync::OnceLock<Box<dyn Fn(Vec<Request>) + Send + Sync>>,
 }
 
 impl Inbox {
@@ -82,24 +85,40 @@ impl Inbox {
 
     /// Stops accepting work and resolves every job the device holds with its drop error
     /// (`DeviceLost` after a loss): the pending ones, those in flight, and those left on the
-    /// channel, which is drained until every sender is gone. Idempotent.
+    /// channel, which is drained until every sender is gone. After a loss, with a keeper set
+    /// ([`Inbox::on_loss`]), the pending and channel jobs (never encoded) go to it instead.
+    /// Idempotent.
     pub(crate) fn close(&self) {
         drop(self.sender.lock().take());
-        let (pending, in_flight) = {
+        let (mut pending, in_flight, first) = {
             let mut board = self.board.lock();
+            let first = !board.closed;
             board.closed = true;
             let pending = std::mem::replace(&mut board.pending, Pending::new(Duration::ZERO));
-            (pending, std::mem::take(&mut board.in_flight))
+            (pending, std::mem::take(&mut board.in_flight), first)
         };
         self.closed.store(true, Ordering::Release);
         let err = self.health.drop_error();
         for ticket in in_flight.into_iter().flatten() {
             ticket.resolve(Err(err.clone()));
         }
-        drop(pending); // each responder replies as it drops
-        while let Ok(request) = self.rx.recv() {
-            drop(request);
+        let keep = self.keep.get().filter(|_| first && !self.health.usable());
+        let mut kept = Vec::new();
+        while let Some(r) = pending.pop() {
+            kept.push(r);
         }
+        while let Ok(request) = self.rx.recv() {
+            kept.push(request);
+        }
+        match keep {
+            Some(keep) => keep(kept),
+            None => drop(kept), // each responder replies as it drops
+        }
+    }
+
+    /// Sets where the never-encoded jobs go when the device is closed after a loss (once).
+    pub(crate) fn on_loss(&self, keep: Box<dyn Fn(Vec<Request>) + Send + Sync>) {
+        let _ = self.keep.set(keep);
     }
 
     /// Drops the owning sender: what is queued runs, then the executor returns.
@@ -152,6 +171,7 @@ impl Inbox {
             rx,
             sender: Mutex::new(Some(tx)),
             closed: AtomicBool::new(false),
+            keep: std::sync::OnceLock::new(),
         }
     }
 }

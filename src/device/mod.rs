@@ -75,7 +75,10 @@
 //! `DeviceLost`, and the channel is drained until no sender is left. The executor closes it
 //! when it notices the loss; the watchdog closes it when the executor is stuck in the driver.
 //! Callbacks only record the reason: they run inside wgpu's poll, where dropping a job's
-//! buffers could deadlock.
+//! buffers could deadlock. With `EngineBuilder::reopen_lost_devices`, closing hands the jobs
+//! that were never encoded (pending on the board or still in the channel) to the device's
+//! recovery instead of failing them, and a new device takes the lost one's place (see
+//! `station.rs`); the jobs in flight fail as above.
 //!
 //! # Shutdown
 //! The engine refuses new jobs and drops every channel's owning sender. Producers hold only
@@ -308,6 +311,33 @@ impl DeviceCore {
             error,
             job: request.job,
         })
+    }
+
+    /// Queues `request`, a job kept from a lost device (see `device/station.rs`), here with
+    /// its own handle: its data is written again for this device. Blocks while the queue is
+    /// full; a job this device cannot take answers as it drops.
+    pub(crate) fn requeue(&self, request: Request) {
+        let Request { job, responder, .. } = request;
+        let Some(tx) = self.tx.upgrade() else {
+            return; // dropped with `responder`: it answers
+        };
+        let Ok((layout, staged, lent)) = self.stage(&job, true, |e| self.submitter.lock().failure(e))
+        else {
+            return;
+        };
+        let request = Request {
+            job,
+            responder,
+            layout,
+            staged,
+            lent,
+        };
+        let _ = tx.send(request); // on a disconnect it comes back and answers as it drops
+    }
+
+    /// The device's statistics (a reopened device continues them).
+    pub(crate) fn health_stats(&self) -> Arc<crate::observe::stats::DeviceStats> {
+        self.health.stats.clone()
     }
 
     /// Jobs waiting in the request queue and on the board.

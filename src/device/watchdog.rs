@@ -31,6 +31,8 @@ pub(crate) enum Msg {
     Deadline(Instant, Arc<Ticket>),
     /// A device started work: check it from now on.
     Wake,
+    /// Device `.0` was reopened: watch its new board.
+    Replace(usize, Arc<Inbox>),
     /// The engine stopped.
     Stop,
 }
@@ -93,6 +95,16 @@ impl Watchdog {
     pub(crate) fn deadlines(&self) -> DeadlineTimer {
         let tx = self.tx.clone();
         Arc::new(move |at, ticket| tx.send(Msg::Deadline(at, ticket)).is_ok())
+    }
+
+    /// Hands the watchdog a reopened device's board (see `device/station.rs`).
+    pub(crate) fn replacer(
+        tx: &flume::Sender<Msg>,
+    ) -> Box<dyn Fn(usize, Arc<Inbox>) + Send + Sync> {
+        let tx = tx.clone();
+        Box::new(move |index, inbox| {
+            let _ = tx.send(Msg::Replace(index, inbox));
+        })
     }
 
     /// Stops the thread (after the executors have stopped) and joins it. Idempotent.
@@ -165,6 +177,11 @@ impl Watch {
             match got {
                 Ok(Msg::Deadline(at, t)) => self.heap.push(Reverse((at, Deadline(t)))),
                 Ok(Msg::Wake) | Err(flume::RecvTimeoutError::Timeout) => {}
+                Ok(Msg::Replace(index, inbox)) => {
+                    if let Some(old) = self.inboxes.get_mut(index) {
+                        *old = inbox;
+                    }
+                }
                 Ok(Msg::Stop) | Err(flume::RecvTimeoutError::Disconnected) => return,
             }
         }

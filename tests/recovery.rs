@@ -1,0 +1,138 @@
+//! Reopening a lost device (`EngineBuilder::reopen_lost_devices`): a new device on the same
+//! adapter takes the lost one's place, the jobs queued on it and never encoded move there, and
+//! a budget stops a device that keeps failing. Every result is checked against the CPU and
+//! every wait is bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Spinner, WAIT};
+use wgpu_batch::{DeviceState, Engine, Error, JobHandle, kernels};
+
+/// Waits (bounded) until device 0 is in `state` with `generation`.
+fn wait_for(engine: &Engine, state: DeviceState, generation: u32) {
+    let start = Instant::now();
+    loop {
+        let d = &engine.devices()[0];
+        if d.state == state && d.generation == generation {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "device 0 never became {state:?} (generation {generation}): {d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn engine() -> Engine {
+    common::build(
+        common::builder()
+            .devices_per_adapter(1)
+            .reopen_lost_devices(true)
+            .reopen_backoff(Duration::from_millis(10)),
+    )
+}
+
+fn scaled(x: &[f32], a: f32) -> Vec<f32> {
+    x.iter().map(|v| v * a).collect()
+}
+
+#[test]
+fn a_lost_device_is_reopened_and_serves_the_next_1000_jobs() {
+    let engine = engine();
+    assert_eq!(engine.devices().len(), 1, "one Vulkan device (lavapipe)");
+    let scale = engine.kernel(kernels::scale()).unwrap();
+    let x = common::data(256, 7);
+    engine.run(kernels::scale_job(&scale, 2.0, &x)).unwrap();
+    engine.lose_device(0);
+    wait_for(&engine, DeviceState::Up, 1);
+    let mut flight: Vec<(f32, JobHandle)> = Vec::new();
+    for i in 0..1000 {
+        let a = (i % 17) as f32;
+        flight.push((a, engine.submit(kernels::scale_job(&scale, a, &x)).unwrap()));
+        if flight.len() == 32 || i == 999 {
+            for (a, h) in flight.drain(..) {
+                let out = h.wait_timeout(WAIT).unwrap();
+                common::assert_close(&out.read::<f32>(1).unwrap(), &scaled(&x, a), 0.0);
+            }
+        }
+    }
+    // The reopened device continues the lost one's statistics.
+    assert!(engine.stats().completed() >= 1001);
+}
+
+#[test]
+fn jobs_queued_at_a_loss_move_to_the_reopened_device() {
+    let engine = common::build(
+        common::builder()
+            .devices_per_adapter(1)
+            .max_batch_jobs(1)
+            .reopen_lost_devices(true)
+            .reopen_backoff(Duration::from_millis(10)),
+    );
+    let scale = engine.kernel(kernels::scale()).unwrap();
+    let spin = Spinner::new(&engine, 0, Duration::from_millis(100));
+    let busy = engine.submit(spin.job()).unwrap();
+    // Nobody waits on it: the executor launches it within a millisecond.
+    std::thread::sleep(Duration::from_millis(20));
+    let x = common::data(64, 9);
+    let queued: Vec<(f32, JobHandle)> = (0..20)
+        .map(|i| {
+            let a = i as f32;
+            (a, engine.submit(kernels::scale_job(&scale, a, &x)).unwrap())
+        })
+        .collect();
+    engine.lose_device(0);
+    // The busy job was in flight (it may have run partly): it fails.
+    assert!(matches!(
+        busy.wait_timeout(WAIT),
+        Err(Error::DeviceLost { .. })
+    ));
+    let mut moved = 0;
+    for (a, h) in queued {
+        match h.wait_timeout(WAIT) {
+            Ok(out) => {
+                common::assert_close(&out.read::<f32>(1).unwrap(), &scaled(&x, a), 0.0);
+                moved += 1;
+            }
+            // At most the few launched behind the busy job were in flight.
+            Err(Error::DeviceLost { .. }) => {}
+            Err(e) => panic!("a queued job failed with {e}"),
+        }
+    }
+    assert!(moved >= 18, "only {moved} of 20 queued jobs ran on the reopened device");
+    assert_eq!(engine.devices()[0].generation, 1);
+}
+
+#[test]
+fn the_budget_stops_a_device_that_keeps_failing() {
+    let engine = common::build(
+        common::builder()
+            .devices_per_adapter(1)
+            .reopen_lost_devices(true)
+            .reopen_budget(2, Duration::from_secs(60))
+            .reopen_backoff(Duration::from_millis(10)),
+    );
+    let scale = engine.kernel(kernels::scale()).unwrap();
+    for generation in 1..=2 {
+        engine.lose_device(0);
+        wait_for(&engine, DeviceState::Up, generation);
+        engine.run(kernels::scale_job(&scale, 1.0, &[1.0; 4])).unwrap();
+    }
+    engine.lose_device(0);
+    wait_for(&engine, DeviceState::Down, 2);
+    assert!(matches!(
+        engine.submit(kernels::scale_job(&scale, 1.0, &[1.0; 4])),
+        Err(Error::DeviceLost { .. })
+    ));
+}
+
+#[test]
+fn without_reopening_a_lost_device_stays_down() {
+    let engine = common::build(common::builder().devices_per_adapter(1));
+    engine.lose_device(0);
+    let d = &engine.devices()[0];
+    assert_eq!((d.state, d.generation), (DeviceState::Down, 0));
+}
