@@ -285,7 +285,7 @@ impl Engine {
             return Err(Error::Shutdown);
         }
         let cores = inner.cores();
-        let holds = self.eligible(job)?;
+        let holds = self.eligible(job, &cores)?;
         let eligible = |i: usize| holds.as_ref().is_none_or(|h| h[i]);
         if let Some(i) = job.device {
             let core = cores.get(i).ok_or(Error::Limit {
@@ -294,6 +294,9 @@ impl Engine {
                 limit: cores.len().saturating_sub(1) as u64,
             })?;
             if !eligible(i) {
+                if let Some(device) = lost_copy(job, i, core.info.generation) {
+                    return Err(Error::BufferLost { device });
+                }
                 let problem =
                     format!("pinned to device {i}, but a buffer it binds has no copy there");
                 return Err(Error::binding(
@@ -330,16 +333,16 @@ impl Engine {
     }
 
     /// Per device, whether it holds every resident buffer `job` binds (`None`: the job binds
-    /// none, so every device does); an error when no device does or a buffer comes from
-    /// another engine.
-    fn eligible(&self, job: &Job) -> Result<Option<Vec<bool>>> {
+    /// none, so every device does); an error when no device does, a buffer comes from
+    /// another engine, or its only copies were lost with their devices.
+    fn eligible(&self, job: &Job, cores: &[Arc<DeviceCore>]) -> Result<Option<Vec<bool>>> {
         if !job
             .args()
             .any(|a| matches!(a.data, crate::job::ArgData::Resident(_)))
         {
             return Ok(None);
         }
-        let mut eligible = vec![true; self.inner.stations.len()];
+        let mut eligible = vec![true; cores.len()];
         for arg in job.args() {
             let crate::job::ArgData::Resident(buffer) = &arg.data else {
                 continue;
@@ -352,10 +355,18 @@ impl Engine {
                     "the buffer belongs to another engine",
                 ));
             }
+            let mut lost = None;
             for (i, e) in eligible.iter_mut().enumerate() {
-                *e &= buffer.copy_on(i).is_some();
+                let current = buffer.current_on(i, cores[i].info.generation);
+                if current == Some(false) {
+                    lost = Some(i);
+                }
+                *e &= current == Some(true);
             }
             if !eligible.contains(&true) {
+                if let Some(device) = lost {
+                    return Err(Error::BufferLost { device });
+                }
                 let problem = format!(
                     "the buffer is on devices {:?}, which hold none of the job's other buffers",
                     buffer.devices()
@@ -444,7 +455,7 @@ impl Engine {
         if let Some(lost) = cores.iter().find(|s| !s.usable()) {
             return Err(lost.drop_error());
         }
-        let on: Vec<(usize, &wgpu::Device, u64)> = cores.iter().map(|s| s.home()).collect();
+        let on: Vec<(usize, &wgpu::Device, u64, u32)> = cores.iter().map(|s| s.home()).collect();
         let placed = DeviceBuffer::place(
             self.inner.id,
             self.inner.stations.len(),
@@ -477,11 +488,14 @@ impl Engine {
         }
         let devices = buffer.devices();
         let cores = self.inner.cores();
-        let device = devices
-            .iter()
-            .copied()
-            .find(|&i| cores[i].usable())
-            .ok_or_else(|| cores[devices[0]].drop_error())?;
+        let current = |i: usize| buffer.current_on(i, cores[i].info.generation) == Some(true);
+        let device = match devices.iter().copied().find(|&i| current(i) && cores[i].usable()) {
+            Some(device) => device,
+            None => match devices.iter().copied().find(|&i| !current(i)) {
+                Some(device) => return Err(Error::BufferLost { device }),
+                None => return Err(cores[devices[0]].drop_error()),
+            },
+        };
         let (words, [x, y, z]) = read_grid(buffer.size())?;
         let job = Job::new(&self.inner.copy)
             .buffer(0, buffer)
@@ -501,6 +515,18 @@ impl Engine {
         })?;
         Ok(station.core())
     }
+}
+
+/// The device `device` (now of `generation`) if a resident buffer `job` binds had its copy
+/// there lost with an earlier device.
+fn lost_copy(job: &Job, device: usize, generation: u32) -> Option<usize> {
+    job.args()
+        .filter_map(|a| match &a.data {
+            crate::job::ArgData::Resident(b) => Some(b),
+            _ => None,
+        })
+        .any(|b| b.current_on(device, generation) == Some(false))
+        .then_some(device)
 }
 
 /// The binding of the first resident buffer a job binds.

@@ -101,6 +101,15 @@ pub enum Error {
         /// What the driver or the runtime reported.
         reason: String,
     },
+    /// A resident buffer's copy lived on a device that was lost and then reopened
+    /// ([`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices)):
+    /// its contents went with the lost device, so a job that binds it, or a read of it, is
+    /// refused rather than given garbage. Upload the data again.
+    #[error("the resident buffer's copy on device {device} was lost with that device; upload it again")]
+    BufferLost {
+        /// The engine's index of the device.
+        device: usize,
+    },
     /// The engine is shutting down or has shut down; it accepts no new work.
     #[error("the engine is shut down")]
     Shutdown,

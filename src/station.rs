@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,6 @@ pub(crate) struct Station {
     /// The device serving this position now (lock: see the module docs).
     core: RwLock<Arc<DeviceCore>>,
     state: AtomicU8,
-    generation: AtomicU32,
     /// Losses within the budget's window, oldest first.
     losses: Mutex<VecDeque<Instant>>,
     recipe: Option<Recipe>,
@@ -89,7 +88,6 @@ impl Station {
             index: core.info.index,
             core: RwLock::new(Arc::new(core)),
             state: AtomicU8::new(UP),
-            generation: AtomicU32::new(0),
             losses: Mutex::new(VecDeque::new()),
             recipe,
             stopped: AtomicBool::new(false),
@@ -107,7 +105,6 @@ impl Station {
     /// The device's description, with its state and generation now.
     pub(crate) fn info(&self) -> DeviceInfo {
         let mut info = self.core().info.clone();
-        info.generation = self.generation.load(Ordering::Acquire);
         let reopens = self.recipe.is_some() && !self.stopped.load(Ordering::SeqCst);
         info.state = match self.state.load(Ordering::Acquire) {
             UP if !self.core().usable() && reopens => DeviceState::Recovering,
@@ -225,7 +222,8 @@ impl Station {
             Ok::<_, Error>((adapter, device, queue))
         })?;
         let old = self.core();
-        let info = adapters::device_info(&adapter, &device, self.index);
+        let mut info = adapters::device_info(&adapter, &device, self.index);
+        info.generation = old.info.generation + 1;
         let health = Health::new(self.index, (recipe.waker)()).continuing(&old.health_stats());
         let opening = (recipe.opening)(&adapter, &device);
         DeviceCore::start(info, device, queue, Arc::new(health), opening)
@@ -246,7 +244,8 @@ impl Station {
         Station::arm(self, &core);
         let core = Arc::new(core);
         *self.core.write() = core.clone();
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let generation = core.info.generation;
+        core.stats().record_recovery();
         self.state.store(UP, Ordering::Release);
         (recipe.watch)(self.index, core.inbox.clone());
         let moved = kept.len();

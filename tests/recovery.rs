@@ -59,8 +59,10 @@ fn a_lost_device_is_reopened_and_serves_the_next_1000_jobs() {
             }
         }
     }
-    // The reopened device continues the lost one's statistics.
-    assert!(engine.stats().completed() >= 1001);
+    // The reopened device continues the lost one's statistics, and counts the loss.
+    let s = &engine.stats().devices[0];
+    assert!(s.completed >= 1001, "{s:?}");
+    assert_eq!((s.losses, s.recoveries), (1, 1));
 }
 
 #[test]
@@ -135,4 +137,33 @@ fn without_reopening_a_lost_device_stays_down() {
     engine.lose_device(0);
     let d = &engine.devices()[0];
     assert_eq!((d.state, d.generation), (DeviceState::Down, 0));
+}
+
+#[test]
+fn a_resident_buffer_of_a_lost_device_is_a_typed_error_not_garbage() {
+    let engine = engine();
+    let scale = engine.kernel(kernels::scale()).unwrap();
+    let buf = engine.upload(&[1.0f32; 64]).unwrap();
+    let job = |b: &wgpu_batch::DeviceBuffer| {
+        wgpu_batch::Job::new(&scale)
+            .uniform(0, &2.0f32)
+            .buffer(1, b)
+            .workgroups_for(64)
+    };
+    engine.submit(job(&buf)).unwrap().wait_timeout(WAIT).unwrap();
+    assert_eq!(engine.read::<f32>(&buf).unwrap(), vec![2.0; 64]);
+    engine.lose_device(0);
+    wait_for(&engine, DeviceState::Up, 1);
+    assert!(matches!(
+        engine.submit(job(&buf)),
+        Err(Error::BufferLost { device: 0 })
+    ));
+    assert!(matches!(
+        engine.read::<f32>(&buf),
+        Err(Error::BufferLost { device: 0 })
+    ));
+    // Uploaded again, it serves on the new device.
+    let again = engine.upload(&[1.0f32; 64]).unwrap();
+    engine.submit(job(&again)).unwrap().wait_timeout(WAIT).unwrap();
+    assert_eq!(engine.read::<f32>(&again).unwrap(), vec![2.0; 64]);
 }

@@ -64,6 +64,7 @@ impl Health {
     pub(crate) fn mark_lost(&self, reason: String) -> bool {
         let first = self.lost.set(reason.clone()).is_ok();
         if first {
+            self.stats.record_loss();
             log::error!("device {} lost: {reason}", self.index);
         }
         first

@@ -464,10 +464,11 @@ impl DeviceCore {
         self.pipelines.save();
     }
 
-    /// Where a resident buffer is made here: the device's index, its wgpu device, and the
-    /// largest buffer it allows.
-    pub(crate) fn home(&self) -> (usize, &wgpu::Device, u64) {
-        (self.info.index, &self.device, self.limits.max_buffer_size)
+    /// Where a resident buffer is made here: the device's index, its wgpu device, the largest
+    /// buffer it allows, and its generation.
+    pub(crate) fn home(&self) -> (usize, &wgpu::Device, u64, u32) {
+        let max = self.limits.max_buffer_size;
+        (self.info.index, &self.device, max, self.info.generation)
     }
 
     /// Whether submit may send here.

@@ -56,6 +56,9 @@ pub struct DeviceBuffer {
 struct Resident {
     /// Per device index, that device's copy.
     copies: Vec<Option<wgpu::Buffer>>,
+    /// Per device index, the generation of the device its copy was made on (see
+    /// `EngineBuilder::reopen_lost_devices`): a copy of an older generation is lost.
+    generations: Vec<u32>,
     size: u64,
     /// Made by `replicate`: read-only on the GPU, so the copies never drift apart.
     replicated: bool,
@@ -65,12 +68,12 @@ struct Resident {
 
 impl DeviceBuffer {
     /// Copies `bytes` to each device of `on` (device index, its wgpu device, its largest
-    /// buffer) of an engine (`engine`) with `devices` devices. `bytes` must be a non-zero
+    /// buffer, its generation) of an engine (`engine`) with `devices` devices. `bytes` must be a non-zero
     /// multiple of 4.
     pub(crate) fn place(
         engine: u64,
         devices: usize,
-        on: &[(usize, &wgpu::Device, u64)],
+        on: &[(usize, &wgpu::Device, u64, u32)],
         bytes: &[u8],
         (replicated, usage): (bool, wgpu::BufferUsages),
     ) -> Result<DeviceBuffer> {
@@ -86,7 +89,8 @@ impl DeviceBuffer {
             )));
         }
         let mut copies = vec![None; devices];
-        for &(index, device, max) in on {
+        let mut generations = vec![0; devices];
+        for &(index, device, max, generation) in on {
             if size > max {
                 return Err(Error::Limit {
                     what: "buffer size",
@@ -95,10 +99,12 @@ impl DeviceBuffer {
                 });
             }
             copies[index] = Some(create(device, bytes, usage)?);
+            generations[index] = generation;
         }
         Ok(DeviceBuffer {
             inner: Arc::new(Resident {
                 copies,
+                generations,
                 size,
                 replicated,
                 engine,
@@ -133,6 +139,13 @@ impl DeviceBuffer {
     }
 
     /// Device `index`'s copy, if it has one.
+    /// Whether its copy on device `index` exists and was made on that device's `generation`
+    /// (`Some(false)`: the copy was lost with an earlier device; `None`: there is none).
+    pub(crate) fn current_on(&self, index: usize, generation: u32) -> Option<bool> {
+        self.copy_on(index)?;
+        Some(self.inner.generations.get(index) == Some(&generation))
+    }
+
     pub(crate) fn copy_on(&self, index: usize) -> Option<&wgpu::Buffer> {
         self.inner.copies.get(index).and_then(Option::as_ref)
     }

@@ -15,6 +15,8 @@
 //! | `wgpu_batch_batches_total` | counter | command buffers submitted |
 //! | `wgpu_batch_dispatches_total` | counter | compute dispatches recorded |
 //! | `wgpu_batch_fused_jobs_total` | counter | jobs that ran in fused dispatches |
+//! | `wgpu_batch_device_losses_total` | counter | times the device was lost |
+//! | `wgpu_batch_device_recoveries_total` | counter | times a lost device was reopened |
 //! | `wgpu_batch_queue_depth` | gauge | jobs waiting in the queue |
 //! | `wgpu_batch_outstanding_jobs` | gauge | jobs submitted and not resolved |
 //! | `wgpu_batch_pool_bytes` | gauge | bytes of free buffers kept for reuse |
@@ -141,6 +143,11 @@ fn describe() {
         "wgpu_batch_fused_jobs_total",
         "Jobs that ran in fused dispatches",
     );
+    c("wgpu_batch_device_losses_total", "Times the device was lost");
+    c(
+        "wgpu_batch_device_recoveries_total",
+        "Times a lost device was reopened",
+    );
     describe_gauge!(
         "wgpu_batch_queue_depth",
         Unit::Count,
@@ -189,6 +196,8 @@ fn publish_device(source: &Source, seen: &mut Seen) {
     counter!("wgpu_batch_batches_total", &labels).absolute(s.batches);
     counter!("wgpu_batch_dispatches_total", &labels).absolute(s.dispatches);
     counter!("wgpu_batch_fused_jobs_total", &labels).absolute(s.fused_jobs);
+    counter!("wgpu_batch_device_losses_total", &labels).absolute(s.losses);
+    counter!("wgpu_batch_device_recoveries_total", &labels).absolute(s.recoveries);
     gauge!("wgpu_batch_queue_depth", &labels).set(s.queue_depth as f64);
     gauge!("wgpu_batch_outstanding_jobs", &labels).set(s.outstanding as f64);
     gauge!("wgpu_batch_pool_bytes", &labels).set(s.pool_bytes as f64);

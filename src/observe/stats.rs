@@ -122,6 +122,9 @@ pub(crate) struct DeviceStats {
     dispatches: AtomicU64,
     /// Jobs that ran in fused groups.
     fused_jobs: AtomicU64,
+    /// Times the device was lost, and reopened (`EngineBuilder::reopen_lost_devices`).
+    losses: AtomicU64,
+    recoveries: AtomicU64,
     /// Time from submit to the start of encoding.
     queue_wait: Histogram,
     /// Time from submit to the reply.
@@ -151,6 +154,8 @@ impl DeviceStats {
             max_batch: z(),
             dispatches: z(),
             fused_jobs: z(),
+            losses: z(),
+            recoveries: z(),
             queue_wait: Histogram::new(),
             latency: Histogram::new(),
             gpu_ns: z(),
@@ -182,6 +187,16 @@ impl DeviceStats {
         if ok { &self.completed } else { &self.failed }.fetch_add(1, Relaxed);
         self.latency.record(latency);
         self.outstanding.fetch_sub(1, SeqCst);
+    }
+
+    /// The device was lost.
+    pub(crate) fn record_loss(&self) {
+        self.losses.fetch_add(1, Relaxed);
+    }
+
+    /// A lost device was reopened.
+    pub(crate) fn record_recovery(&self) {
+        self.recoveries.fetch_add(1, Relaxed);
     }
 
     /// A batch of `jobs` went out as `dispatches` compute dispatches (fewer when jobs fused;
@@ -268,6 +283,8 @@ impl DeviceStats {
             max_batch: self.max_batch.load(Relaxed),
             dispatches: self.dispatches.load(Relaxed),
             fused_jobs: self.fused_jobs.load(Relaxed),
+            losses: self.losses.load(Relaxed),
+            recoveries: self.recoveries.load(Relaxed),
             queue_depth,
             outstanding: self.outstanding(),
             queue_wait_p50: self.queue_wait.quantile(0.5),
@@ -304,6 +321,11 @@ pub struct DeviceStatsSnapshot {
     pub dispatches: u64,
     /// Jobs that ran as members of a fused dispatch.
     pub fused_jobs: u64,
+    /// Times this device position's device was lost.
+    pub losses: u64,
+    /// Times a lost device here was reopened
+    /// ([`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices)).
+    pub recoveries: u64,
     /// Jobs waiting in the request queue.
     pub queue_depth: usize,
     /// Jobs submitted and not yet resolved (queued, encoding or running).
