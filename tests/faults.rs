@@ -1,6 +1,6 @@
 //! Fault stress: many threads submit jobs while random cancels, deadlines, a device loss (by
-//! wgpu's callback, by the engine's hook, or by an executor panic) and a shutdown strike at
-//! random moments. Every handle must resolve exactly once, with an outcome the faults allow,
+//! wgpu's callback, by the engine's hook, or by an executor panic; the lost device reopened or
+//! not) and a shutdown strike at random moments. Every handle must resolve exactly once, with an outcome the faults allow,
 //! and every result that arrives must be right.
 //!
 //! CI runs `FAULT_CASES` (default 8) cases; set it higher to search longer.
@@ -44,6 +44,8 @@ struct Case {
     cancel_every: usize,
     deadline_every: usize,
     max_jobs: usize,
+    /// Reopen the lost device (`EngineBuilder::reopen_lost_devices`).
+    reopen: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -61,6 +63,7 @@ fn case() -> impl Strategy<Value = Case> {
         2usize..9,
         2usize..9,
         prop::sample::select(vec![1usize, 4, 64]),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -72,6 +75,7 @@ fn case() -> impl Strategy<Value = Case> {
                 cancel_every,
                 deadline_every,
                 max_jobs,
+                reopen,
             )| Case {
                 threads,
                 jobs,
@@ -81,6 +85,7 @@ fn case() -> impl Strategy<Value = Case> {
                 cancel_every,
                 deadline_every,
                 max_jobs,
+                reopen,
             },
         )
 }
@@ -139,7 +144,9 @@ fn run(c: &Case) -> Result<(), TestCaseError> {
         common::builder()
             .adapter_name(name)
             .devices_per_adapter(2)
-            .max_batch_jobs(c.max_jobs),
+            .max_batch_jobs(c.max_jobs)
+            .reopen_lost_devices(c.reopen)
+            .reopen_backoff(Duration::from_millis(1)),
     );
     let k = engine
         .kernel(KernelSource::wgsl("inc", common::INC))
