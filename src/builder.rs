@@ -100,6 +100,7 @@ impl Default for EngineBuilder {
                 max_losses: 3,
                 window: Duration::from_secs(60),
                 backoff: Duration::from_millis(100),
+                max_replays: 2,
             },
         }
     }
@@ -339,9 +340,11 @@ impl EngineBuilder {
 
     /// Reopens a lost device: a new device on the same adapter takes its place (its index, its
     /// statistics, the next [`generation`](crate::DeviceInfo::generation)), and the jobs that
-    /// were queued on the lost one and never encoded move to it instead of failing. Jobs in
-    /// flight at the loss still fail [`Error::DeviceLost`](crate::Error::DeviceLost) (they may
-    /// have run partly), and the lost device's resident buffers are gone. Not for an adopted
+    /// were queued on the lost one and never encoded move to it instead of failing. A job that
+    /// was running at the loss runs again if it writes no resident buffer (see
+    /// [`max_replays`](Self::max_replays)); one that does fails
+    /// [`Error::DeviceLost`](crate::Error::DeviceLost) (it may have run partly). The lost
+    /// device's resident buffers are gone ([`Error::BufferLost`](crate::Error::BufferLost)). Not for an adopted
     /// device ([`with_device`](Self::with_device)). Default off. See
     /// [`reopen_budget`](Self::reopen_budget) and [`reopen_backoff`](Self::reopen_backoff).
     pub fn reopen_lost_devices(mut self, on: bool) -> Self {
@@ -364,6 +367,17 @@ impl EngineBuilder {
     /// 100 ms.
     pub fn reopen_backoff(mut self, first: Duration) -> Self {
         self.budget.backoff = first;
+        self
+    }
+
+    /// With [`reopen_lost_devices`](Self::reopen_lost_devices): how many times a job that was
+    /// running when its device was lost runs again on the reopened device, if it writes no
+    /// resident buffer (so running it twice changes nothing but its own outputs). A job
+    /// running at more losses than that fails [`Error::Poisoned`](crate::Error::Poisoned): it
+    /// is likely what brings the device down (a kernel that never finishes trips the
+    /// watchdog each time). Later jobs of the same kernel are run as any other. Default 2.
+    pub fn max_replays(mut self, n: u32) -> Self {
+        self.budget.max_replays = n;
         self
     }
 

@@ -110,6 +110,18 @@ pub enum Error {
         /// The engine's index of the device.
         device: usize,
     },
+    /// The job was running each time its device was lost, `losses` times in a row (with
+    /// [`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices), a
+    /// job that can run again is run again after a loss, up to
+    /// [`EngineBuilder::max_replays`](crate::EngineBuilder::max_replays) times): it likely
+    /// causes the losses (a kernel that never finishes, for example), so it is not run again.
+    #[error("the job was running at {losses} losses of device {device} in a row; it is not run again")]
+    Poisoned {
+        /// The engine's index of the device.
+        device: usize,
+        /// How many losses it was running at.
+        losses: u32,
+    },
     /// The engine is shutting down or has shut down; it accepts no new work.
     #[error("the engine is shut down")]
     Shutdown,

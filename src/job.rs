@@ -337,6 +337,19 @@ impl Job {
         self
     }
 
+    /// Whether running the job again changes nothing but its own outputs: it writes no
+    /// resident buffer. A job in flight when its device was lost may then run again.
+    pub(crate) fn is_idempotent(&self) -> bool {
+        self.steps.iter().all(|s| {
+            s.args.iter().all(|a| {
+                !matches!(a.data, ArgData::Resident(_))
+                    || s.kernel
+                        .binding(a.binding)
+                        .is_none_or(|b| b.kind != BindingKind::StorageReadWrite)
+            })
+        })
+    }
+
     /// Every argument of every step.
     pub(crate) fn args(&self) -> impl Iterator<Item = &Arg> {
         self.steps.iter().flat_map(|s| s.args.iter())

@@ -47,7 +47,8 @@
 //!   loop answer every job.
 //! - A lost device can be reopened ([`EngineBuilder::reopen_lost_devices`], off by default):
 //!   a new device on the same adapter takes its place, the jobs queued on the lost one move
-//!   to it, and a budget stops a device that keeps failing ([`DeviceInfo::state`]).
+//!   to it, jobs that were running run again when that is safe, and a budget stops a device
+//!   that keeps failing ([`DeviceInfo::state`]).
 //! - Device choice ([`Balance`]) is by fewest outstanding jobs, or weighted by each device's
 //!   measured cost per job, using atomics only.
 //! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in

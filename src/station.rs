@@ -10,9 +10,10 @@
 //! enumeration lock, finds the adapter again (same backend, vendor, device id and name) and
 //! requests a new device. The new device gets the next generation, the same index and the
 //! same statistics, and the kept jobs are queued on it with their own handles. Pipelines are
-//! built again from each kernel's module as jobs need them. Jobs that were in flight at the
-//! loss fail `DeviceLost` (they may have run partly), and resident buffers of the lost device
-//! are gone.
+//! built again from each kernel's module as jobs need them. A job that was running at the
+//! loss may have run partly: if it writes no resident buffer it is kept too and runs again
+//! (at most `max_replays` times; a job running at more losses than that is `Poisoned`),
+//! otherwise it fails `DeviceLost`. Resident buffers of the lost device are gone.
 //!
 //! Locks (leaves: nothing else is taken while they are held): the current core, read for a
 //! moment by every submit and written once per recovery; the recovery thread's handle, which
@@ -28,7 +29,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::adapters::{self, DeviceInfo, DeviceState};
 use crate::device::health::Health;
-use crate::device::inbox::Request;
+use crate::device::reply::Responder;
+use crate::job::Job;
 use crate::device::{DeviceCore, Opening};
 use crate::error::{Error, Result};
 
@@ -63,6 +65,8 @@ pub(crate) struct Budget {
     pub(crate) window: Duration,
     /// The wait before the first reopen; doubled for each further loss within `window`.
     pub(crate) backoff: Duration,
+    /// Most times a job running at a loss is run again (then it is `Poisoned`).
+    pub(crate) max_replays: u32,
 }
 
 /// See the module docs.
@@ -132,15 +136,17 @@ impl Station {
             return;
         }
         let weak = Arc::downgrade(station);
-        core.inbox.on_loss(Box::new(move |kept| {
+        let most = station.recipe.as_ref().map_or(0, |r| r.budget.max_replays);
+        let keep = move |kept| {
             if let Some(station) = weak.upgrade() {
                 Station::start_recovery(&station, kept);
             }
-        }));
+        };
+        core.inbox.on_loss(Box::new(keep), most);
     }
 
     /// Starts the recovery thread (one at a time); the `kept` jobs go to the new device.
-    fn start_recovery(station: &Arc<Station>, kept: Vec<Request>) {
+    fn start_recovery(station: &Arc<Station>, kept: Vec<(Job, Responder)>) {
         let mut slot = station.recovery.lock();
         if station.stopped.load(Ordering::SeqCst) {
             return; // shutting down: the kept jobs answer as they drop
@@ -156,7 +162,7 @@ impl Station {
     }
 
     /// The recovery thread's body (see the module docs).
-    fn recover(self: &Arc<Self>, kept: Vec<Request>) {
+    fn recover(self: &Arc<Self>, kept: Vec<(Job, Responder)>) {
         let Some(recipe) = &self.recipe else { return };
         let lost_at = Instant::now();
         let Some(wait) = self.charge(&recipe.budget, lost_at) else {
@@ -234,7 +240,7 @@ impl Station {
         self: &Arc<Self>,
         recipe: &Recipe,
         core: DeviceCore,
-        kept: Vec<Request>,
+        kept: Vec<(Job, Responder)>,
         lost_at: Instant,
     ) {
         if self.stopped.load(Ordering::SeqCst) {
@@ -249,8 +255,8 @@ impl Station {
         self.state.store(UP, Ordering::Release);
         (recipe.watch)(self.index, core.inbox.clone());
         let moved = kept.len();
-        for request in kept {
-            core.requeue(request);
+        for (job, responder) in kept {
+            core.requeue(job, responder);
         }
         log::warn!(
             "device {}: reopened on {} (generation {generation}) in {:.1?}; {moved} queued jobs moved to it",

@@ -258,8 +258,15 @@ impl Driver {
             bytes,
         );
         let registered = std::cell::Cell::new(false);
+        // With reopening, the board keeps a copy of each job that may run again after a loss.
+        let keep = self.inbox.keeps_jobs();
+        let tickets: Vec<_> = (responders.iter().zip(&ready))
+            .map(|(r, x)| {
+                let again = keep && x.job.is_idempotent();
+                (r.ticket().clone(), again.then(|| x.job.clone()))
+            })
+            .collect();
         let register = || {
-            let tickets = responders.iter().map(|r| r.ticket().clone()).collect();
             registered.set(self.inbox.register(tickets));
             registered.get()
         };

@@ -20,6 +20,9 @@ use crate::job::Priority;
 use crate::memory::host::Loan;
 use crate::memory::host::Staged;
 
+/// Takes the jobs a lost device kept (see [`Inbox::on_loss`]).
+pub(crate) type Keeper = Box<dyn Fn(Vec<(Job, Responder)>) + Send + Sync>;
+
 /// A queued job and its reply side.
 pub(crate) struct Request {
     pub(crate) job: Job,
@@ -47,8 +50,9 @@ impl Queued for Request {
 pub(crate) struct Board {
     /// Taken off the channel, not yet batched, by priority.
     pub(crate) pending: Pending<Request>,
-    /// The tickets of each batch in flight, oldest first.
-    in_flight: VecDeque<Vec<Arc<Ticket>>>,
+    /// The tickets of each batch in flight, oldest first, each with a copy of its job when
+    /// the job may run again after a loss (see [`Inbox::on_loss`]).
+    in_flight: VecDeque<Vec<(Arc<Ticket>, Option<Job>)>>,
     /// Set by [`Inbox::close`]: nothing more is accepted.
     closed: bool,
 }
@@ -64,9 +68,10 @@ pub(crate) struct Inbox {
     sender: Mutex<Option<flume::Sender<Request>>>,
     /// Set once the board is closed, so the watchdog checks without locking.
     closed: AtomicBool,
-    /// Where the jobs that were never encoded go when the device is closed after a loss
-    /// (instead of failing): the device's recovery (see `device/station.rs`).
-    keep: std::sync::OnceLock<Box<dyn Fn(Vec<Request>) + Send + Sync>>,
+    /// Where the jobs that were never encoded, and those in flight that may run again, go
+    /// when the device is closed after a loss (instead of failing): the device's recovery
+    /// (see `station.rs`), with the most times one job may run again.
+    keep: std::sync::OnceLock<(Keeper, u32)>,
 }
 
 impl Inbox {
@@ -86,8 +91,9 @@ impl Inbox {
     /// Stops accepting work and resolves every job the device holds with its drop error
     /// (`DeviceLost` after a loss): the pending ones, those in flight, and those left on the
     /// channel, which is drained until every sender is gone. After a loss, with a keeper set
-    /// ([`Inbox::on_loss`]), the pending and channel jobs (never encoded) go to it instead.
-    /// Idempotent.
+    /// ([`Inbox::on_loss`]), the pending and channel jobs (never encoded) and the jobs in
+    /// flight that may run again go to it instead; a job in flight at more losses than the
+    /// keeper allows replays resolves `Poisoned`. Idempotent.
     pub(crate) fn close(&self) {
         drop(self.sender.lock().take());
         let (mut pending, in_flight, first) = {
@@ -98,27 +104,53 @@ impl Inbox {
             (pending, std::mem::take(&mut board.in_flight), first)
         };
         self.closed.store(true, Ordering::Release);
-        let err = self.health.drop_error();
-        for ticket in in_flight.into_iter().flatten() {
-            ticket.resolve(Err(err.clone()));
-        }
         let keep = self.keep.get().filter(|_| first && !self.health.usable());
         let mut kept = Vec::new();
-        while let Some(r) = pending.pop() {
-            kept.push(r);
+        for (ticket, job) in in_flight.into_iter().flatten() {
+            match (keep, job) {
+                (Some((_, most)), Some(job)) => self.replay(ticket, job, *most, &mut kept),
+                _ => {
+                    ticket.resolve(Err(self.health.drop_error()));
+                }
+            }
         }
-        while let Ok(request) = self.rx.recv() {
-            kept.push(request);
+        while let Some(r) = pending.pop() {
+            kept.push((r.job, r.responder));
+        }
+        while let Ok(r) = self.rx.recv() {
+            kept.push((r.job, r.responder));
         }
         match keep {
-            Some(keep) => keep(kept),
+            Some((keep, _)) => keep(kept),
             None => drop(kept), // each responder replies as it drops
         }
     }
 
-    /// Sets where the never-encoded jobs go when the device is closed after a loss (once).
-    pub(crate) fn on_loss(&self, keep: Box<dyn Fn(Vec<Request>) + Send + Sync>) {
-        let _ = self.keep.set(keep);
+    /// A job that was running at the loss: queued again (into `kept`) unless it ran at more
+    /// than `most` losses, then `Poisoned`.
+    fn replay(&self, ticket: Arc<Ticket>, job: Job, most: u32, kept: &mut Vec<(Job, Responder)>) {
+        let losses = ticket.losses() + 1;
+        if losses > most {
+            let device = self.health.index;
+            ticket.resolve(Err(crate::error::Error::Poisoned { device, losses }));
+            return;
+        }
+        if let Some(attempt) = ticket.replay() {
+            let steps = job.steps.len();
+            let span = crate::observe::trace::JobSpan::queued(self.health.index, steps, 0);
+            kept.push((job, Responder::replayed(ticket, attempt, span)));
+        }
+    }
+
+    /// Sets where the kept jobs go when the device is closed after a loss (once), and how
+    /// many times one job may run again (see [`Inbox::close`]).
+    pub(crate) fn on_loss(&self, keep: Keeper, max_replays: u32) {
+        let _ = self.keep.set((keep, max_replays));
+    }
+
+    /// Whether batches keep a copy of each job that may run again (a keeper is set).
+    pub(crate) fn keeps_jobs(&self) -> bool {
+        self.keep.get().is_some()
     }
 
     /// Drops the owning sender: what is queued runs, then the executor returns.
@@ -128,7 +160,7 @@ impl Inbox {
 
     /// Puts a batch's tickets on the board before its submit; false when the device is closed
     /// (the batch must not be submitted).
-    pub(crate) fn register(&self, tickets: Vec<Arc<Ticket>>) -> bool {
+    pub(crate) fn register(&self, tickets: Vec<(Arc<Ticket>, Option<Job>)>) -> bool {
         let mut board = self.board.lock();
         if board.closed {
             return false;
@@ -212,7 +244,7 @@ mod tests {
         inbox.board.lock().pending.push(r);
         let (in_flight, running) = request(&inbox);
         assert!(running.responder.claim());
-        assert!(inbox.register(vec![running.responder.ticket().clone()]));
+        assert!(inbox.register(vec![(running.responder.ticket().clone(), None)]));
         let (queued, r) = request(&inbox);
         tx.send(r).unwrap();
         drop(tx); // the close drains the channel until no sender is left
@@ -238,5 +270,50 @@ mod tests {
                 .try_get()
                 .is_some_and(|r| r.err() == Some(Error::ResultTaken))
         );
+    }
+
+    #[test]
+    fn a_kept_device_keeps_its_queued_jobs_replays_running_ones_and_poisons_repeat_runners() {
+        let (tx, rx) = flume::bounded(16);
+        let health = Arc::new(Health::new(2, Box::new(|| {})));
+        let inbox = Inbox::new(health, Duration::from_millis(100), tx.clone(), rx);
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let into = kept.clone();
+        inbox.on_loss(Box::new(move |jobs| into.lock().extend(jobs)), 1);
+        assert!(inbox.keeps_jobs());
+        let (pending, r) = request(&inbox);
+        inbox.board.lock().pending.push(r);
+        // One running job on its first loss, one already replayed once (max_replays 1), one
+        // that writes a resident buffer (no copy kept).
+        let (first, a) = request(&inbox);
+        let (again, b) = request(&inbox);
+        let (writer, c) = request(&inbox);
+        for r in [&a, &b, &c] {
+            assert!(r.responder.claim());
+        }
+        assert_eq!(b.responder.ticket().replay(), Some(1));
+        assert!(b.responder.claim());
+        let copy = |r: &Request| (r.responder.ticket().clone(), Some(r.job.clone()));
+        let tickets = vec![copy(&a), copy(&b), (c.responder.ticket().clone(), None)];
+        assert!(inbox.register(tickets));
+        drop(tx);
+        inbox.fail("driver reset".into());
+        // The pending job and the first-time runner are kept, unanswered, with responders
+        // that answer for them; the old runner's responder no longer does.
+        assert!(pending.try_get().is_none() && first.try_get().is_none());
+        let kept: Vec<_> = std::mem::take(&mut *kept.lock());
+        assert_eq!(kept.len(), 2);
+        a.responder.send(Err(Error::Wgpu("the old attempt's late reply".into())));
+        assert!(first.try_get().is_none());
+        assert!(matches!(
+            again.try_get(),
+            Some(Err(Error::Poisoned { device: 2, losses: 2 }))
+        ));
+        assert!(matches!(writer.try_get(), Some(Err(Error::DeviceLost { .. }))));
+        for (_, responder) in kept {
+            responder.send(Err(Error::Wgpu("ran on the new device".into())));
+        }
+        assert!(pending.try_get().is_some() && first.try_get().is_some());
+        drop((b, c));
     }
 }

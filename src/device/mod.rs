@@ -76,9 +76,11 @@
 //! when it notices the loss; the watchdog closes it when the executor is stuck in the driver.
 //! Callbacks only record the reason: they run inside wgpu's poll, where dropping a job's
 //! buffers could deadlock. With `EngineBuilder::reopen_lost_devices`, closing hands the jobs
-//! that were never encoded (pending on the board or still in the channel) to the device's
+//! that were never encoded (pending on the board or still in the channel), and the jobs in
+//! flight that write no resident buffer (the board keeps a copy of each), to the device's
 //! recovery instead of failing them, and a new device takes the lost one's place (see
-//! `station.rs`); the jobs in flight fail as above.
+//! `station.rs`); the other jobs in flight fail as above, and a job in flight at more losses
+//! than `max_replays` fails `Poisoned`.
 //!
 //! # Shutdown
 //! The engine refuses new jobs and drops every channel's owning sender. Producers hold only
@@ -313,11 +315,9 @@ impl DeviceCore {
         })
     }
 
-    /// Queues `request`, a job kept from a lost device (see `device/station.rs`), here with
-    /// its own handle: its data is written again for this device. Blocks while the queue is
+    /// Queues `job`, kept from a lost device (see `station.rs`), here with its own handle: its data is written again for this device. Blocks while the queue is
     /// full; a job this device cannot take answers as it drops.
-    pub(crate) fn requeue(&self, request: Request) {
-        let Request { job, responder, .. } = request;
+    pub(crate) fn requeue(&self, job: Job, responder: crate::device::reply::Responder) {
         let Some(tx) = self.tx.upgrade() else {
             return; // dropped with `responder`: it answers
         };

@@ -9,7 +9,10 @@
 //!
 //! # The protocol
 //! The ticket's state moves `QUEUED -> ENCODED -> REPLIED`, or `QUEUED -> REPLIED` for a job
-//! that never runs. Whoever runs the batch loop claims a job (`QUEUED -> ENCODED`) before it encodes it; a
+//! that never runs. One move goes back: a job that can run again and was running when its
+//! device was lost is queued again on the reopened device (`ENCODED -> QUEUED`, see
+//! [`Ticket::replay`]); the ticket counts the attempt, and only the latest attempt's
+//! responder answers. Whoever runs the batch loop claims a job (`QUEUED -> ENCODED`) before it encodes it; a
 //! job it cannot claim was already resolved and is skipped, so a job answered by its deadline
 //! or a cancel never runs. Whoever moves the state to `REPLIED` (one compare-and-swap, so one
 //! party) sends the reply into the job's channel of capacity one and counts it in the device's
@@ -18,7 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -69,6 +72,9 @@ pub(crate) struct Ticket {
     submitted: Instant,
     /// After this instant the job is not encoded any more.
     deadline: Option<Instant>,
+    /// How many times the job was queued again after a loss it was running at; only the
+    /// responder of the latest attempt answers.
+    attempt: AtomicU32,
 }
 
 impl Ticket {
@@ -112,6 +118,22 @@ impl Ticket {
             .is_ok()
     }
 
+    /// Queues the job again after a loss it was running at (`ENCODED -> QUEUED`, the one move
+    /// back): the new attempt's number, or `None` when the job resolved meanwhile (it stays
+    /// resolved). The responder of the earlier attempt can no longer answer.
+    pub(crate) fn replay(&self) -> Option<u32> {
+        let attempt = self.attempt.fetch_add(1, Ordering::AcqRel) + 1;
+        self.state
+            .compare_exchange(ENCODED, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            .then_some(attempt)
+    }
+
+    /// How many losses the job was running at.
+    pub(crate) fn losses(&self) -> u32 {
+        self.attempt.load(Ordering::Acquire)
+    }
+
     /// Whether the job has resolved (its reply is sent or being sent).
     pub(crate) fn is_resolved(&self) -> bool {
         self.state.load(Ordering::Acquire) == REPLIED
@@ -147,15 +169,34 @@ pub(crate) struct Responder {
     span: JobSpan,
     /// Cleared once it replied or was disarmed.
     armed: bool,
+    /// The ticket's attempt this responder answers for (see [`Ticket::replay`]).
+    attempt: u32,
 }
 
 impl Responder {
+    /// The responder of `ticket`'s new attempt `attempt` (see [`Ticket::replay`]).
+    pub(crate) fn replayed(ticket: Arc<Ticket>, attempt: u32, span: JobSpan) -> Responder {
+        Responder {
+            ticket,
+            span,
+            armed: true,
+            attempt,
+        }
+    }
+
+    /// Whether this responder still answers for its job (no later attempt replaced it).
+    fn current(&self) -> bool {
+        self.ticket.attempt.load(Ordering::Acquire) == self.attempt
+    }
+
     /// Delivers the result, unless the job was resolved already (cancelled or expired while
-    /// queued, or failed by the watchdog).
+    /// queued, or failed by the watchdog) or queued again after a loss.
     pub(crate) fn send(mut self, reply: Reply) {
         self.armed = false;
         self.span.replied(&reply);
-        self.ticket.resolve(reply);
+        if self.current() {
+            self.ticket.resolve(reply);
+        }
     }
 
     /// The shared ticket (the device keeps a clone of each job's in flight for the watchdog).
@@ -186,7 +227,7 @@ impl std::ops::Deref for Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if self.armed {
+        if self.armed && self.current() {
             let reply = Err(self.ticket.health.drop_error());
             self.span.replied(&reply);
             self.ticket.resolve(reply);
@@ -256,6 +297,7 @@ impl JobHandle {
             health,
             submitted: Instant::now(),
             deadline,
+            attempt: AtomicU32::new(0),
         });
         let handle = JobHandle {
             rx,
@@ -272,6 +314,7 @@ impl JobHandle {
                 ticket,
                 span,
                 armed: true,
+                attempt: 0,
             },
         )
     }
