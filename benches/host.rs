@@ -7,6 +7,8 @@
 //! to a readback buffer, submit, map, wait, and the result collected into a `Vec`. Both check
 //! the result's length.
 //!
+//! `HOST_REOPEN=1` turns on `reopen_lost_devices`, to measure its bookkeeping.
+//!
 //! `cargo bench --bench host` prints the table (µs per job, ratio to plain, allocations and
 //! context switches per job) for 20,000 jobs per row after a warm-up. `HOST_JOBS` sets the
 //! count. `cargo bench --bench host -- --only MODE --jobs N [--threads T]` runs one mode alone (for
@@ -126,8 +128,10 @@ struct Sides {
 impl Sides {
     fn new() -> Sides {
         let plain = plain::Plain::new(wgpu::Backends::NOOP).expect("plain wgpu on noop");
+        // `HOST_REOPEN=1`: with reopening on (each running job that may run again is copied).
         let engine = Engine::builder()
             .backends(wgpu::Backends::NOOP)
+            .reopen_lost_devices(std::env::var_os("HOST_REOPEN").is_some())
             .build()
             .expect("an engine on noop");
         let saxpy = engine.kernel(kernels::saxpy()).expect("kernel");
