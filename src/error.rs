@@ -92,8 +92,10 @@ pub enum Error {
     /// The result was already returned by an earlier call on this handle.
     #[error("the job's result was already taken from this handle")]
     ResultTaken,
-    /// The device was lost (driver reset, destroyed, or its executor failed). Jobs submitted
-    /// afterwards go to the remaining devices; retrying on another device can help.
+    /// The device was lost (driver reset, destroyed, or its batch loop failed). Jobs
+    /// submitted afterwards go to the remaining devices, or to the device that replaces it
+    /// with [`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices);
+    /// retrying can help.
     #[error("device {device} was lost: {reason}")]
     DeviceLost {
         /// The engine's index of the device.
