@@ -251,7 +251,7 @@ impl Station {
         let core = Arc::new(core);
         *self.core.write() = core.clone();
         let generation = core.info.generation;
-        core.stats().record_recovery();
+        core.stats().record_recovery(lost_at);
         self.state.store(UP, Ordering::Release);
         (recipe.watch)(self.index, core.inbox.clone());
         let moved = kept.len();

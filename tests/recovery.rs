@@ -63,6 +63,8 @@ fn a_lost_device_is_reopened_and_serves_the_next_1000_jobs() {
     let s = &engine.stats().devices[0];
     assert!(s.completed >= 1001, "{s:?}");
     assert_eq!((s.losses, s.recoveries), (1, 1));
+    let took = s.last_recovery.expect("the time from the loss to the first job after it");
+    assert!(took < WAIT, "{took:?}");
 }
 
 #[test]

@@ -65,7 +65,7 @@ impl Health {
         let first = self.lost.set(reason.clone()).is_ok();
         if first {
             self.stats.record_loss();
-            log::error!("device {} lost: {reason}", self.index);
+            log::warn!("device {} lost: {reason}", self.index);
         }
         first
     }

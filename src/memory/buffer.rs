@@ -138,7 +138,6 @@ impl DeviceBuffer {
         self.copy_on(device)
     }
 
-    /// Device `index`'s copy, if it has one.
     /// Whether its copy on device `index` exists and was made on that device's `generation`
     /// (`Some(false)`: the copy was lost with an earlier device; `None`: there is none).
     pub(crate) fn current_on(&self, index: usize, generation: u32) -> Option<bool> {
@@ -146,6 +145,7 @@ impl DeviceBuffer {
         Some(self.inner.generations.get(index) == Some(&generation))
     }
 
+    /// Device `index`'s copy, if it has one.
     pub(crate) fn copy_on(&self, index: usize) -> Option<&wgpu::Buffer> {
         self.inner.copies.get(index).and_then(Option::as_ref)
     }

@@ -17,6 +17,7 @@
 //! | `wgpu_batch_fused_jobs_total` | counter | jobs that ran in fused dispatches |
 //! | `wgpu_batch_device_losses_total` | counter | times the device was lost |
 //! | `wgpu_batch_device_recoveries_total` | counter | times a lost device was reopened |
+//! | `wgpu_batch_last_recovery_seconds` | gauge | loss to the first job completed on the reopened device, the last time |
 //! | `wgpu_batch_queue_depth` | gauge | jobs waiting in the queue |
 //! | `wgpu_batch_outstanding_jobs` | gauge | jobs submitted and not resolved |
 //! | `wgpu_batch_pool_bytes` | gauge | bytes of free buffers kept for reuse |
@@ -159,6 +160,11 @@ fn describe() {
         "Jobs submitted, not resolved"
     );
     describe_gauge!(
+        "wgpu_batch_last_recovery_seconds",
+        Unit::Seconds,
+        "Loss to the first job completed on the reopened device, the last time"
+    );
+    describe_gauge!(
         "wgpu_batch_pool_bytes",
         Unit::Bytes,
         "Free buffer bytes kept for reuse"
@@ -198,6 +204,9 @@ fn publish_device(source: &Source, seen: &mut Seen) {
     counter!("wgpu_batch_fused_jobs_total", &labels).absolute(s.fused_jobs);
     counter!("wgpu_batch_device_losses_total", &labels).absolute(s.losses);
     counter!("wgpu_batch_device_recoveries_total", &labels).absolute(s.recoveries);
+    if let Some(t) = s.last_recovery {
+        gauge!("wgpu_batch_last_recovery_seconds", &labels).set(t.as_secs_f64());
+    }
     gauge!("wgpu_batch_queue_depth", &labels).set(s.queue_depth as f64);
     gauge!("wgpu_batch_outstanding_jobs", &labels).set(s.outstanding as f64);
     gauge!("wgpu_batch_pool_bytes", &labels).set(s.pool_bytes as f64);

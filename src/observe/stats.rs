@@ -4,7 +4,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Log-linear latency histogram in nanoseconds, HDR-style: exact below 64 ns, then 64
 /// buckets per power of two (each under 1.6% wide), so every quantile is within 1% of the
@@ -125,6 +125,12 @@ pub(crate) struct DeviceStats {
     /// Times the device was lost, and reopened (`EngineBuilder::reopen_lost_devices`).
     losses: AtomicU64,
     recoveries: AtomicU64,
+    /// While a reopened device has completed no job yet: when its predecessor was lost, in
+    /// nanoseconds since `epoch` (0 otherwise).
+    lost_at_ns: AtomicU64,
+    /// The last time from a loss to the first job completed on the reopened device (0: none).
+    recovery_ns: AtomicU64,
+    epoch: Instant,
     /// Time from submit to the start of encoding.
     queue_wait: Histogram,
     /// Time from submit to the reply.
@@ -156,6 +162,9 @@ impl DeviceStats {
             fused_jobs: z(),
             losses: z(),
             recoveries: z(),
+            lost_at_ns: z(),
+            recovery_ns: z(),
+            epoch: Instant::now(),
             queue_wait: Histogram::new(),
             latency: Histogram::new(),
             gpu_ns: z(),
@@ -185,6 +194,9 @@ impl DeviceStats {
     /// A job resolved.
     pub(crate) fn record_done(&self, ok: bool, latency: Duration) {
         if ok { &self.completed } else { &self.failed }.fetch_add(1, Relaxed);
+        if ok && self.lost_at_ns.load(Relaxed) != 0 {
+            self.first_after_recovery();
+        }
         self.latency.record(latency);
         self.outstanding.fetch_sub(1, SeqCst);
     }
@@ -194,9 +206,23 @@ impl DeviceStats {
         self.losses.fetch_add(1, Relaxed);
     }
 
-    /// A lost device was reopened.
-    pub(crate) fn record_recovery(&self) {
+    /// A lost device, lost at `lost_at`, was reopened and serves from now: the next job
+    /// completed measures the recovery.
+    pub(crate) fn record_recovery(&self, lost_at: Instant) {
         self.recoveries.fetch_add(1, Relaxed);
+        let ns = lost_at.saturating_duration_since(self.epoch).as_nanos();
+        self.lost_at_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX).max(1), Relaxed);
+    }
+
+    /// The first job completed after a recovery: how long since the loss.
+    fn first_after_recovery(&self) {
+        let lost_at = self.lost_at_ns.swap(0, Relaxed);
+        if lost_at != 0 {
+            let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.recovery_ns
+                .store(now.saturating_sub(lost_at).max(1), Relaxed);
+        }
     }
 
     /// A batch of `jobs` went out as `dispatches` compute dispatches (fewer when jobs fused;
@@ -285,6 +311,10 @@ impl DeviceStats {
             fused_jobs: self.fused_jobs.load(Relaxed),
             losses: self.losses.load(Relaxed),
             recoveries: self.recoveries.load(Relaxed),
+            last_recovery: match self.recovery_ns.load(Relaxed) {
+                0 => None,
+                ns => Some(Duration::from_nanos(ns)),
+            },
             queue_depth,
             outstanding: self.outstanding(),
             queue_wait_p50: self.queue_wait.quantile(0.5),
@@ -326,6 +356,9 @@ pub struct DeviceStatsSnapshot {
     /// Times a lost device here was reopened
     /// ([`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices)).
     pub recoveries: u64,
+    /// The last recovery's time from the loss to the first job completed on the reopened
+    /// device (`None` before the first).
+    pub last_recovery: Option<Duration>,
     /// Jobs waiting in the request queue.
     pub queue_depth: usize,
     /// Jobs submitted and not yet resolved (queued, encoding or running).
