@@ -252,3 +252,31 @@ fn a_job_running_at_every_loss_is_poisoned_and_the_device_serves_on() {
     let out = engine.run(kernels::scale_job(&scale, 2.0, &[1.0; 8])).unwrap();
     assert_eq!(out.read::<f32>(1).unwrap(), vec![2.0; 8]);
 }
+
+#[test]
+fn a_runaway_kernel_that_trips_the_watchdog_is_poisoned_and_the_device_serves_on() {
+    let engine = common::build(
+        common::builder()
+            .devices_per_adapter(1)
+            .gpu_timeout(Duration::from_millis(300))
+            .reopen_lost_devices(true)
+            .reopen_backoff(Duration::from_millis(1))
+            .max_replays(1),
+    );
+    let scale = engine.kernel(kernels::scale()).unwrap();
+    // "Runaway" as far as the watchdog can tell: five times its bound.
+    let runaway = Spinner::new(&engine, 0, Duration::from_millis(1500));
+    let start = Instant::now();
+    let h = engine.submit(runaway.job()).unwrap();
+    match h.wait_timeout(WAIT) {
+        Err(Error::Poisoned { device: 0, losses: 2 }) => {}
+        other => panic!("want Poisoned after two watchdog losses, got {other:?}"),
+    }
+    let poisoned = start.elapsed();
+    // Reopened a second time, the device serves other jobs (once the lost devices' kernels
+    // let go of lavapipe's threads).
+    wait_for(&engine, DeviceState::Up, 2);
+    let out = engine.run(kernels::scale_job(&scale, 2.0, &[1.0; 8])).unwrap();
+    assert_eq!(out.read::<f32>(1).unwrap(), vec![2.0; 8]);
+    eprintln!("poisoned after {poisoned:?}; served again after {:?}", start.elapsed());
+}
