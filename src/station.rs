@@ -255,6 +255,7 @@ impl Station {
         self.state.store(UP, Ordering::Release);
         (recipe.watch)(self.index, core.inbox.clone());
         let moved = kept.len();
+        crate::observe::trace::device_reopened(self.index, generation, moved, lost_at.elapsed());
         for (job, responder) in kept {
             core.requeue(job, responder);
         }

@@ -1,5 +1,6 @@
-//! The `tracing` feature: a job's span from submit to reply, a child of the caller's span, and
-//! a batch's span with its life's events, as a subscriber sees them.
+//! The `tracing` feature: a job's span from submit to reply, a child of the caller's span, a
+//! batch's span with its life's events, and the events of a device's loss and reopening, as
+//! a subscriber sees them.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -78,4 +79,22 @@ fn jobs_and_batches_have_spans() {
     );
     let replied = lines.iter().filter(|l| l.contains("replied")).count();
     assert_eq!(replied, 8, "one reply per job:\n{text}");
+
+    // A loss and a reopening are events.
+    let engine = Engine::builder()
+        .backends(wgpu::Backends::VULKAN)
+        .reopen_lost_devices(true)
+        .reopen_backoff(std::time::Duration::ZERO)
+        .build()
+        .expect("an engine");
+    engine.lose_device(0);
+    let text = || String::from_utf8(captured.0.lock().unwrap().clone()).expect("utf-8");
+    let has = |parts: &[&str]| text().lines().any(|l| parts.iter().all(|p| l.contains(p)));
+    let reopened = ["WARN", "device reopened", "device=0", "generation=1", "micros="];
+    let start = std::time::Instant::now();
+    while !has(&reopened) {
+        assert!(start.elapsed().as_secs() < 60, "no reopening event in\n{}", text());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(has(&["WARN", "device lost", "device=0", "reason="]), "{}", text());
 }

@@ -66,6 +66,7 @@ impl Health {
         if first {
             self.stats.record_loss();
             log::warn!("device {} lost: {reason}", self.index);
+            crate::observe::trace::device_lost(self.index, &reason);
         }
         first
     }

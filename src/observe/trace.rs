@@ -9,6 +9,10 @@
 //! - **`wgpu_batch.batch`** (level DEBUG), one per batch from forming to completion, on the
 //!   thread that runs the batch (a waiting caller or the executor): fields `device`, `batch`, `jobs`, `bytes`, `dispatches`.
 //!   Events: `formed`, `encoded`, `submitted`, `completed` (or `failed` with the reason).
+//! - Events `wgpu_batch.device_lost` (WARN; fields `device`, `reason`) when a device is lost,
+//!   and `wgpu_batch.device_reopened` (WARN; fields `device`, `generation`, `moved` jobs,
+//!   `micros` since the loss) when a new device takes its place
+//!   (`EngineBuilder::reopen_lost_devices`).
 //!
 //! Spans are created and recorded on the threads that already do that work, with no lock:
 //! `tracing` checks each call site's interest once and caches it, so a span no subscriber
@@ -136,4 +140,26 @@ impl BatchSpan {
             self.completed(replies.iter().find_map(|r| r.as_ref().err()));
         }
     }
+}
+
+/// Records that `device` was lost (see the module docs).
+#[allow(unused_variables)]
+pub(crate) fn device_lost(device: usize, reason: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(name: "wgpu_batch.device_lost", device, reason, "device lost");
+}
+
+/// Records that `device` was reopened as `generation`, `moved` jobs moving to it, `since`
+/// its loss (see the module docs).
+#[allow(unused_variables)]
+pub(crate) fn device_reopened(device: usize, generation: u32, moved: usize, since: std::time::Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        name: "wgpu_batch.device_reopened",
+        device,
+        generation,
+        moved,
+        micros = since.as_micros() as u64,
+        "device reopened"
+    );
 }
