@@ -22,7 +22,10 @@ fn engine(devices: usize) -> Engine {
 
 fn check(out: wgpu_batch::JobOutput, x: &[f32]) {
     let got = out.read::<f32>(1).expect("read");
-    assert!(got.iter().zip(x).all(|(g, v)| *g == v * 2.0), "wrong result");
+    assert!(
+        got.iter().zip(x).all(|(g, v)| *g == v * 2.0),
+        "wrong result"
+    );
 }
 
 /// Loss to the first job completed on the new device, `n` times: sorted durations.

@@ -9,12 +9,12 @@ use crate::adapters;
 use crate::balance::Balance;
 use crate::config::BatchConfig;
 use crate::device::health::Health;
-use crate::station::{Budget, Recipe, Station};
 use crate::device::watchdog::{Msg, Watchdog};
 use crate::device::{DeviceCore, Opening};
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
 use crate::kernel::warm::DiskCache;
+use crate::station::{Budget, Recipe, Station};
 
 impl Engine {
     /// An engine on every usable adapter with the default settings of [`EngineBuilder`].
@@ -95,7 +95,7 @@ impl Default for EngineBuilder {
             #[cfg(feature = "metrics")]
             metrics_interval: Duration::from_secs(1),
             adopted: None,
-            reopen: false,
+            reopen: true,
             budget: Budget {
                 max_losses: 3,
                 window: Duration::from_secs(60),
@@ -345,7 +345,8 @@ impl EngineBuilder {
     /// [`max_replays`](Self::max_replays)); one that does fails
     /// [`Error::DeviceLost`](crate::Error::DeviceLost) (it may have run partly). The lost
     /// device's resident buffers are gone ([`Error::BufferLost`](crate::Error::BufferLost)). Not for an adopted
-    /// device ([`with_device`](Self::with_device)). Default off. See
+    /// device ([`with_device`](Self::with_device)). Default on; off, a lost device stays lost and
+    /// its work moves to the other devices. See
     /// [`reopen_budget`](Self::reopen_budget) and [`reopen_backoff`](Self::reopen_backoff).
     pub fn reopen_lost_devices(mut self, on: bool) -> Self {
         self.reopen = on;

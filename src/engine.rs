@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use crate::adapters::DeviceInfo;
 use crate::balance::{Balance, Candidate};
 use crate::device::DeviceCore;
-use crate::station::Station;
 use crate::device::reply::{DeadlineTimer, JobHandle};
 use crate::device::watchdog::Watchdog;
 use crate::error::{Error, Result};
@@ -15,6 +14,7 @@ use crate::job::{Job, JobOutput, Rejected};
 use crate::kernel::compile::{Kernel, KernelSource};
 use crate::memory::buffer::{COPY_WGSL, DeviceBuffer, next_engine_id, read_grid};
 use crate::observe::stats::EngineStats;
+use crate::station::Station;
 
 /// What the builder hands over (see `builder.rs`).
 pub(crate) struct EngineParts {
@@ -489,7 +489,11 @@ impl Engine {
         let devices = buffer.devices();
         let cores = self.inner.cores();
         let current = |i: usize| buffer.current_on(i, cores[i].info.generation) == Some(true);
-        let device = match devices.iter().copied().find(|&i| current(i) && cores[i].usable()) {
+        let device = match devices
+            .iter()
+            .copied()
+            .find(|&i| current(i) && cores[i].usable())
+        {
             Some(device) => device,
             None => match devices.iter().copied().find(|&i| !current(i)) {
                 Some(device) => return Err(Error::BufferLost { device }),

@@ -107,7 +107,9 @@ pub enum Error {
     /// ([`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices)):
     /// its contents went with the lost device, so a job that binds it, or a read of it, is
     /// refused rather than given garbage. Upload the data again.
-    #[error("the resident buffer's copy on device {device} was lost with that device; upload it again")]
+    #[error(
+        "the resident buffer's copy on device {device} was lost with that device; upload it again"
+    )]
     BufferLost {
         /// The engine's index of the device.
         device: usize,
@@ -117,7 +119,9 @@ pub enum Error {
     /// job that can run again is run again after a loss, up to
     /// [`EngineBuilder::max_replays`](crate::EngineBuilder::max_replays) times): it likely
     /// causes the losses (a kernel that never finishes, for example), so it is not run again.
-    #[error("the job was running at {losses} losses of device {device} in a row; it is not run again")]
+    #[error(
+        "the job was running at {losses} losses of device {device} in a row; it is not run again"
+    )]
     Poisoned {
         /// The engine's index of the device.
         device: usize,

@@ -45,7 +45,7 @@
 //!   its deadline error at the deadline; a watchdog fails a device whose work stops making
 //!   progress ([`EngineBuilder::gpu_timeout`]); shutdown, device loss and panics of the batch
 //!   loop answer every job.
-//! - A lost device can be reopened ([`EngineBuilder::reopen_lost_devices`], off by default):
+//! - A lost device is reopened ([`EngineBuilder::reopen_lost_devices`], on by default):
 //!   a new device on the same adapter takes its place, the jobs queued on the lost one move
 //!   to it, jobs that were running run again when that is safe, and a budget stops a device
 //!   that keeps failing ([`DeviceInfo::state`]).

@@ -1,6 +1,6 @@
 //! One device position of the engine across losses: the device serving it now, and, when
-//! reopening is on (`EngineBuilder::reopen_lost_devices`), how a lost device is replaced by a
-//! new one on the same adapter.
+//! reopening is on (`EngineBuilder::reopen_lost_devices`, the default; never for an adopted
+//! device), how a lost device is replaced by a new one on the same adapter.
 //!
 //! **Reopening.** When a lost device's board is closed ([`Inbox::close`]), the jobs it held
 //! that were never encoded (pending on its board or still in its channel) are kept instead of
@@ -30,9 +30,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::adapters::{self, DeviceInfo, DeviceState};
 use crate::device::health::Health;
 use crate::device::reply::Responder;
-use crate::job::Job;
 use crate::device::{DeviceCore, Opening};
 use crate::error::{Error, Result};
+use crate::job::Job;
 
 const UP: u8 = 0;
 const RECOVERING: u8 = 1;
@@ -203,8 +203,11 @@ impl Station {
         }
         losses.push_back(now);
         let recent = losses.len();
-        (recent <= budget.max_losses)
-            .then(|| budget.backoff.saturating_mul(1 << (recent - 1).min(16) as u32))
+        (recent <= budget.max_losses).then(|| {
+            budget
+                .backoff
+                .saturating_mul(1 << (recent - 1).min(16) as u32)
+        })
     }
 
     /// A new device on the same adapter, under the enumeration lock, and its core.

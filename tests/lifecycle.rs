@@ -99,7 +99,11 @@ fn submitting_threads_racing_shutdown_all_resolve() {
 
 #[test]
 fn device_loss_mid_load_fails_over_to_the_other_device() {
-    let engine = common::build(common::builder().devices_per_adapter(2));
+    let engine = common::build(
+        common::builder()
+            .devices_per_adapter(2)
+            .reopen_lost_devices(false),
+    ); // failover, no reopening
     assert!(engine.devices().len() >= 2);
     let k = engine.kernel(kernels::saxpy()).unwrap();
     let (x, y) = (data(4096, 4), data(4096, 5));
@@ -257,7 +261,11 @@ fn try_submit_hands_the_job_back_when_full() {
 #[test]
 fn device_destroyed_under_load_is_detected_and_every_job_resolves() {
     // No shortcut: the engine learns of the loss only from wgpu's callback.
-    let engine = common::build(common::builder().devices_per_adapter(2));
+    let engine = common::build(
+        common::builder()
+            .devices_per_adapter(2)
+            .reopen_lost_devices(false),
+    ); // failover, no reopening
     let k = engine.kernel(kernels::saxpy()).unwrap();
     let (x, y) = (data(4096, 4), data(4096, 5));
     let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 3.0 * x + y).collect();

@@ -90,11 +90,25 @@ fn jobs_and_batches_have_spans() {
     engine.lose_device(0);
     let text = || String::from_utf8(captured.0.lock().unwrap().clone()).expect("utf-8");
     let has = |parts: &[&str]| text().lines().any(|l| parts.iter().all(|p| l.contains(p)));
-    let reopened = ["WARN", "device reopened", "device=0", "generation=1", "micros="];
+    let reopened = [
+        "WARN",
+        "device reopened",
+        "device=0",
+        "generation=1",
+        "micros=",
+    ];
     let start = std::time::Instant::now();
     while !has(&reopened) {
-        assert!(start.elapsed().as_secs() < 60, "no reopening event in\n{}", text());
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "no reopening event in\n{}",
+            text()
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    assert!(has(&["WARN", "device lost", "device=0", "reason="]), "{}", text());
+    assert!(
+        has(&["WARN", "device lost", "device=0", "reason="]),
+        "{}",
+        text()
+    );
 }

@@ -349,7 +349,12 @@ fn duration_max_means_no_limit_everywhere() {
 #[test]
 fn jobs_dropped_by_an_executor_panic_get_device_lost() {
     let name = common::engine().devices()[0].adapter.clone();
-    let engine = common::build(common::builder().adapter_name(name).max_batch_jobs(4));
+    let engine = common::build(
+        common::builder()
+            .adapter_name(name)
+            .max_batch_jobs(4)
+            .reopen_lost_devices(false), // the device stays lost
+    );
     let spin = Spinner::new(&engine, 0, Duration::from_millis(20));
     let handles: Vec<JobHandle> = (0..40)
         .map(|_| engine.submit(spin.job()).unwrap())

@@ -58,7 +58,11 @@ fn awaited_jobs_complete_without_a_blocked_caller() {
     let scale = engine.kernel(kernels::scale()).unwrap();
     let x = common::data(64, 3);
     let handles: Vec<JobHandle> = (0..64)
-        .map(|i| engine.submit(kernels::scale_job(&scale, i as f32, &x)).unwrap())
+        .map(|i| {
+            engine
+                .submit(kernels::scale_job(&scale, i as f32, &x))
+                .unwrap()
+        })
         .collect();
     // One thread polls every future in turn and never blocks on the device.
     let outs = pollster::block_on(async {

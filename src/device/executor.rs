@@ -328,7 +328,8 @@ impl Driver {
         };
         let replies = sub.complete(flight.batch, &flight.span);
         self.inbox.complete_oldest();
-        out.replies.extend(flight.responders.into_iter().zip(replies));
+        out.replies
+            .extend(flight.responders.into_iter().zip(replies));
         true
     }
 
@@ -345,7 +346,10 @@ impl Driver {
         give_up: Option<Instant>,
         out: &mut Outbox,
     ) -> bool {
-        let give_up = [give_up, ticket.queued_deadline()].into_iter().flatten().min();
+        let give_up = [give_up, ticket.queued_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
         let room = match give_up {
             None => sub.flight.len() < self.cfg.max_in_flight,
             Some(_) => sub.flight.is_empty(),
@@ -366,8 +370,9 @@ impl Driver {
     /// `DeviceLost`).
     fn lose_to_panic(&self, panic: &(dyn std::any::Any + Send)) {
         let msg = crate::error::panic_message(panic).unwrap_or("unknown panic");
-        self.inbox
-            .fail(format!("the batch loop panicked on a waiting caller's thread: {msg}"));
+        self.inbox.fail(format!(
+            "the batch loop panicked on a waiting caller's thread: {msg}"
+        ));
         self.ring(); // the executor clears what is in flight
     }
 }
@@ -521,7 +526,8 @@ impl Executor {
         let mut out = Outbox::default();
         let left = {
             let mut sub = self.d.submitter.lock();
-            while self.d.health.usable() && self.d.complete_oldest(&mut sub, None, None, &mut out) {}
+            while self.d.health.usable() && self.d.complete_oldest(&mut sub, None, None, &mut out) {
+            }
             std::mem::take(&mut sub.flight)
         };
         out.deliver();
@@ -546,7 +552,15 @@ impl Executor {
         drop(sub);
         let eager = self.d.eager.load(Ordering::Acquire);
         let urgent = self.stopping || eager || !self.d.cfg.max_delay.is_zero();
-        let due = Due::of(Work { pending, flight, full }, urgent, now);
+        let due = Due::of(
+            Work {
+                pending,
+                flight,
+                full,
+            },
+            urgent,
+            now,
+        );
         if matches!(due, Due::Idle) {
             self.d.eager.store(false, Ordering::Release);
         }
@@ -672,7 +686,11 @@ mod tests {
     #[test]
     fn fresh_work_waits_for_a_caller_unless_rung() {
         let now = Instant::now() + Duration::from_secs(1);
-        let fresh = Work { pending: Some(now), flight: None, full: false };
+        let fresh = Work {
+            pending: Some(now),
+            flight: None,
+            full: false,
+        };
         assert_eq!(Due::of(fresh, false, now), Due::At(now + LINGER));
         assert_eq!(Due::of(fresh, true, now), Due::Launch);
     }

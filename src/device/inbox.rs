@@ -303,13 +303,20 @@ mod tests {
         assert!(pending.try_get().is_none() && first.try_get().is_none());
         let kept: Vec<_> = std::mem::take(&mut *kept.lock());
         assert_eq!(kept.len(), 2);
-        a.responder.send(Err(Error::Wgpu("the old attempt's late reply".into())));
+        a.responder
+            .send(Err(Error::Wgpu("the old attempt's late reply".into())));
         assert!(first.try_get().is_none());
         assert!(matches!(
             again.try_get(),
-            Some(Err(Error::Poisoned { device: 2, losses: 2 }))
+            Some(Err(Error::Poisoned {
+                device: 2,
+                losses: 2
+            }))
         ));
-        assert!(matches!(writer.try_get(), Some(Err(Error::DeviceLost { .. }))));
+        assert!(matches!(
+            writer.try_get(),
+            Some(Err(Error::DeviceLost { .. }))
+        ));
         for (_, responder) in kept {
             responder.send(Err(Error::Wgpu("ran on the new device".into())));
         }

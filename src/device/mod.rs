@@ -321,7 +321,8 @@ impl DeviceCore {
         let Some(tx) = self.tx.upgrade() else {
             return; // dropped with `responder`: it answers
         };
-        let Ok((layout, staged, lent)) = self.stage(&job, true, |e| self.submitter.lock().failure(e))
+        let Ok((layout, staged, lent)) =
+            self.stage(&job, true, |e| self.submitter.lock().failure(e))
         else {
             return;
         };

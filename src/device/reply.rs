@@ -373,7 +373,10 @@ impl JobHandle {
             }
             // Spin once only: a waiter that keeps spinning takes the cores a software
             // device (lavapipe) computes on.
-            if let Some(reply) = std::mem::take(&mut first).then(|| self.spin(give_up)).flatten() {
+            if let Some(reply) = std::mem::take(&mut first)
+                .then(|| self.spin(give_up))
+                .flatten()
+            {
                 return Some(self.take(reply));
             }
             let retry = help.map(|_| Instant::now() + RETRY);

@@ -144,7 +144,10 @@ fn describe() {
         "wgpu_batch_fused_jobs_total",
         "Jobs that ran in fused dispatches",
     );
-    c("wgpu_batch_device_losses_total", "Times the device was lost");
+    c(
+        "wgpu_batch_device_losses_total",
+        "Times the device was lost",
+    );
     c(
         "wgpu_batch_device_recoveries_total",
         "Times a lost device was reopened",

@@ -152,7 +152,12 @@ pub(crate) fn device_lost(device: usize, reason: &str) {
 /// Records that `device` was reopened as `generation`, `moved` jobs moving to it, `since`
 /// its loss (see the module docs).
 #[allow(unused_variables)]
-pub(crate) fn device_reopened(device: usize, generation: u32, moved: usize, since: std::time::Duration) {
+pub(crate) fn device_reopened(
+    device: usize,
+    generation: u32,
+    moved: usize,
+    since: std::time::Duration,
+) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         name: "wgpu_batch.device_reopened",
