@@ -192,7 +192,14 @@ impl Engine {
     fn enqueue(&self, mut job: Job, block: bool) -> std::result::Result<JobHandle, Rejected> {
         let mut last = Error::QueueFull;
         for _ in 0..=self.inner.stations.len() {
-            let core = match self.choose(&job).and_then(|s| s.validate(&job).map(|_| s)) {
+            let chosen = match self.choose(&job) {
+                // Blocking, a job no usable device can take waits for one being reopened.
+                Err(Error::DeviceLost { .. }) if block && self.await_reopening(&job) => {
+                    self.choose(&job)
+                }
+                other => other,
+            };
+            let core = match chosen.and_then(|s| s.validate(&job).map(|_| s)) {
                 Ok(core) => core,
                 Err(error) => return Err(Rejected { error, job }),
             };
@@ -206,6 +213,23 @@ impl Engine {
             }
         }
         Err(Rejected { error: last, job })
+    }
+
+    /// Waits while a device `job` could go to is being reopened (until it is up or down, or
+    /// the job's deadline); whether one was.
+    fn await_reopening(&self, job: &Job) -> bool {
+        let deadline = self.deadline_of(job, Instant::now());
+        let reopening = || {
+            let mut stations = self.inner.stations.iter();
+            stations.any(|s| job.device.is_none_or(|d| d == s.index) && s.reopening())
+        };
+        if !reopening() {
+            return false;
+        }
+        while reopening() && deadline.is_none_or(|d| Instant::now() < d) {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        true
     }
 
     /// `job`'s deadline if submitted at `now`: the earlier of its own deadline and timeout, or

@@ -120,6 +120,11 @@ impl Station {
         info
     }
 
+    /// Whether the lost device here is being reopened (and will be unless it fails to open).
+    pub(crate) fn reopening(&self) -> bool {
+        self.info().state == DeviceState::Recovering
+    }
+
     /// Stops reopening and stops the device serving now (see [`DeviceCore::stop`]).
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
