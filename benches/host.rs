@@ -7,7 +7,8 @@
 //! to a readback buffer, submit, map, wait, and the result collected into a `Vec`. Both check
 //! the result's length.
 //!
-//! `HOST_REOPEN=1` turns on `reopen_lost_devices`, to measure its bookkeeping.
+//! `HOST_REOPEN=0` turns off `reopen_lost_devices` (on by default), to measure its
+//! bookkeeping.
 //!
 //! `cargo bench --bench host` prints the table (µs per job, ratio to plain, allocations and
 //! context switches per job) for 20,000 jobs per row after a warm-up. `HOST_JOBS` sets the
@@ -128,10 +129,12 @@ struct Sides {
 impl Sides {
     fn new() -> Sides {
         let plain = plain::Plain::new(wgpu::Backends::NOOP).expect("plain wgpu on noop");
-        // `HOST_REOPEN=1`: with reopening on (each running job that may run again is copied).
+        // `HOST_REOPEN=0`: without reopening (by default each running job that may run again
+        // after a device loss is copied).
+        let reopen = std::env::var("HOST_REOPEN").map_or(true, |v| v != "0");
         let engine = Engine::builder()
             .backends(wgpu::Backends::NOOP)
-            .reopen_lost_devices(std::env::var_os("HOST_REOPEN").is_some())
+            .reopen_lost_devices(reopen)
             .build()
             .expect("an engine on noop");
         let saxpy = engine.kernel(kernels::saxpy()).expect("kernel");
