@@ -175,12 +175,21 @@ impl Engine {
     /// it queues it like [`submit`](Engine::submit) and waits (running the device's batches
     /// itself when nobody else is, as every [`JobHandle::wait`] does).
     pub fn run(&self, job: Job) -> Result<JobOutput> {
-        let core = self.choose(&job)?;
+        let queued = |job| self.enqueue(job, true).map_err(|r: Rejected| r.error)?.wait();
+        let core = match self.choose(&job) {
+            Ok(core) => core,
+            // No device can take it now: the queue waits for one being reopened.
+            Err(Error::DeviceLost { .. }) => return queued(job),
+            Err(e) => return Err(e),
+        };
         core.validate(&job)?;
         let deadline = self.deadline_of(&job, Instant::now());
-        match core.run_now(job, deadline) {
-            Ok(result) => result,
-            Err(job) => self.enqueue(job, true).map_err(|r| r.error)?.wait(),
+        // As a queued job does, one that may run again after a loss keeps a copy while it runs.
+        let again = (core.reopens() && job.is_idempotent()).then(|| job.clone());
+        match (core.run_now(job, deadline), again) {
+            (Ok(Err(Error::DeviceLost { .. })), Some(job)) => queued(job),
+            (Ok(result), _) => result,
+            (Err(job), _) => queued(job),
         }
     }
 

@@ -291,3 +291,17 @@ fn a_job_submitted_while_the_device_is_reopened_waits_for_it() {
         common::assert_close(&out.read::<f32>(1).unwrap(), &scaled(&x, 2.0), 0.0);
     }
 }
+
+#[test]
+fn a_job_run_on_the_calling_thread_runs_again_after_a_loss() {
+    let engine = engine();
+    let spin = Spinner::new(&engine, 0, Duration::from_millis(300));
+    std::thread::scope(|s| {
+        // `Engine::run` on an idle device runs the job on this thread, not through the queue.
+        let running = s.spawn(|| engine.run(spin.job()));
+        std::thread::sleep(Duration::from_millis(60));
+        engine.lose_device(0);
+        running.join().unwrap().unwrap();
+    });
+    assert_eq!(engine.devices()[0].generation, 1);
+}

@@ -336,6 +336,11 @@ impl DeviceCore {
         let _ = tx.send(request); // on a disconnect it comes back and answers as it drops
     }
 
+    /// Whether a loss of this device keeps its jobs for the device that replaces it.
+    pub(crate) fn reopens(&self) -> bool {
+        self.inbox.keeps_jobs()
+    }
+
     /// The device's statistics (a reopened device continues them).
     pub(crate) fn health_stats(&self) -> Arc<crate::observe::stats::DeviceStats> {
         self.health.stats.clone()
