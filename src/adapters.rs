@@ -4,8 +4,8 @@
 //! across every engine of the process: drivers are least tested (and some are not safe) when
 //! several threads enumerate or open devices at once, and engines built at once on several
 //! threads then open their devices one at a time. It is taken only in
-//! [`EngineBuilder::build`](crate::EngineBuilder::build), never on the submit path, and
-//! nothing else is taken while it is held.
+//! [`EngineBuilder::build`](crate::EngineBuilder::build) and when a lost device is reopened
+//! (`station.rs`), never on the submit path, and nothing else is taken while it is held.
 
 use parking_lot::Mutex;
 

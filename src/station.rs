@@ -13,7 +13,9 @@
 //! built again from each kernel's module as jobs need them. A job that was running at the
 //! loss may have run partly: if it writes no resident buffer it is kept too and runs again
 //! (at most `max_replays` times; a job running at more losses than that is `Poisoned`),
-//! otherwise it fails `DeviceLost`. Resident buffers of the lost device are gone.
+//! otherwise it fails `DeviceLost`. Resident buffers of the lost device are gone (jobs and
+//! reads that need them get `BufferLost`). Meanwhile a blocking submit that no other device
+//! can take waits for the new device (until its deadline).
 //!
 //! Locks (leaves: nothing else is taken while they are held): the current core, read for a
 //! moment by every submit and written once per recovery; the recovery thread's handle, which

@@ -4,8 +4,10 @@
 //!
 //! # Locks, in the order they may be taken
 //! 1. The process-wide enumeration lock (`adapters.rs`): instance creation, adapter
-//!    enumeration and device requests, in `EngineBuilder::build` only. Never held while
-//!    taking any other lock; never taken on the submit path.
+//!    enumeration and device requests, in `EngineBuilder::build` and in the reopening of a
+//!    lost device (`station.rs`), nowhere else. Never held while taking any other lock;
+//!    never taken on the submit path. (Each device position's current-core lock in
+//!    `station.rs` is a leaf: read for a moment by every submit, written once per reopening.)
 //! 2. The metrics publisher's `seen` lock (`observe/publish.rs`, feature `metrics`): held while it
 //!    reads every device's statistics, so it is taken before the board (4).
 //! 3. Per device, [`DeviceCore::submitter`]: the device's queue, buffer pool, kept bind groups,
