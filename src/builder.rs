@@ -376,7 +376,9 @@ impl EngineBuilder {
     /// resident buffer (so running it twice changes nothing but its own outputs). A job
     /// running at more losses than that fails [`Error::Poisoned`](crate::Error::Poisoned): it
     /// is likely what brings the device down (a kernel that never finishes trips the
-    /// watchdog each time). Later jobs of the same kernel are run as any other. Default 2.
+    /// watchdog each time), and later jobs of its kernels are refused on that device with
+    /// [`Error::Quarantined`](crate::Error::Quarantined) for the budget's window (see
+    /// [`reopen_budget`](Self::reopen_budget)). Default 2.
     pub fn max_replays(mut self, n: u32) -> Self {
         self.budget.max_replays = n;
         self

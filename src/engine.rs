@@ -310,9 +310,17 @@ impl Engine {
         }
     }
 
+    /// The device for `job` (see [`Engine::pick`]), unless a job of one of its kernels was
+    /// poisoned there a short while ago ([`Error::Quarantined`]).
+    fn choose(&self, job: &Job) -> Result<Arc<DeviceCore>> {
+        let core = self.pick(job)?;
+        self.inner.stations[core.info.index].admits(job)?;
+        Ok(core)
+    }
+
     /// The device for `job`: its pinned device, or the best usable one (by the engine's
     /// [`Balance`]) among those that hold every resident buffer it binds. Atomics only.
-    fn choose(&self, job: &Job) -> Result<Arc<DeviceCore>> {
+    fn pick(&self, job: &Job) -> Result<Arc<DeviceCore>> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);

@@ -128,6 +128,18 @@ pub enum Error {
         /// How many losses it was running at.
         losses: u32,
     },
+    /// A job of this kernel was [`Poisoned`](Error::Poisoned) on this device a short while
+    /// ago, so the kernel's jobs are refused there for `remaining` (the reopening budget's
+    /// window), rather than let one bad kernel take the device down again and again.
+    #[error("jobs of kernel '{kernel}' are refused on device {device} for {remaining:?}: one of them was running at every loss of it")]
+    Quarantined {
+        /// The kernel's label.
+        kernel: String,
+        /// The engine's index of the device.
+        device: usize,
+        /// How long the refusal lasts.
+        remaining: std::time::Duration,
+    },
     /// The engine is shutting down or has shut down; it accepts no new work.
     #[error("the engine is shut down")]
     Shutdown,

@@ -12,8 +12,9 @@
 //! same statistics, and the kept jobs are queued on it with their own handles. Pipelines are
 //! built again from each kernel's module as jobs need them. A job that was running at the
 //! loss may have run partly: if it writes no resident buffer it is kept too and runs again
-//! (at most `max_replays` times; a job running at more losses than that is `Poisoned`),
-//! otherwise it fails `DeviceLost`. Resident buffers of the lost device are gone (jobs and
+//! (at most `max_replays` times; a job running at more losses than that is `Poisoned`, and
+//! its kernels are refused here, `Quarantined`, for the budget's window), otherwise it fails
+//! `DeviceLost`. Resident buffers of the lost device are gone (jobs and
 //! reads that need them get `BufferLost`). Meanwhile a blocking submit that no other device
 //! can take waits for the new device (until its deadline).
 //!
@@ -31,6 +32,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::adapters::{self, DeviceInfo, DeviceState};
 use crate::device::health::Health;
+use crate::device::inbox::Keep;
 use crate::device::reply::Responder;
 use crate::device::{DeviceCore, Opening};
 use crate::error::{Error, Result};
@@ -71,6 +73,47 @@ pub(crate) struct Budget {
     pub(crate) max_replays: u32,
 }
 
+/// Kernels one of whose jobs was poisoned here, refused until an instant.
+#[derive(Default)]
+struct Quarantine {
+    /// Whether any is refused (so a submit looks without locking when none is).
+    any: AtomicBool,
+    /// (kernel id, label, refused until); a leaf lock.
+    kernels: Mutex<Vec<(u64, String, Instant)>>,
+}
+
+impl Quarantine {
+    fn add(&self, job: &Job, until: Instant) {
+        let mut kernels = self.kernels.lock();
+        for step in &job.steps {
+            let k = &step.kernel;
+            kernels.push((k.id(), k.label().to_owned(), until));
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn check(&self, job: &Job, device: usize) -> Result<()> {
+        if !self.any.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut kernels = self.kernels.lock();
+        kernels.retain(|(_, _, until)| *until > now);
+        self.any.store(!kernels.is_empty(), Ordering::Release);
+        let refused = job.steps.iter().find_map(|s| {
+            kernels.iter().find(|(id, ..)| *id == s.kernel.id())
+        });
+        match refused {
+            Some((_, label, until)) => Err(Error::Quarantined {
+                kernel: label.clone(),
+                device,
+                remaining: until.saturating_duration_since(now),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// See the module docs.
 pub(crate) struct Station {
     pub(crate) index: usize,
@@ -85,6 +128,8 @@ pub(crate) struct Station {
     /// The recovery thread under way, joined by shutdown; also orders a recovery's swap
     /// against shutdown.
     recovery: Mutex<Option<JoinHandle<()>>>,
+    /// Kernels refused here after one of their jobs was poisoned.
+    quarantine: Arc<Quarantine>,
 }
 
 impl Station {
@@ -98,6 +143,7 @@ impl Station {
             recipe,
             stopped: AtomicBool::new(false),
             recovery: Mutex::new(None),
+            quarantine: Arc::default(),
         });
         Station::arm(&station, &station.core());
         station
@@ -122,6 +168,11 @@ impl Station {
         info
     }
 
+    /// An error when a job of one of `job`'s kernels was poisoned here a short while ago.
+    pub(crate) fn admits(&self, job: &Job) -> Result<()> {
+        self.quarantine.check(job, self.index)
+    }
+
     /// Whether the lost device here is being reopened (and will be unless it fails to open).
     pub(crate) fn reopening(&self) -> bool {
         self.info().state == DeviceState::Recovering
@@ -143,13 +194,18 @@ impl Station {
             return;
         }
         let weak = Arc::downgrade(station);
-        let most = station.recipe.as_ref().map_or(0, |r| r.budget.max_replays);
-        let keep = move |kept| {
+        let Some(recipe) = &station.recipe else { return };
+        let keeper = move |kept| {
             if let Some(station) = weak.upgrade() {
                 Station::start_recovery(&station, kept);
             }
         };
-        core.inbox.on_loss(Box::new(keep), most);
+        let (quarantine, window) = (station.quarantine.clone(), recipe.budget.window);
+        core.inbox.on_loss(Keep {
+            keeper: Box::new(keeper),
+            max_replays: recipe.budget.max_replays,
+            poisoned: Box::new(move |job| quarantine.add(job, Instant::now() + window)),
+        });
     }
 
     /// Starts the recovery thread (one at a time); the `kept` jobs go to the new device.

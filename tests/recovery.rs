@@ -268,6 +268,16 @@ fn a_runaway_kernel_that_trips_the_watchdog_is_poisoned_and_the_device_serves_on
         "poisoned after {poisoned:?}; served again after {:?}",
         start.elapsed()
     );
+    // The bad kernel is refused for a while rather than take the device down again.
+    match engine.submit(runaway.job()) {
+        Err(Error::Quarantined {
+            device: 0,
+            remaining,
+            ..
+        }) => assert!(remaining > Duration::ZERO),
+        other => panic!("want the runaway kernel refused, got {other:?}"),
+    }
+    assert_eq!(engine.stats().devices[0].losses, 2);
 }
 
 #[test]

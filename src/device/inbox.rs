@@ -23,6 +23,16 @@ use crate::memory::host::Staged;
 /// Takes the jobs a lost device kept (see [`Inbox::on_loss`]).
 pub(crate) type Keeper = Box<dyn Fn(Vec<(Job, Responder)>) + Send + Sync>;
 
+/// What a lost device does with its jobs (see [`Inbox::on_loss`]).
+pub(crate) struct Keep {
+    /// Takes the kept jobs.
+    pub(crate) keeper: Keeper,
+    /// Most times one job may run again.
+    pub(crate) max_replays: u32,
+    /// Told of each job that was poisoned (its kernels are then refused for a while).
+    pub(crate) poisoned: Box<dyn Fn(&Job) + Send + Sync>,
+}
+
 /// A queued job and its reply side.
 pub(crate) struct Request {
     pub(crate) job: Job,
@@ -71,7 +81,7 @@ pub(crate) struct Inbox {
     /// Where the jobs that were never encoded, and those in flight that may run again, go
     /// when the device is closed after a loss (instead of failing): the device's recovery
     /// (see `station.rs`), with the most times one job may run again.
-    keep: std::sync::OnceLock<(Keeper, u32)>,
+    keep: std::sync::OnceLock<Keep>,
 }
 
 impl Inbox {
@@ -108,7 +118,7 @@ impl Inbox {
         let mut kept = Vec::new();
         for (ticket, job) in in_flight.into_iter().flatten() {
             match (keep, job) {
-                (Some((_, most)), Some(job)) => self.replay(ticket, job, *most, &mut kept),
+                (Some(keep), Some(job)) => self.replay(ticket, job, keep, &mut kept),
                 _ => {
                     ticket.resolve(Err(self.health.drop_error()));
                 }
@@ -121,17 +131,18 @@ impl Inbox {
             kept.push((r.job, r.responder));
         }
         match keep {
-            Some((keep, _)) => keep(kept),
+            Some(keep) => (keep.keeper)(kept),
             None => drop(kept), // each responder replies as it drops
         }
     }
 
     /// A job that was running at the loss: queued again (into `kept`) unless it ran at more
-    /// than `most` losses, then `Poisoned`.
-    fn replay(&self, ticket: Arc<Ticket>, job: Job, most: u32, kept: &mut Vec<(Job, Responder)>) {
+    /// than `keep.max_replays` losses, then `Poisoned`.
+    fn replay(&self, ticket: Arc<Ticket>, job: Job, keep: &Keep, kept: &mut Vec<(Job, Responder)>) {
         let losses = ticket.losses() + 1;
-        if losses > most {
+        if losses > keep.max_replays {
             let device = self.health.index;
+            (keep.poisoned)(&job);
             ticket.resolve(Err(crate::error::Error::Poisoned { device, losses }));
             return;
         }
@@ -144,8 +155,8 @@ impl Inbox {
 
     /// Sets where the kept jobs go when the device is closed after a loss (once), and how
     /// many times one job may run again (see [`Inbox::close`]).
-    pub(crate) fn on_loss(&self, keep: Keeper, max_replays: u32) {
-        let _ = self.keep.set((keep, max_replays));
+    pub(crate) fn on_loss(&self, keep: Keep) {
+        let _ = self.keep.set(keep);
     }
 
     /// Whether batches keep a copy of each job that may run again (a keeper is set).
@@ -279,7 +290,11 @@ mod tests {
         let inbox = Inbox::new(health, Duration::from_millis(100), tx.clone(), rx);
         let kept = Arc::new(Mutex::new(Vec::new()));
         let into = kept.clone();
-        inbox.on_loss(Box::new(move |jobs| into.lock().extend(jobs)), 1);
+        inbox.on_loss(Keep {
+            keeper: Box::new(move |jobs| into.lock().extend(jobs)),
+            max_replays: 1,
+            poisoned: Box::new(|_| {}),
+        });
         assert!(inbox.keeps_jobs());
         let (pending, r) = request(&inbox);
         inbox.board.lock().pending.push(r);
