@@ -175,7 +175,11 @@ impl Engine {
     /// it queues it like [`submit`](Engine::submit) and waits (running the device's batches
     /// itself when nobody else is, as every [`JobHandle::wait`] does).
     pub fn run(&self, job: Job) -> Result<JobOutput> {
-        let queued = |job| self.enqueue(job, true).map_err(|r: Rejected| r.error)?.wait();
+        let queued = |job| {
+            self.enqueue(job, true)
+                .map_err(|r: Rejected| r.error)?
+                .wait()
+        };
         let core = match self.choose(&job) {
             Ok(core) => core,
             // No device can take it now: the queue waits for one being reopened.
@@ -310,7 +314,7 @@ impl Engine {
         }
     }
 
-    /// The device for `job` (see [`Engine::pick`]), unless a job of one of its kernels was
+    /// The device for `job` (see `pick`), unless a job of one of its kernels was
     /// poisoned there a short while ago ([`Error::Quarantined`]).
     fn choose(&self, job: &Job) -> Result<Arc<DeviceCore>> {
         let core = self.pick(job)?;

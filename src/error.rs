@@ -131,7 +131,9 @@ pub enum Error {
     /// A job of this kernel was [`Poisoned`](Error::Poisoned) on this device a short while
     /// ago, so the kernel's jobs are refused there for `remaining` (the reopening budget's
     /// window), rather than let one bad kernel take the device down again and again.
-    #[error("jobs of kernel '{kernel}' are refused on device {device} for {remaining:?}: one of them was running at every loss of it")]
+    #[error(
+        "jobs of kernel '{kernel}' are refused on device {device} for {remaining:?}: one of them was running at every loss of it"
+    )]
     Quarantined {
         /// The kernel's label.
         kernel: String,

@@ -100,9 +100,10 @@ impl Quarantine {
         let mut kernels = self.kernels.lock();
         kernels.retain(|(_, _, until)| *until > now);
         self.any.store(!kernels.is_empty(), Ordering::Release);
-        let refused = job.steps.iter().find_map(|s| {
-            kernels.iter().find(|(id, ..)| *id == s.kernel.id())
-        });
+        let refused = job
+            .steps
+            .iter()
+            .find_map(|s| kernels.iter().find(|(id, ..)| *id == s.kernel.id()));
         match refused {
             Some((_, label, until)) => Err(Error::Quarantined {
                 kernel: label.clone(),
@@ -125,8 +126,8 @@ pub(crate) struct Station {
     recipe: Option<Recipe>,
     /// Set by shutdown: no device is reopened any more.
     stopped: AtomicBool,
-    /// The recovery thread under way, joined by shutdown; also orders a recovery's swap
-    /// against shutdown.
+    /// The recovery thread under way, joined by shutdown (which sets `stopped` first, so a
+    /// recovery finishing meanwhile stops the device it opened or leaves it to shutdown).
     recovery: Mutex<Option<JoinHandle<()>>>,
     /// Kernels refused here after one of their jobs was poisoned.
     quarantine: Arc<Quarantine>,
@@ -156,11 +157,12 @@ impl Station {
 
     /// The device's description, with its state and generation now.
     pub(crate) fn info(&self) -> DeviceInfo {
-        let mut info = self.core().info.clone();
+        let core = self.core();
+        let mut info = core.info.clone();
         let reopens = self.recipe.is_some() && !self.stopped.load(Ordering::SeqCst);
         info.state = match self.state.load(Ordering::Acquire) {
-            UP if !self.core().usable() && reopens => DeviceState::Recovering,
-            UP if !self.core().usable() => DeviceState::Down,
+            UP if !core.usable() && reopens => DeviceState::Recovering,
+            UP if !core.usable() => DeviceState::Down,
             UP => DeviceState::Up,
             RECOVERING => DeviceState::Recovering,
             _ => DeviceState::Down,
@@ -190,11 +192,10 @@ impl Station {
 
     /// Makes `core`'s board keep its never-encoded jobs at a loss and start a recovery.
     fn arm(station: &Arc<Station>, core: &DeviceCore) {
-        if station.recipe.is_none() {
+        let Some(recipe) = &station.recipe else {
             return;
-        }
+        };
         let weak = Arc::downgrade(station);
-        let Some(recipe) = &station.recipe else { return };
         let keeper = move |kept| {
             if let Some(station) = weak.upgrade() {
                 Station::start_recovery(&station, kept);

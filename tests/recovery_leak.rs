@@ -15,7 +15,10 @@ fn wait_up(engine: &Engine, generation: u32) {
         if d.state == DeviceState::Up && d.generation == generation {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "never reopened: {d:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never reopened: {d:?}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -49,7 +52,11 @@ fn a_hundred_losses_and_recoveries_leak_no_threads_and_little_memory() {
         engine.lose_device(0);
         wait_up(&engine, generation);
         let out = engine.run(kernels::scale_job(&scale, 3.0, &x)).unwrap();
-        common::assert_close(&out.read::<f32>(1).unwrap(), &x.iter().map(|v| v * 3.0).collect::<Vec<_>>(), 0.0);
+        common::assert_close(
+            &out.read::<f32>(1).unwrap(),
+            &x.iter().map(|v| v * 3.0).collect::<Vec<_>>(),
+            0.0,
+        );
         if generation == 10 {
             // Counted once the first recoveries' threads and caches have settled.
             std::thread::sleep(Duration::from_millis(50));
@@ -66,4 +73,3 @@ fn a_hundred_losses_and_recoveries_leak_no_threads_and_little_memory() {
         "RSS {m0} KiB -> {m1} KiB over 90 recoveries"
     );
 }
-

@@ -620,9 +620,11 @@ impl Executor {
     fn wait_for_more(&mut self, due: Option<Instant>) -> bool {
         let slice = Instant::now() + FORMING_SLICE;
         let until = due.map_or(slice, |d| d.min(slice));
-        let mut completed = false;
-        self.locked(|d, sub, out| completed = d.complete_oldest(sub, Some(until), None, out));
-        if completed || !self.d.submitter.lock().flight.is_empty() {
+        let mut busy = false;
+        self.locked(|d, sub, out| {
+            busy = d.complete_oldest(sub, Some(until), None, out) || !sub.flight.is_empty();
+        });
+        if busy {
             return true;
         }
         let got = match due {

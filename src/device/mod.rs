@@ -317,7 +317,8 @@ impl DeviceCore {
         })
     }
 
-    /// Queues `job`, kept from a lost device (see `station.rs`), here with its own handle: its data is written again for this device. Blocks while the queue is
+    /// Queues `job`, kept from a lost device (see `station.rs`), here under its caller's
+    /// existing handle: its data is written again for this device. Blocks while the queue is
     /// full; a job this device cannot take answers as it drops.
     pub(crate) fn requeue(&self, job: Job, responder: crate::device::reply::Responder) {
         let Some(tx) = self.tx.upgrade() else {
