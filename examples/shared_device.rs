@@ -92,7 +92,7 @@ fn run() -> Result<Frame, Box<dyn std::error::Error>> {
 
     // The app's draw, reading the engine's buffer.
     let vertices = particles.wgpu_buffer(0).ok_or("no copy on device 0")?;
-    let pixels = draw(&device, &queue, vertices)?;
+    let pixels = draw(&device, &queue, &vertices)?;
     Ok(Frame { gpu, cpu, pixels })
 }
 

@@ -14,7 +14,7 @@ use crate::device::{DeviceCore, Opening};
 use crate::engine::{Engine, EngineParts};
 use crate::error::{Error, Result};
 use crate::kernel::warm::DiskCache;
-use crate::station::{Budget, Recipe, Station};
+use crate::station::{Budget, Recipe, Reopen, Station};
 
 impl Engine {
     /// An engine on every usable adapter with the default settings of [`EngineBuilder`].
@@ -64,9 +64,14 @@ pub struct EngineBuilder {
     pipeline_cache_dir: Option<std::path::PathBuf>,
     /// An application's device to adopt instead of opening any (`with_device`).
     adopted: Option<(wgpu::Adapter, wgpu::Device, wgpu::Queue)>,
-    /// Whether a lost device is reopened (`reopen_lost_devices`), and how often.
-    reopen: bool,
+    /// Whether a lost device is replaced (`reopen_lost_devices`), and how often.
+    /// `None`: the default, on for devices the engine opens, off for an adopted one.
+    reopen: Option<bool>,
     budget: Budget,
+    /// Whether read-only resident buffers keep a host copy (`keep_read_only_copies`).
+    keep_copies: bool,
+    /// Told of each device loss (`on_device_lost`).
+    on_lost: Option<crate::station::LostHook>,
 }
 
 impl Default for EngineBuilder {
@@ -95,13 +100,15 @@ impl Default for EngineBuilder {
             #[cfg(feature = "metrics")]
             metrics_interval: Duration::from_secs(1),
             adopted: None,
-            reopen: true,
+            reopen: None,
             budget: Budget {
                 max_losses: 3,
                 window: Duration::from_secs(60),
                 backoff: Duration::from_millis(100),
                 max_replays: 2,
             },
+            keep_copies: true,
+            on_lost: None,
         }
     }
 }
@@ -338,18 +345,27 @@ impl EngineBuilder {
         self
     }
 
-    /// Reopens a lost device: a new device on the same adapter takes its place (its index, its
-    /// statistics, the next [`generation`](crate::DeviceInfo::generation)), and the jobs that
-    /// were queued on the lost one and never encoded move to it instead of failing. A job that
-    /// was running at the loss runs again if it writes no resident buffer (see
-    /// [`max_replays`](Self::max_replays)); one that does fails
-    /// [`Error::DeviceLost`](crate::Error::DeviceLost) (it may have run partly). The lost
-    /// device's resident buffers are gone ([`Error::BufferLost`](crate::Error::BufferLost)). Not for an adopted
-    /// device ([`with_device`](Self::with_device)). Default on; off, a lost device stays lost and
-    /// its work moves to the other devices. See
-    /// [`reopen_budget`](Self::reopen_budget) and [`reopen_backoff`](Self::reopen_backoff).
+    /// Replaces a lost device: a new device on the same adapter takes its place (its index,
+    /// its statistics, the next [`generation`](crate::DeviceInfo::generation)). The jobs that
+    /// were queued on the lost one and never encoded move to another device that can take
+    /// them, or wait for the new one, instead of failing; so do jobs submitted meanwhile that
+    /// no other device can take (until their deadlines). A job that was running at the loss
+    /// runs again if it writes no resident buffer (see [`max_replays`](Self::max_replays));
+    /// one that does fails [`Error::DeviceLost`](crate::Error::DeviceLost) (it may have run
+    /// partly). Read-only resident buffers come back on the new device (see
+    /// [`keep_read_only_copies`](Self::keep_read_only_copies)); writable ones are gone
+    /// ([`Error::BufferLost`](crate::Error::BufferLost)). An adopted device
+    /// ([`with_device`](Self::with_device)) is replaced by the application instead
+    /// ([`Engine::replace_device`](crate::Engine::replace_device); learn of the loss with
+    /// [`on_device_lost`](Self::on_device_lost) or from
+    /// [`Engine::devices`](crate::Engine::devices)). Default on, except for an adopted device:
+    /// its jobs would wait for a replacement an application unaware of this never hands over,
+    /// so an application that will replace it says so with `reopen_lost_devices(true)`. Off, a
+    /// lost device stays lost, its work moves to the other devices, and its jobs fail
+    /// `DeviceLost` when none can take them. See [`reopen_budget`](Self::reopen_budget) and
+    /// [`reopen_backoff`](Self::reopen_backoff).
     pub fn reopen_lost_devices(mut self, on: bool) -> Self {
-        self.reopen = on;
+        self.reopen = Some(on);
         self
     }
 
@@ -384,6 +400,34 @@ impl EngineBuilder {
         self
     }
 
+    /// Calls `hook` on an engine thread (`wgpu-batch-reopen{index}`) each time a device is
+    /// lost while [`reopen_lost_devices`](Self::reopen_lost_devices) is on, with the device's
+    /// description then: its [`state`](crate::DeviceInfo::state) is `Recovering` while a new
+    /// device is on its way (or, for an adopted device, until the application hands one to
+    /// [`Engine::replace_device`](crate::Engine::replace_device)), and the hook is called once
+    /// more with `Down` if the device stays down. The hook may call into the engine, including
+    /// `replace_device`; a slow hook delays the reopening.
+    pub fn on_device_lost(
+        mut self,
+        hook: impl Fn(crate::DeviceInfo) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_lost = Some(crate::station::LostHook(Arc::new(hook)));
+        self
+    }
+
+    /// Whether each read-only resident buffer ([`Engine::replicate`](crate::Engine::replicate),
+    /// [`Engine::upload_read_only_to`](crate::Engine::upload_read_only_to)) keeps a copy of its
+    /// bytes in host memory, from which a reopened device gets it back. It costs the buffer's
+    /// size once, for as long as the buffer lives
+    /// ([`EngineStats::kept_copy_bytes`](crate::EngineStats::kept_copy_bytes)). Default on.
+    /// Off, a replicated buffer comes back from a surviving device's copy when there is one,
+    /// and is otherwise lost with its device like a writable buffer
+    /// ([`Error::BufferLost`](crate::Error::BufferLost)).
+    pub fn keep_read_only_copies(mut self, on: bool) -> Self {
+        self.keep_copies = on;
+        self
+    }
+
     /// Enumerates adapters, opens the devices (or adopts one, see
     /// [`with_device`](Self::with_device)) and starts one executor per device and the
     /// engine's watchdog. Enumeration and device requests run under the process-wide
@@ -414,9 +458,8 @@ impl EngineBuilder {
             let opening = self.opening(shared)(&adapter, &device);
             let core = DeviceCore::start(info, device, queue, health, opening)?;
             cores.push(core.inbox.clone());
-            let recipe = (self.reopen && !shared)
-                .then(|| instance.clone().map(|i| self.recipe(i, &adapter, &watch)))
-                .flatten();
+            let recipe = (self.reopen.unwrap_or(!shared))
+                .then(|| self.recipe(instance.clone(), &adapter, &watch, shared));
             stations.push(Station::new(core, recipe));
         }
         let inboxes = cores;
@@ -434,6 +477,7 @@ impl EngineBuilder {
             watchdog,
             default_timeout: self.default_timeout,
             balance: self.balance,
+            keep_copies: self.keep_copies,
             #[cfg(feature = "metrics")]
             metrics_interval: self.metrics_interval,
         })
@@ -455,20 +499,25 @@ impl EngineBuilder {
     /// How a lost device on `adapter` is reopened (see `device/station.rs`).
     fn recipe(
         &self,
-        instance: wgpu::Instance,
+        instance: Option<wgpu::Instance>,
         adapter: &wgpu::Adapter,
         watch: &(flume::Sender<Msg>, flume::Receiver<Msg>, Arc<AtomicBool>),
+        shared: bool,
     ) -> Recipe {
         let (tx, parked) = (watch.0.clone(), watch.2.clone());
         let cache = self.pipeline_cache_dir.is_some();
         Recipe {
-            instance,
-            adapter: adapter.get_info(),
-            request: (self.batch.gpu_timing, self.map_storage, cache),
-            opening: Box::new(self.opening(false)),
+            reopen: instance.map(|instance| Reopen {
+                instance,
+                adapter: adapter.get_info(),
+                request: (self.batch.gpu_timing, self.map_storage, cache),
+            }),
+            opening: Box::new(self.opening(shared)),
             waker: Box::new(move || Watchdog::waker(&tx, &parked)),
             watch: Watchdog::replacer(&watch.0),
             budget: self.budget,
+            on_lost: self.on_lost.clone(),
+            capacity: self.queue_capacity,
         }
     }
 
@@ -521,7 +570,7 @@ impl EngineBuilder {
 }
 
 /// `adopted` if its device can run compute work; the error says why not.
-fn computes(
+pub(crate) fn computes(
     adopted: (wgpu::Adapter, wgpu::Device, wgpu::Queue),
 ) -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue)> {
     let limits = adopted.1.limits();

@@ -12,7 +12,9 @@ use crate::device::watchdog::Watchdog;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobOutput, Rejected};
 use crate::kernel::compile::{Kernel, KernelSource};
-use crate::memory::buffer::{COPY_WGSL, DeviceBuffer, next_engine_id, read_grid};
+use crate::memory::buffer::{
+    COPY_WGSL, DeviceBuffer, Placing, Residents, next_engine_id, read_grid,
+};
 use crate::observe::stats::EngineStats;
 use crate::station::Station;
 
@@ -25,6 +27,8 @@ pub(crate) struct EngineParts {
     pub(crate) watchdog: Watchdog,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) balance: Balance,
+    /// Whether read-only resident buffers keep a host copy.
+    pub(crate) keep_copies: bool,
     /// How often the `metrics` feature publishes.
     #[cfg(feature = "metrics")]
     pub(crate) metrics_interval: Duration,
@@ -57,6 +61,8 @@ pub(crate) struct EngineInner {
     publisher: crate::observe::publish::Publisher,
     /// Copies a resident buffer into a job output, for [`Engine::read`].
     copy: Kernel,
+    /// The read-only resident buffers, to restore on a reopened device.
+    residents: Arc<Residents>,
 }
 
 impl Drop for EngineInner {
@@ -114,6 +120,8 @@ impl Engine {
         let copy = Kernel::compile(KernelSource::wgsl("wgpu-batch read", COPY_WGSL))?;
         #[cfg(feature = "metrics")]
         let publisher = publisher(&parts.stations, parts.metrics_interval)?;
+        let residents = Arc::new(Residents::new(parts.keep_copies));
+        crate::fleet::Fleet::join(&parts.stations, &residents, &copy);
         let engine = Engine {
             inner: Arc::new(EngineInner {
                 id: next_engine_id(),
@@ -129,6 +137,7 @@ impl Engine {
                 #[cfg(feature = "metrics")]
                 publisher,
                 copy: copy.clone(),
+                residents,
             }),
         };
         for core in engine.inner.cores() {
@@ -206,10 +215,20 @@ impl Engine {
         let mut last = Error::QueueFull;
         for _ in 0..=self.inner.stations.len() {
             let chosen = match self.choose(&job) {
-                // Blocking, a job no usable device can take waits for one being reopened.
-                Err(Error::DeviceLost { .. }) if block && self.await_reopening(&job) => {
-                    self.choose(&job)
-                }
+                Err(error @ Error::DeviceLost { .. }) => match self.hold_or_wait(job, block) {
+                    Ok(Held::Handle(handle)) => return Ok(handle),
+                    Ok(Held::Ready(back)) => {
+                        job = back;
+                        self.choose(&job)
+                    }
+                    Err((back, why)) => {
+                        let error = match why {
+                            Error::QueueFull | Error::DeadlineExpired => why,
+                            _ => error,
+                        };
+                        return Err(Rejected { error, job: back });
+                    }
+                },
                 other => other,
             };
             let core = match chosen.and_then(|s| s.validate(&job).map(|_| s)) {
@@ -228,21 +247,65 @@ impl Engine {
         Err(Rejected { error: last, job })
     }
 
-    /// Waits while a device `job` could go to is being reopened (until it is up or down, or
-    /// the job's deadline); whether one was.
-    fn await_reopening(&self, job: &Job) -> bool {
-        let deadline = self.deadline_of(job, Instant::now());
-        let reopening = || {
-            let mut stations = self.inner.stations.iter();
-            stations.any(|s| job.device.is_none_or(|d| d == s.index) && s.reopening())
+    /// Holds `job` at a position whose lost device is being replaced and that could take it,
+    /// for the new device; hands it back with why not.
+    #[allow(clippy::result_large_err)] // as `try_submit`
+    fn hold(&self, job: Job) -> std::result::Result<JobHandle, (Job, Error)> {
+        let cores = self.inner.cores();
+        // A loss found by a failed operation (a submit's upload) starts its recovery here.
+        cores.iter().for_each(|c| c.close_if_lost());
+        let holds = match self.eligible(&job, &cores) {
+            Ok(holds) => holds,
+            Err(e) => return Err((job, e)),
         };
-        if !reopening() {
-            return false;
+        let mut why = cores[0].drop_error();
+        let mut job = job;
+        for station in &self.inner.stations {
+            let i = station.index;
+            if job.device.is_some_and(|d| d != i) || holds.as_ref().is_some_and(|h| !h[i]) {
+                continue;
+            }
+            if let Err(e) = station.admits(&job) {
+                return Err((job, e));
+            }
+            let deadline = self.deadline_of(&job, Instant::now());
+            let timer = deadline.map(|_| self.inner.deadlines.clone());
+            match station.hold(job, deadline, timer) {
+                Ok(handle) => return Ok(handle),
+                Err((back, e)) => (job, why) = (back, e),
+            }
         }
-        while reopening() && deadline.is_none_or(|d| Instant::now() < d) {
+        Err((job, why))
+    }
+
+    /// Holds `job` for a lost device being replaced ([`hold`](Self::hold)); blocking, waits
+    /// while the held jobs fill their capacity or the loss is not yet taken in, until the job
+    /// is held, a device can take it (it comes back), or its deadline passes.
+    #[allow(clippy::result_large_err)] // as `try_submit`
+    fn hold_or_wait(&self, mut job: Job, block: bool) -> std::result::Result<Held, (Job, Error)> {
+        let deadline = self.deadline_of(&job, Instant::now());
+        loop {
+            let why = match self.hold(job) {
+                Ok(handle) => return Ok(Held::Handle(handle)),
+                Err((back, why)) => {
+                    job = back;
+                    why
+                }
+            };
+            let mut stations = self.inner.stations.iter();
+            let reopening =
+                stations.any(|s| job.device.is_none_or(|d| d == s.index) && s.reopening());
+            if !block || !reopening {
+                return Err((job, why));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err((job, Error::DeadlineExpired));
+            }
             std::thread::sleep(Duration::from_micros(500));
+            if !matches!(self.choose(&job), Err(Error::DeviceLost { .. })) {
+                return Ok(Held::Ready(job));
+            }
         }
-        true
     }
 
     /// `job`'s deadline if submitted at `now`: the earlier of its own deadline and timeout, or
@@ -262,7 +325,10 @@ impl Engine {
         let devices = (self.inner.cores().iter())
             .map(|s| s.stats().snapshot(s.info.index, s.queue_depth()))
             .collect();
-        EngineStats { devices }
+        EngineStats {
+            devices,
+            kept_copy_bytes: self.inner.residents.kept_bytes(),
+        }
     }
 
     /// Publishes every device's statistics through the `metrics` facade now, rather than at
@@ -278,6 +344,33 @@ impl Engine {
     /// Later submits fail with [`Error::Shutdown`]. Dropping the last clone does the same.
     pub fn shutdown(&self) {
         self.inner.shutdown();
+    }
+
+    /// Hands the engine a new device and queue to replace its lost adopted device `index`
+    /// (see [`EngineBuilder::with_device`](crate::EngineBuilder::with_device) and
+    /// [`EngineBuilder::on_device_lost`](crate::EngineBuilder::on_device_lost)): the device
+    /// takes the lost one's index, statistics and next generation, read-only resident buffers
+    /// come back on it, and the jobs that waited for it run. `adapter` is the adapter it was
+    /// requested from. [`Error::RequestDevice`] when device `index` is not an adopted device
+    /// that was lost (with reopening on), or the device cannot run compute work.
+    pub fn replace_device(
+        &self,
+        index: usize,
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<()> {
+        let station = self.inner.stations.get(index).ok_or(Error::Limit {
+            what: "device index",
+            requested: index as u64,
+            limit: self.inner.stations.len().saturating_sub(1) as u64,
+        })?;
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::Shutdown);
+        }
+        let (adapter, device, queue) = crate::builder::computes((adapter.clone(), device, queue))?;
+        station.replace(&adapter, device, queue)?;
+        station.core().prepare(&self.inner.copy).map(|_| ())
     }
 
     /// Destroys device `index` as a driver reset would, to test failover. Its queued and
@@ -425,14 +518,25 @@ impl Engine {
     /// Copies `data` to device `device`, where it stays until the last clone of the returned
     /// buffer is dropped (and no job uses it).
     pub fn upload_to<T: bytemuck::Pod>(&self, device: usize, data: &[T]) -> Result<DeviceBuffer> {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
         let core = self.core(device)?;
-        self.place(
-            std::slice::from_ref(&core),
-            bytes,
-            false,
-            wgpu::BufferUsages::empty(),
-        )
+        let bytes = bytemuck::cast_slice(data);
+        self.place(&[core], bytes, Kind::Writable, wgpu::BufferUsages::empty())
+    }
+
+    /// Like [`upload_to`](Engine::upload_to), for data no job will write: it binds as uniform
+    /// or read-only storage only ([`Error::Binding`] on a `read_write` binding), and when the
+    /// device is lost and reopened it comes back on the new device, from a copy the engine
+    /// keeps in host memory (its size in bytes, once; see
+    /// [`EngineBuilder::keep_read_only_copies`](crate::EngineBuilder::keep_read_only_copies)
+    /// and [`EngineStats::kept_copy_bytes`]).
+    pub fn upload_read_only_to<T: bytemuck::Pod>(
+        &self,
+        device: usize,
+        data: &[T],
+    ) -> Result<DeviceBuffer> {
+        let core = self.core(device)?;
+        let bytes = bytemuck::cast_slice(data);
+        self.place(&[core], bytes, Kind::ReadOnly, wgpu::BufferUsages::empty())
     }
 
     /// Like [`upload_to`](Engine::upload_to), with extra `usage` (`VERTEX`, `INDEX`,
@@ -447,28 +551,22 @@ impl Engine {
         usage: wgpu::BufferUsages,
     ) -> Result<DeviceBuffer> {
         let core = self.core(device)?;
-        self.place(
-            std::slice::from_ref(&core),
-            bytemuck::cast_slice(data),
-            false,
-            usage,
-        )
+        self.place(&[core], bytemuck::cast_slice(data), Kind::Writable, usage)
     }
 
     /// Copies `data` to the least-loaded usable device.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
         let core = self.choose(&Job::new(&self.inner.copy))?;
-        self.place(
-            &[core],
-            bytemuck::cast_slice(data),
-            false,
-            wgpu::BufferUsages::empty(),
-        )
+        let bytes = bytemuck::cast_slice(data);
+        self.place(&[core], bytes, Kind::Writable, wgpu::BufferUsages::empty())
     }
 
     /// Copies `data` to every usable device, so jobs that bind it can still go to any of them.
     /// A replicated buffer is read-only on the GPU: binding it to a `read_write` binding is an
-    /// [`Error::Binding`], because a write would change one device's copy only.
+    /// [`Error::Binding`], because a write would change one device's copy only. After a loss
+    /// it comes back on the reopened device, from the engine's host copy or, without one
+    /// ([`EngineBuilder::keep_read_only_copies`](crate::EngineBuilder::keep_read_only_copies)
+    /// off), from another device's copy.
     pub fn replicate<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
         let cores = self.inner.cores();
         let usable: Vec<Arc<DeviceCore>> = cores.iter().filter(|s| s.usable()).cloned().collect();
@@ -478,10 +576,11 @@ impl Engine {
         if usable.len() == 1 {
             log::debug!("replicating on device {} alone", first.info.index);
         }
+        let bytes = bytemuck::cast_slice(data);
         self.place(
             &usable,
-            bytemuck::cast_slice(data),
-            true,
+            bytes,
+            Kind::Replicated,
             wgpu::BufferUsages::empty(),
         )
     }
@@ -491,7 +590,7 @@ impl Engine {
         &self,
         cores: &[Arc<DeviceCore>],
         bytes: &[u8],
-        replicated: bool,
+        kind: Kind,
         usage: wgpu::BufferUsages,
     ) -> Result<DeviceBuffer> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
@@ -500,14 +599,15 @@ impl Engine {
         if let Some(lost) = cores.iter().find(|s| !s.usable()) {
             return Err(lost.drop_error());
         }
-        let on: Vec<(usize, &wgpu::Device, u64, u32)> = cores.iter().map(|s| s.home()).collect();
-        let placed = DeviceBuffer::place(
-            self.inner.id,
-            self.inner.stations.len(),
-            &on,
-            bytes,
-            (replicated, usage),
-        );
+        let how = Placing {
+            engine: self.inner.id,
+            devices: self.inner.stations.len(),
+            on: cores.iter().map(|s| s.home()).collect(),
+            replicated: kind == Kind::Replicated,
+            read_only: kind != Kind::Writable,
+            usage,
+        };
+        let placed = DeviceBuffer::place(how, bytes, &self.inner.residents);
         // A device lost under the upload reports its loss rather than wgpu's message.
         placed.map_err(|e| match cores.iter().find(|s| s.lost_after_failure()) {
             Some(lost) => lost.drop_error(),
@@ -534,10 +634,12 @@ impl Engine {
         let devices = buffer.devices();
         let cores = self.inner.cores();
         let current = |i: usize| buffer.current_on(i, cores[i].info.generation) == Some(true);
-        let device = match devices
-            .iter()
-            .copied()
-            .find(|&i| current(i) && cores[i].usable())
+        // A copy on a device being replaced is read from the new one (it comes back there if
+        // the buffer is read-only, and the read fails `BufferLost` otherwise).
+        let held = |i: usize| current(i) && cores[i].usable();
+        let coming = |i: usize| current(i) && self.inner.stations[i].reopening();
+        let device = match (devices.iter().copied().find(|&i| held(i)))
+            .or_else(|| devices.iter().copied().find(|&i| coming(i)))
         {
             Some(device) => device,
             None => match devices.iter().copied().find(|&i| !current(i)) {
@@ -564,6 +666,22 @@ impl Engine {
         })?;
         Ok(station.core())
     }
+}
+
+/// What became of a job no usable device could take (see `Engine::hold_or_wait`).
+enum Held {
+    /// Held for the device replacing a lost one.
+    Handle(JobHandle),
+    /// A device can take it now.
+    Ready(Job),
+}
+
+/// What kind of resident buffer an upload makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Writable,
+    ReadOnly,
+    Replicated,
 }
 
 /// The device `device` (now of `generation`) if a resident buffer `job` binds had its copy

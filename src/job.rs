@@ -404,11 +404,16 @@ impl Step {
             return Err(Error::binding(k.label(), arg.binding, problem));
         }
         if let ArgData::Resident(b) = &arg.data
-            && b.is_replicated()
+            && b.is_read_only()
             && info.kind == BindingKind::StorageReadWrite
         {
-            let problem = "a replicated buffer is read-only on the GPU (a write would change \
-                           one device's copy only); upload it to one device to write it";
+            let problem = if b.is_replicated() {
+                "a replicated buffer is read-only on the GPU (a write would change one \
+                 device's copy only); upload it to one device to write it"
+            } else {
+                "the buffer was uploaded read-only (so it can come back after a device loss); \
+                 upload it with `upload_to` to write it"
+            };
             return Err(Error::binding(k.label(), arg.binding, problem));
         }
         let size = arg.data.size();

@@ -76,6 +76,7 @@ mod config;
 mod device;
 mod engine;
 mod error;
+mod fleet;
 mod job;
 mod kernel;
 pub mod kernels;

@@ -1,30 +1,42 @@
 //! One device position of the engine across losses: the device serving it now, and, when
-//! reopening is on (`EngineBuilder::reopen_lost_devices`, the default; never for an adopted
-//! device), how a lost device is replaced by a new one on the same adapter.
+//! reopening is on (`EngineBuilder::reopen_lost_devices`, the default), how a lost device is
+//! replaced: by a new device on the same adapter, or, for an adopted device, by the one the
+//! application hands over (`Engine::replace_device`).
 //!
-//! **Reopening.** When a lost device's board is closed ([`Inbox::close`]), the jobs it held
+//! **At a loss.** When a lost device's board is closed ([`Inbox::close`]), the jobs it held
 //! that were never encoded (pending on its board or still in its channel) are kept instead of
-//! failed, and a thread named `wgpu-batch-reopen{index}` starts. It checks the budget (at most
-//! `max_losses` losses within `window`; past it the position stays down and says so), waits
-//! the backoff (`backoff`, doubled for each recent loss), then, under the process-wide
-//! enumeration lock, finds the adapter again (same backend, vendor, device id and name) and
-//! requests a new device. The new device gets the next generation, the same index and the
-//! same statistics, and the kept jobs are queued on it with their own handles. Pipelines are
-//! built again from each kernel's module as jobs need them. A job that was running at the
-//! loss may have run partly: if it writes no resident buffer it is kept too and runs again
-//! (at most `max_replays` times; a job running at more losses than that is `Poisoned`, and
-//! its kernels are refused here, `Quarantined`, for the budget's window), otherwise it fails
-//! `DeviceLost`. Resident buffers of the lost device are gone (jobs and
-//! reads that need them get `BufferLost`). Meanwhile a blocking submit that no other device
-//! can take waits for the new device (until its deadline).
+//! failed. A job that was running may have run partly: if it writes no resident buffer it is
+//! kept too and runs again (at most `max_replays` times; a job running at more losses than
+//! that is `Poisoned`, and its kernels are refused here, `Quarantined`, for the budget's
+//! window); otherwise it fails `DeviceLost`. A thread named `wgpu-batch-reopen{index}` starts.
+//! It tells the application (`EngineBuilder::on_device_lost`) and moves each kept job that
+//! another usable device can take (not pinned here, holding its resident buffers) there at
+//! once; the rest wait for this position's next device.
 //!
-//! Locks (leaves: nothing else is taken while they are held): the current core, read for a
-//! moment by every submit and written once per recovery; the recovery thread's handle, which
-//! shutdown takes and joins; the loss times.
+//! **Reopening.** The thread checks the budget (at most `max_losses` losses within `window`;
+//! past it the position stays down and says so), waits the backoff (`backoff`, doubled for
+//! each recent loss), then, under the process-wide enumeration lock, finds the adapter again
+//! (same backend, vendor, device id and name) and requests a new device. An adopted device
+//! instead waits, for as long as it takes, for the application's replacement. The new device
+//! gets the next generation, the same index and the same statistics. Before it serves, the
+//! read-only resident buffers that had a copy here are made again on it (`fleet.rs`); the
+//! other resident buffers of the lost device are gone (jobs and reads that need them get
+//! `BufferLost`). Then the kept jobs, and the jobs held meanwhile, are queued on it with their
+//! own handles. Pipelines are built again from each kernel's module as jobs need them.
+//!
+//! **Meanwhile** a submitted job that no other device can take is held here (up to the
+//! queue's capacity) and its handle returned; it waits for the new device like a kept job,
+//! until its deadline. When the position goes down instead, the held and kept jobs move to
+//! another device if one can take them, and fail `DeviceLost` otherwise.
+//!
+//! Locks: the held jobs, then the current core (read for a moment by every submit and written
+//! once per recovery, under the held jobs' lock, so a job is either held before the new
+//! device serves or sees it); the recovery thread's handle, which shutdown takes and joins;
+//! the loss times. Nothing else is taken while one is held.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,7 +45,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::adapters::{self, DeviceInfo, DeviceState};
 use crate::device::health::Health;
 use crate::device::inbox::Keep;
-use crate::device::reply::Responder;
+use crate::device::reply::{DeadlineTimer, JobHandle, Responder};
 use crate::device::{DeviceCore, Opening};
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -45,13 +57,24 @@ const DOWN: u8 = 2;
 /// How a new device's core starts, from its adapter and device.
 pub(crate) type OpeningFor = dyn Fn(&wgpu::Adapter, &wgpu::Device) -> Opening + Send + Sync;
 
-/// How a lost device is reopened (see the module docs).
+/// Told of each device loss, with the device's description then (`EngineBuilder::on_device_lost`).
+#[derive(Clone)]
+pub(crate) struct LostHook(pub(crate) Arc<dyn Fn(DeviceInfo) + Send + Sync>);
+
+impl std::fmt::Debug for LostHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LostHook")
+    }
+}
+
+/// A kept or held job and its reply side.
+type Waiting = Vec<(Job, Responder)>;
+
+/// How a lost device is replaced (see the module docs).
 pub(crate) struct Recipe {
-    pub(crate) instance: wgpu::Instance,
-    /// The adapter the device was opened on, to find it again.
-    pub(crate) adapter: wgpu::AdapterInfo,
-    /// `request_device`'s settings: GPU timing, mapped storage, a pipeline cache.
-    pub(crate) request: (bool, Option<bool>, bool),
+    /// How to open a new device on the same adapter; `None` for an adopted device, which the
+    /// application replaces.
+    pub(crate) reopen: Option<Reopen>,
     /// How to start the new device's core.
     pub(crate) opening: Box<OpeningFor>,
     /// The watchdog's wake-up, for the new device's health.
@@ -59,6 +82,18 @@ pub(crate) struct Recipe {
     /// Hands the new device's board to the watchdog.
     pub(crate) watch: Box<dyn Fn(usize, Arc<crate::device::inbox::Inbox>) + Send + Sync>,
     pub(crate) budget: Budget,
+    pub(crate) on_lost: Option<LostHook>,
+    /// Most jobs held while the device is replaced (the queue's capacity).
+    pub(crate) capacity: usize,
+}
+
+/// How the engine opens a new device on a lost one's adapter.
+pub(crate) struct Reopen {
+    pub(crate) instance: wgpu::Instance,
+    /// The adapter the device was opened on, to find it again.
+    pub(crate) adapter: wgpu::AdapterInfo,
+    /// `request_device`'s settings: GPU timing, mapped storage, a pipeline cache.
+    pub(crate) request: (bool, Option<bool>, bool),
 }
 
 /// How often a device may be reopened.
@@ -71,6 +106,15 @@ pub(crate) struct Budget {
     pub(crate) backoff: Duration,
     /// Most times a job running at a loss is run again (then it is `Poisoned`).
     pub(crate) max_replays: u32,
+}
+
+/// What a station needs of the engine's other positions around a loss (see `fleet.rs`).
+pub(crate) trait Fleet: Send + Sync {
+    /// Queues `job` on a usable device other than `except` that can take it now (not pinned,
+    /// holding its resident buffers, not refusing its kernels); hands it back otherwise.
+    fn elsewhere(&self, job: Job, responder: Responder, except: usize) -> Option<(Job, Responder)>;
+    /// Makes again on `core` the read-only resident buffers that had a copy at its position.
+    fn restore(&self, core: &DeviceCore);
 }
 
 /// Kernels one of whose jobs was poisoned here, refused until an instant.
@@ -131,10 +175,14 @@ pub(crate) struct Station {
     recovery: Mutex<Option<JoinHandle<()>>>,
     /// Kernels refused here after one of their jobs was poisoned.
     quarantine: Arc<Quarantine>,
+    /// Jobs kept from the lost device or submitted since, waiting for the next device.
+    waiting: Mutex<Waiting>,
+    /// The engine's other positions, set once the engine is built.
+    fleet: OnceLock<Arc<dyn Fleet>>,
 }
 
 impl Station {
-    /// A position served by `core`; with a `recipe`, a lost device is reopened.
+    /// A position served by `core`; with a `recipe`, a lost device is replaced.
     pub(crate) fn new(core: DeviceCore, recipe: Option<Recipe>) -> Arc<Station> {
         let station = Arc::new(Station {
             index: core.info.index,
@@ -145,9 +193,16 @@ impl Station {
             stopped: AtomicBool::new(false),
             recovery: Mutex::new(None),
             quarantine: Arc::default(),
+            waiting: Mutex::new(Vec::new()),
+            fleet: OnceLock::new(),
         });
         Station::arm(&station, &station.core());
         station
+    }
+
+    /// Joins the station to its engine's other positions (once).
+    pub(crate) fn join(&self, fleet: Arc<dyn Fleet>) {
+        let _ = self.fleet.set(fleet);
     }
 
     /// The device serving this position now.
@@ -159,9 +214,9 @@ impl Station {
     pub(crate) fn info(&self) -> DeviceInfo {
         let core = self.core();
         let mut info = core.info.clone();
-        let reopens = self.recipe.is_some() && !self.stopped.load(Ordering::SeqCst);
+        let replaced = self.recipe.is_some() && !self.stopped.load(Ordering::SeqCst);
         info.state = match self.state.load(Ordering::Acquire) {
-            UP if !core.usable() && reopens => DeviceState::Recovering,
+            UP if !core.usable() && replaced => DeviceState::Recovering,
             UP if !core.usable() => DeviceState::Down,
             UP => DeviceState::Up,
             RECOVERING => DeviceState::Recovering,
@@ -175,31 +230,61 @@ impl Station {
         self.quarantine.check(job, self.index)
     }
 
-    /// Whether the lost device here is being reopened (and will be unless it fails to open).
+    /// Whether the lost device here is being replaced (and will be unless that fails).
     pub(crate) fn reopening(&self) -> bool {
         self.info().state == DeviceState::Recovering
     }
 
-    /// Stops reopening and stops the device serving now (see [`DeviceCore::stop`]).
+    /// Holds `job` for the device that will replace the lost one here, and returns its
+    /// handle; hands it back with `QueueFull` when the held jobs fill the queue's capacity,
+    /// or with `DeviceLost` when no replacement is under way.
+    #[allow(clippy::result_large_err)] // the job comes back by value, as in `try_submit`
+    pub(crate) fn hold(
+        &self,
+        job: Job,
+        deadline: Option<Instant>,
+        timer: Option<DeadlineTimer>,
+    ) -> std::result::Result<JobHandle, (Job, Error)> {
+        let mut waiting = self.waiting.lock();
+        let core = self.core();
+        if self.state.load(Ordering::Acquire) != RECOVERING || self.stopped.load(Ordering::SeqCst) {
+            return Err((job, core.drop_error()));
+        }
+        if waiting.len() >= self.recipe.as_ref().map_or(0, |r| r.capacity) {
+            return Err((job, Error::QueueFull));
+        }
+        let (handle, responder) = core.hold(&job, deadline, timer);
+        waiting.push((job, responder));
+        Ok(handle)
+    }
+
+    /// Stops replacing lost devices, fails the held jobs `Shutdown`, and stops the device
+    /// serving now (see [`DeviceCore::stop`]).
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         let recovery = self.recovery.lock().take();
-        if let Some(join) = recovery {
+        // A recovery thread that drops the engine's last handle (in the application's loss
+        // hook) shuts the engine down itself; it must not wait for itself.
+        if let Some(join) = recovery.filter(|j| j.thread().id() != std::thread::current().id()) {
             let _ = join.join();
+        }
+        let held = std::mem::take(&mut *self.waiting.lock());
+        for (_, responder) in held {
+            responder.send(Err(Error::Shutdown));
         }
         self.core().stop();
     }
 
-    /// Makes `core`'s board keep its never-encoded jobs at a loss and start a recovery.
+    /// Makes `core`'s board keep its never-encoded and replayable jobs at a loss, for this
+    /// position (see [`take`](Self::take)).
     fn arm(station: &Arc<Station>, core: &DeviceCore) {
         let Some(recipe) = &station.recipe else {
             return;
         };
-        let weak = Arc::downgrade(station);
-        let keeper = move |kept| {
-            if let Some(station) = weak.upgrade() {
-                Station::start_recovery(&station, kept);
-            }
+        let (weak, generation) = (Arc::downgrade(station), core.info.generation);
+        let keeper = move |kept| match weak.upgrade() {
+            Some(station) => Station::take(&station, generation, kept),
+            None => drop(kept), // the engine is gone: each answers as it drops
         };
         let (quarantine, window) = (station.quarantine.clone(), recipe.budget.window);
         core.inbox.on_loss(Keep {
@@ -209,50 +294,122 @@ impl Station {
         });
     }
 
-    /// Starts the recovery thread (one at a time); the `kept` jobs go to the new device.
-    fn start_recovery(station: &Arc<Station>, kept: Vec<(Job, Responder)>) {
-        let mut slot = station.recovery.lock();
-        if station.stopped.load(Ordering::SeqCst) {
-            return; // shutting down: the kept jobs answer as they drop
+    /// Takes jobs the lost device of `generation` kept (its board may hand over several
+    /// lots): the first news of the loss starts the recovery; later lots wait with the first,
+    /// or go to the device that replaced it, or elsewhere once the position is down.
+    fn take(station: &Arc<Station>, generation: u32, kept: Waiting) {
+        let mut waiting = station.waiting.lock();
+        let current = station.core();
+        let stopped = station.stopped.load(Ordering::SeqCst);
+        if current.info.generation != generation {
+            drop(waiting);
+            return kept
+                .into_iter()
+                .for_each(|(job, r)| current.requeue(job, r));
         }
+        match station.state.load(Ordering::Acquire) {
+            _ if stopped => drop((waiting, kept)), // shutting down: each answers as it drops
+            UP => {
+                waiting.extend(kept);
+                station.state.store(RECOVERING, Ordering::Release);
+                drop(waiting);
+                Station::start_recovery(station);
+            }
+            RECOVERING => waiting.extend(kept),
+            _ => {
+                drop(waiting);
+                drop(station.move_elsewhere(kept));
+            }
+        }
+    }
+
+    /// Starts the recovery thread for the loss just taken.
+    fn start_recovery(station: &Arc<Station>) {
+        let mut slot = station.recovery.lock();
         let s = station.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("wgpu-batch-reopen{}", station.index))
-            .spawn(move || Station::recover(&s, kept));
+            .spawn(move || s.recover());
         match spawned {
             Ok(join) => *slot = Some(join),
-            Err(e) => log::error!("device {}: cannot start its recovery: {e}", station.index),
+            Err(e) => {
+                drop(slot);
+                log::error!("device {}: cannot start its recovery: {e}", station.index);
+                if let Some(recipe) = &station.recipe {
+                    station.go_down(recipe);
+                }
+            }
         }
     }
 
     /// The recovery thread's body (see the module docs).
-    fn recover(self: &Arc<Self>, kept: Vec<(Job, Responder)>) {
+    fn recover(self: &Arc<Self>) {
         let Some(recipe) = &self.recipe else { return };
         let lost_at = Instant::now();
-        let Some(wait) = self.charge(&recipe.budget, lost_at) else {
-            self.state.store(DOWN, Ordering::Release);
+        let wait = self.charge(&recipe.budget, lost_at);
+        let waiting = std::mem::take(&mut *self.waiting.lock());
+        let rest = self.move_elsewhere(waiting);
+        Station::take(self, self.core().info.generation, rest);
+        let Some(reopen) = &recipe.reopen else {
+            // Adopted: the jobs wait for the application's device (`Engine::replace_device`).
+            self.tell(recipe);
+            log::warn!(
+                "device {} (adopted) was lost; its jobs wait for Engine::replace_device",
+                self.index
+            );
+            return;
+        };
+        let Some(wait) = wait else {
             log::error!(
                 "device {}: lost more than {} times within {:?}; it stays down",
                 self.index,
                 recipe.budget.max_losses,
                 recipe.budget.window
             );
-            return;
+            return self.go_down(recipe);
         };
-        self.state.store(RECOVERING, Ordering::Release);
+        self.tell(recipe);
         std::thread::sleep(wait);
         let opened = if self.stopped.load(Ordering::SeqCst) {
             Err(Error::Shutdown)
         } else {
-            self.open(recipe)
+            self.open(recipe, reopen)
         };
         match opened {
-            Ok(core) => self.serve(recipe, core, kept, lost_at),
+            Ok(core) => self.serve(recipe, core, lost_at),
             Err(e) => {
-                self.state.store(DOWN, Ordering::Release);
                 log::error!("device {}: could not be reopened: {e}", self.index);
+                self.go_down(recipe);
             }
         }
+    }
+
+    /// Tells the application of the loss, if it asked.
+    fn tell(&self, recipe: &Recipe) {
+        if let Some(hook) = &recipe.on_lost {
+            (hook.0)(self.info());
+        }
+    }
+
+    /// The position stays down: the waiting jobs go to another device or fail.
+    fn go_down(&self, recipe: &Recipe) {
+        let waiting = {
+            let mut waiting = self.waiting.lock();
+            self.state.store(DOWN, Ordering::Release);
+            std::mem::take(&mut *waiting)
+        };
+        self.tell(recipe);
+        drop(self.move_elsewhere(waiting));
+    }
+
+    /// Queues on other devices the jobs they can take now; the rest come back.
+    fn move_elsewhere(&self, jobs: Waiting) -> Waiting {
+        let Some(fleet) = self.fleet.get() else {
+            return jobs;
+        };
+        (jobs.into_iter())
+            .filter_map(|(job, responder)| fleet.elsewhere(job, responder, self.index))
+            .collect()
     }
 
     /// Counts a loss against the budget: the wait before reopening, or `None` when the
@@ -275,10 +432,10 @@ impl Station {
     }
 
     /// A new device on the same adapter, under the enumeration lock, and its core.
-    fn open(&self, recipe: &Recipe) -> Result<DeviceCore> {
-        let want = &recipe.adapter;
+    fn open(&self, recipe: &Recipe, reopen: &Reopen) -> Result<DeviceCore> {
+        let want = &reopen.adapter;
         let (adapter, device, queue) = adapters::enumerating(|| {
-            let all = pollster::block_on(recipe.instance.enumerate_adapters(want.backend.into()));
+            let all = pollster::block_on(reopen.instance.enumerate_adapters(want.backend.into()));
             let adapter = all
                 .into_iter()
                 .find(|a| {
@@ -290,46 +447,90 @@ impl Station {
                     adapter: want.name.clone(),
                     message: "the adapter is gone".into(),
                 })?;
-            let (timing, map, cache) = recipe.request;
+            let (timing, map, cache) = reopen.request;
             let (device, queue) = adapters::request_device(&adapter, timing, map, cache)?;
             Ok::<_, Error>((adapter, device, queue))
         })?;
+        self.start_core(recipe, &adapter, device, queue)
+    }
+
+    /// The core of the next device here.
+    fn start_core(
+        &self,
+        recipe: &Recipe,
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<DeviceCore> {
         let old = self.core();
-        let mut info = adapters::device_info(&adapter, &device, self.index);
+        let mut info = adapters::device_info(adapter, &device, self.index);
         info.generation = old.info.generation + 1;
         let health = Health::new(self.index, (recipe.waker)()).continuing(&old.health_stats());
-        let opening = (recipe.opening)(&adapter, &device);
+        let opening = (recipe.opening)(adapter, &device);
         DeviceCore::start(info, device, queue, Arc::new(health), opening)
     }
 
-    /// Puts `core` into service and queues the `kept` jobs on it.
-    fn serve(
+    /// The application's replacement for the lost adopted device here (see
+    /// `Engine::replace_device`).
+    pub(crate) fn replace(
         self: &Arc<Self>,
-        recipe: &Recipe,
-        core: DeviceCore,
-        kept: Vec<(Job, Responder)>,
-        lost_at: Instant,
-    ) {
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<()> {
+        let refuse = |why: &str| Error::RequestDevice {
+            adapter: adapter.get_info().name,
+            message: format!("device {} {why}", self.index),
+        };
+        let Some(recipe) = self.recipe.as_ref().filter(|r| r.reopen.is_none()) else {
+            return Err(refuse(
+                "is not adopted (the engine reopens its own devices) or is not replaced at all",
+            ));
+        };
+        if self.state.load(Ordering::Acquire) != RECOVERING {
+            return Err(refuse("is not lost: nothing to replace"));
+        }
+        let lost_at = self
+            .losses
+            .lock()
+            .back()
+            .copied()
+            .unwrap_or_else(Instant::now);
+        let core = self.start_core(recipe, adapter, device, queue)?;
+        self.serve(recipe, core, lost_at);
+        Ok(())
+    }
+
+    /// Puts `core` into service, after restoring the read-only buffers on it, and queues the
+    /// waiting jobs on it.
+    fn serve(self: &Arc<Self>, recipe: &Recipe, core: DeviceCore, lost_at: Instant) {
         if self.stopped.load(Ordering::SeqCst) {
             core.stop(); // shutdown started meanwhile; it stops whatever serves after joining us
             return;
         }
         Station::arm(self, &core);
+        if let Some(fleet) = self.fleet.get() {
+            fleet.restore(&core);
+        }
         let core = Arc::new(core);
-        *self.core.write() = core.clone();
         let generation = core.info.generation;
-        core.stats().record_recovery(lost_at);
-        self.state.store(UP, Ordering::Release);
+        let waiting = {
+            let mut waiting = self.waiting.lock();
+            *self.core.write() = core.clone();
+            core.stats().record_recovery(lost_at);
+            self.state.store(UP, Ordering::Release);
+            std::mem::take(&mut *waiting)
+        };
         (recipe.watch)(self.index, core.inbox.clone());
-        let moved = kept.len();
+        let moved = waiting.len();
         crate::observe::trace::device_reopened(self.index, generation, moved, lost_at.elapsed());
-        for (job, responder) in kept {
+        for (job, responder) in waiting {
             core.requeue(job, responder);
         }
         log::warn!(
-            "device {}: reopened on {} (generation {generation}) in {:.1?}; {moved} queued jobs moved to it",
+            "device {}: replaced by {} (generation {generation}) in {:.1?}; {moved} waiting jobs moved to it",
             self.index,
-            recipe.adapter.name,
+            core.info.adapter,
             lost_at.elapsed()
         );
     }

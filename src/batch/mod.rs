@@ -36,6 +36,7 @@ pub(crate) mod group;
 pub(crate) mod layout;
 pub(crate) mod plan;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -318,7 +319,7 @@ impl Batch {
                 }?;
                 Some(Bound {
                     binding,
-                    buffer,
+                    buffer: Cow::Borrowed(buffer),
                     offset: region.offset(),
                     size,
                     pooled: true,
@@ -327,7 +328,7 @@ impl Batch {
             .collect();
         bound.push(Bound {
             binding: table,
-            buffer: read,
+            buffer: Cow::Borrowed(read),
             offset: placed.table.0,
             size: 4 * u64::from(TABLE_WORDS), // the whole uniform array
             pooled: true,
@@ -384,13 +385,13 @@ impl Batch {
                     _ => (None, None),
                 };
                 let buffer = match region {
-                    Region::Read(_) => bufs.read.as_ref(),
-                    Region::ReadWrite(_) => bufs.rw.as_ref(),
-                    Region::OwnRead(_) => own.0,
-                    Region::OwnReadWrite(_) => own.1,
-                    Region::Scratch(i) => bufs.scratch.get(i),
+                    Region::Read(_) => bufs.read.as_ref().map(Cow::Borrowed),
+                    Region::ReadWrite(_) => bufs.rw.as_ref().map(Cow::Borrowed),
+                    Region::OwnRead(_) => own.0.map(Cow::Borrowed),
+                    Region::OwnReadWrite(_) => own.1.map(Cow::Borrowed),
+                    Region::Scratch(i) => bufs.scratch.get(i).map(Cow::Borrowed),
                     Region::Resident => match &arg.data {
-                        ArgData::Resident(b) => b.copy_on(t.index),
+                        ArgData::Resident(b) => b.copy_on(t.index).map(Cow::Owned),
                         _ => None,
                     },
                 }?;
@@ -468,7 +469,9 @@ fn watch(queue: &wgpu::Queue, to_map: &[&wgpu::Buffer]) -> flume::Receiver<Resul
 /// One binding of one step, resolved to the buffer and range it binds.
 pub(crate) struct Bound<'a> {
     binding: u32,
-    buffer: &'a wgpu::Buffer,
+    /// Borrowed from the batch, or a resident buffer's handle (cloned: a reopened device may
+    /// replace its copy meanwhile).
+    buffer: Cow<'a, wgpu::Buffer>,
     offset: u64,
     size: u64,
     /// In a pooled buffer (not a resident one, which a cached bind group would keep alive).
@@ -513,7 +516,10 @@ impl BindGroups {
         }
         let key = (
             pipeline.kernel,
-            bound.iter().map(|b| (b.buffer.clone(), b.size)).collect(),
+            bound
+                .iter()
+                .map(|b| (b.buffer.as_ref().clone(), b.size))
+                .collect(),
         );
         let map = if bound.iter().all(|b| b.pooled) {
             &mut self.kept
@@ -561,7 +567,7 @@ fn bind_group(
         .map(|b| wgpu::BindGroupEntry {
             binding: b.binding,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: b.buffer,
+                buffer: &b.buffer,
                 offset: if at_offsets { b.offset } else { 0 },
                 size: NonZeroU64::new(b.size),
             }),

@@ -34,6 +34,7 @@ use crate::device::quiet::Quiet;
 use crate::device::reply::{Help, Reply, Responder, Ticket};
 use crate::device::submitter::{Flight, Submitter, binding_alignment};
 use crate::error::Error;
+use crate::job::Job;
 use crate::observe::trace::BatchSpan;
 
 /// How long queued work waits for a caller to run it before the executor does.
@@ -60,17 +61,31 @@ pub(crate) struct ExecutorSetup {
     pub(crate) capacity: usize,
 }
 
-/// What a step leaves to do once the submitter lock is released: replies to send, and jobs
-/// skipped by a gather (expired or resolved already) to settle.
+/// What a step leaves to do once the submitter lock is released: replies to send, jobs
+/// skipped by a gather (expired or resolved already) to settle, and the jobs of batches the
+/// device's loss failed, for the inbox to salvage (see [`Inbox::salvage`]).
 #[derive(Default)]
 pub(crate) struct Outbox {
     replies: Vec<(Responder, Reply)>,
     skipped: Vec<Request>,
+    /// A batch's tickets, taken off the board, when the loss failed it.
+    lost_flight: Vec<(Arc<Ticket>, Option<Job>)>,
+    /// The jobs of a batch that never reached the lost device.
+    unlaunched: Vec<(Job, Responder)>,
 }
 
 impl Outbox {
-    /// Sends the replies and settles the skipped jobs; call with no device lock held.
-    pub(crate) fn deliver(self) {
+    /// Salvages what the loss failed (before the replies, which then find those jobs queued
+    /// again or resolved), sends the replies and settles the skipped jobs; call with no device
+    /// lock held.
+    pub(crate) fn deliver(mut self, inbox: &Inbox) {
+        if !self.lost_flight.is_empty() || !self.unlaunched.is_empty() {
+            let (flight, unlaunched) = (
+                std::mem::take(&mut self.lost_flight),
+                std::mem::take(&mut self.unlaunched),
+            );
+            inbox.salvage(flight, unlaunched, Vec::new());
+        }
         for (responder, reply) in self.replies {
             responder.send(reply);
         }
@@ -137,7 +152,13 @@ impl Driver {
     /// Moves claimable jobs from the board into `batch` while they fit; returns whether the
     /// batch is full (no further job could join it). A job already resolved (cancelled, or
     /// expired by its waiting caller) or past its deadline goes to `out` and is never encoded.
-    fn take_ready(&self, batch: &mut Vec<Request>, used: &mut Footprint, out: &mut Outbox) -> bool {
+    fn take_ready(
+        &self,
+        batch: &mut Vec<Request>,
+        used: &mut Footprint,
+        out: &mut Outbox,
+        idle: bool,
+    ) -> bool {
         let mut board = self.inbox.board.lock();
         loop {
             if batch.len() >= self.cfg.max_jobs {
@@ -151,6 +172,13 @@ impl Driver {
                 out.skipped.push(r);
                 continue;
             }
+            // A job that was running at a loss runs alone on an idle device, so a kernel that
+            // brings the device down is poisoned by itself, not with whatever shared its batch.
+            let suspect = r.responder.losses() > 0;
+            if suspect && !(batch.is_empty() && idle) {
+                board.pending.push_front(r);
+                return true;
+            }
             let add = Footprint::of(&r.job, self.align);
             if !batch.is_empty() && !used.fits(add, self.buffer_cap, self.cfg.max_bytes) {
                 board.pending.push_front(r); // still queued: it leads the next batch
@@ -162,16 +190,27 @@ impl Driver {
             }
             *used = used.plus(add);
             batch.push(r);
+            if suspect {
+                return true;
+            }
         }
     }
 
     /// Launches `requests` as one batch. Jobs whose pipeline cannot be built fail alone; a
     /// batch that wgpu rejects is retried one job at a time so only the culprit fails.
     fn launch(&self, sub: &mut Submitter, requests: Vec<Request>, out: &mut Outbox) {
+        self.inbox
+            .launching(requests.iter().map(|r| (r.responder.ticket(), &r.job)));
         #[cfg(feature = "test-hooks")]
         if self.health.panic_next.swap(false, Ordering::SeqCst) {
             panic!("test hook: Engine::panic_executor");
         }
+        self.launch_ready(sub, requests, out);
+        self.inbox.launched();
+    }
+
+    /// [`launch`](Self::launch)'s body.
+    fn launch_ready(&self, sub: &mut Submitter, requests: Vec<Request>, out: &mut Outbox) {
         let mut ready = Vec::with_capacity(requests.len());
         let mut responders = Vec::with_capacity(requests.len());
         let number = sub.batches_launched();
@@ -232,8 +271,12 @@ impl Driver {
         if ready.is_empty() {
             return;
         }
-        if let Err((e, _, responders)) = self.try_launch(sub, ready, responders, out) {
+        if let Err((e, ready, responders)) = self.try_launch(sub, ready, responders, out) {
             let err = sub.failure(&e);
+            if matches!(err, Error::DeviceLost { .. }) && self.inbox.keeps_jobs() {
+                let jobs = ready.into_iter().map(|r| r.job);
+                return out.unlaunched.extend(jobs.zip(responders)); // they never ran
+            }
             out.replies
                 .extend(responders.into_iter().map(|r| (r, Err(err.clone()))));
         }
@@ -273,8 +316,11 @@ impl Driver {
         match sub.launch(ready, &span, register) {
             Ok(Some(batch)) => {
                 let launched = Instant::now();
+                // A job that was running at a loss runs alone (see `take_ready`).
+                let alone = responders.len() == 1 && responders[0].losses() > 0;
                 sub.flight.push_back(Flight {
                     batch,
+                    alone,
                     responders,
                     span,
                     launched,
@@ -327,7 +373,11 @@ impl Driver {
             return false;
         };
         let replies = sub.complete(flight.batch, &flight.span);
-        self.inbox.complete_oldest();
+        let tickets = self.inbox.complete_oldest();
+        let lost = |r: &Reply| matches!(r, Err(Error::DeviceLost { .. }));
+        if !self.health.usable() && replies.iter().any(lost) {
+            out.lost_flight = tickets; // salvaged before the replies go out
+        }
         out.replies
             .extend(flight.responders.into_iter().zip(replies));
         true
@@ -350,14 +400,16 @@ impl Driver {
             .into_iter()
             .flatten()
             .min();
-        let room = match give_up {
-            None => sub.flight.len() < self.cfg.max_in_flight,
-            Some(_) => sub.flight.is_empty(),
-        };
+        let room = !sub.flight.iter().any(|f| f.alone)
+            && match give_up {
+                None => sub.flight.len() < self.cfg.max_in_flight,
+                Some(_) => sub.flight.is_empty(),
+            };
         if room {
             self.intake(out);
             let mut batch = Vec::new();
-            self.take_ready(&mut batch, &mut Footprint::default(), out);
+            let idle = sub.flight.is_empty();
+            self.take_ready(&mut batch, &mut Footprint::default(), out, idle);
             if !batch.is_empty() {
                 self.launch(sub, batch, out);
                 return true;
@@ -391,7 +443,7 @@ impl Help for Driver {
                 self.step(&mut sub, ticket, give_up, &mut out)
             }));
             drop(sub);
-            out.deliver();
+            out.deliver(&self.inbox);
             match stepped {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -484,7 +536,13 @@ impl Executor {
             match self.due() {
                 Due::Launch => {
                     let batch = self.gather();
-                    if !batch.is_empty() {
+                    if batch.is_empty() {
+                        // What is queued waits for the batches in flight (a job that was
+                        // running at a loss runs on an idle device): complete one.
+                        self.locked(|d, sub, out| {
+                            d.complete_oldest(sub, None, None, out);
+                        });
+                    } else {
                         self.locked(|d, sub, out| d.launch(sub, batch, out));
                     }
                 }
@@ -517,7 +575,7 @@ impl Executor {
     fn locked(&self, f: impl FnOnce(&Driver, &mut Submitter, &mut Outbox)) {
         let mut out = Outbox::default();
         f(&self.d, &mut self.d.submitter.lock(), &mut out);
-        out.deliver();
+        out.deliver(&self.d.inbox);
     }
 
     /// After serving: a clean stop completes the batches in flight; then the board is closed,
@@ -530,9 +588,11 @@ impl Executor {
             }
             std::mem::take(&mut sub.flight)
         };
-        out.deliver();
-        drop(left); // after a loss: each responder answers `DeviceLost` as it drops
+        out.deliver(&self.d.inbox);
+        // After a loss, closing salvages the batches left in flight first; then each
+        // responder not queued again answers `DeviceLost` as it drops.
         self.d.inbox.close();
+        drop(left);
         self.d.health.note_idle();
     }
 
@@ -541,14 +601,15 @@ impl Executor {
     fn due(&mut self) -> Due {
         let mut out = Outbox::default();
         self.stopping |= self.d.intake(&mut out);
-        out.deliver();
+        out.deliver(&self.d.inbox);
         let now = Instant::now();
         let Some(sub) = self.d.submitter.try_lock() else {
             return Due::At(now + LINGER); // a caller is driving
         };
         let pending = self.d.inbox.board.lock().pending.oldest();
         let flight = sub.flight.front().map(|f| f.launched);
-        let full = sub.flight.len() >= self.d.cfg.max_in_flight;
+        let full =
+            sub.flight.len() >= self.d.cfg.max_in_flight || sub.flight.iter().any(|f| f.alone);
         drop(sub);
         let eager = self.d.eager.load(Ordering::Acquire);
         let urgent = self.stopping || eager || !self.d.cfg.max_delay.is_zero();
@@ -591,8 +652,9 @@ impl Executor {
         loop {
             let mut out = Outbox::default();
             self.stopping |= self.d.intake(&mut out);
-            let full = self.d.take_ready(&mut batch, &mut used, &mut out);
-            out.deliver();
+            let idle = (self.d.submitter.try_lock()).is_some_and(|s| s.flight.is_empty());
+            let full = self.d.take_ready(&mut batch, &mut used, &mut out, idle);
+            out.deliver(&self.d.inbox);
             if batch.is_empty() || full || self.d.cfg.max_delay.is_zero() || self.stopping {
                 return batch;
             }

@@ -65,6 +65,9 @@ pub(crate) struct Board {
     in_flight: VecDeque<Vec<(Arc<Ticket>, Option<Job>)>>,
     /// Set by [`Inbox::close`]: nothing more is accepted.
     closed: bool,
+    /// With a keeper set: a copy of each job of the batch being launched, until it is in
+    /// flight or failed (see [`Inbox::launching`]).
+    launching: Vec<(Arc<Ticket>, Job)>,
 }
 
 /// The device's end of its request channel, shared by its batch loop and the watchdog.
@@ -101,39 +104,82 @@ impl Inbox {
     /// Stops accepting work and resolves every job the device holds with its drop error
     /// (`DeviceLost` after a loss): the pending ones, those in flight, and those left on the
     /// channel, which is drained until every sender is gone. After a loss, with a keeper set
-    /// ([`Inbox::on_loss`]), the pending and channel jobs (never encoded) and the jobs in
-    /// flight that may run again go to it instead; a job in flight at more losses than the
-    /// keeper allows replays resolves `Poisoned`. Idempotent.
+    /// ([`Inbox::on_loss`]), the jobs go to it instead as [`salvage`](Self::salvage) says.
+    /// Idempotent.
     pub(crate) fn close(&self) {
         drop(self.sender.lock().take());
-        let (mut pending, in_flight, first) = {
+        let (mut pending, in_flight, mut launching) = {
             let mut board = self.board.lock();
-            let first = !board.closed;
             board.closed = true;
             let pending = std::mem::replace(&mut board.pending, Pending::new(Duration::ZERO));
-            (pending, std::mem::take(&mut board.in_flight), first)
+            let in_flight: Vec<_> = std::mem::take(&mut board.in_flight)
+                .into_iter()
+                .flatten()
+                .collect();
+            (pending, in_flight, std::mem::take(&mut board.launching))
         };
         self.closed.store(true, Ordering::Release);
-        let keep = self.keep.get().filter(|_| first && !self.health.usable());
-        let mut kept = Vec::new();
-        for (ticket, job) in in_flight.into_iter().flatten() {
-            match (keep, job) {
-                (Some(keep), Some(job)) => self.replay(ticket, job, keep, &mut kept),
-                _ => {
-                    ticket.resolve(Err(self.health.drop_error()));
-                }
-            }
-        }
+        // A job registered in flight while its batch was launching is salvaged once, as in flight.
+        launching.retain(|(t, _)| !in_flight.iter().any(|(f, _)| Arc::ptr_eq(t, f)));
+        let mut queued = Vec::new();
         while let Some(r) = pending.pop() {
-            kept.push((r.job, r.responder));
+            queued.push((r.job, r.responder));
         }
         while let Ok(r) = self.rx.recv() {
-            kept.push((r.job, r.responder));
+            queued.push((r.job, r.responder));
         }
-        match keep {
-            Some(keep) => (keep.keeper)(kept),
-            None => drop(kept), // each responder replies as it drops
+        let unlaunched = (launching.into_iter())
+            .filter_map(|(ticket, job)| Some((job, Responder::unarmed(ticket)?)))
+            .collect();
+        self.salvage(in_flight, unlaunched, queued);
+    }
+
+    /// After a loss, with a keeper set, hands it the jobs that may run on another device: the
+    /// `queued` ones (never encoded), the `unlaunched` ones (encoded into a batch that never
+    /// reached the device), and the `in_flight` ones with a copy (they write no resident
+    /// buffer) that ran at no more losses than the keeper allows replays (past that they
+    /// resolve `Poisoned`). Everything else resolves with the device's drop error. Called by
+    /// [`close`](Self::close), and by a batch loop for a batch it found failed by the loss
+    /// after taking it off the board.
+    pub(crate) fn salvage(
+        &self,
+        in_flight: Vec<(Arc<Ticket>, Option<Job>)>,
+        unlaunched: Vec<(Job, Responder)>,
+        queued: Vec<(Job, Responder)>,
+    ) {
+        for (ticket, _) in &in_flight {
+            ticket.set_held(false);
         }
+        for (_, responder) in &unlaunched {
+            responder.ticket().set_held(false);
+        }
+        let keep = self.keep.get().filter(|_| !self.health.usable());
+        let Some(keep) = keep else {
+            for (ticket, _) in in_flight {
+                ticket.resolve(Err(self.health.drop_error()));
+            }
+            for (_, responder) in unlaunched {
+                responder.ticket().resolve(Err(self.health.drop_error()));
+            }
+            return drop(queued); // each responder replies as it drops
+        };
+        let mut kept = queued;
+        for (ticket, job) in in_flight {
+            match job {
+                Some(job) => self.replay(ticket, job, keep, &mut kept),
+                None => drop(ticket.resolve(Err(self.health.drop_error()))),
+            }
+        }
+        for (job, responder) in unlaunched {
+            let ticket = responder.ticket().clone();
+            responder.disarm();
+            if let Some(attempt) = ticket.unclaim() {
+                let span =
+                    crate::observe::trace::JobSpan::queued(self.health.index, job.steps.len(), 0);
+                kept.push((job, Responder::replayed(ticket, attempt, span)));
+            }
+        }
+        (keep.keeper)(kept);
     }
 
     /// A job that was running at the loss: queued again (into `kept`) unless it ran at more
@@ -143,10 +189,19 @@ impl Inbox {
         if losses > keep.max_replays {
             let device = self.health.index;
             (keep.poisoned)(&job);
+            self.health.stats.record_poisoned();
+            let kernel = job.kernel().label();
+            crate::observe::trace::job_poisoned(device, kernel, losses);
+            log::warn!(
+                "device {device}: a job of kernel `{kernel}` was running at {losses} losses; \
+                 it fails Poisoned and its kernels are refused here for a while"
+            );
             ticket.resolve(Err(crate::error::Error::Poisoned { device, losses }));
             return;
         }
         if let Some(attempt) = ticket.replay() {
+            self.health.stats.record_replay();
+            crate::observe::trace::job_replayed(self.health.index, attempt);
             let steps = job.steps.len();
             let span = crate::observe::trace::JobSpan::queued(self.health.index, steps, 0);
             kept.push((job, Responder::replayed(ticket, attempt, span)));
@@ -169,6 +224,35 @@ impl Inbox {
         drop(self.sender.lock().take());
     }
 
+    /// With a keeper set, keeps a copy of each job of a batch about to be launched until
+    /// [`launched`](Self::launched): a panic before the batch is in flight leaves them for
+    /// [`close`](Self::close) to queue again (they never reached the device), and their
+    /// dropped responders leave the answer to it.
+    pub(crate) fn launching<'a>(&self, jobs: impl Iterator<Item = (&'a Arc<Ticket>, &'a Job)>) {
+        if !self.keeps_jobs() {
+            return;
+        }
+        let copies: Vec<(Arc<Ticket>, Job)> = jobs.map(|(t, j)| (t.clone(), j.clone())).collect();
+        for (t, _) in &copies {
+            t.set_held(true);
+        }
+        self.board.lock().launching = copies;
+    }
+
+    /// The batch being launched is in flight (its tickets registered) or failed.
+    pub(crate) fn launched(&self) {
+        if !self.keeps_jobs() {
+            return;
+        }
+        let mut board = self.board.lock();
+        for (t, _) in std::mem::take(&mut board.launching) {
+            t.set_held(false);
+        }
+        for (t, _) in board.in_flight.iter().flatten() {
+            t.set_held(true);
+        }
+    }
+
     /// Puts a batch's tickets on the board before its submit; false when the device is closed
     /// (the batch must not be submitted).
     pub(crate) fn register(&self, tickets: Vec<(Arc<Ticket>, Option<Job>)>) -> bool {
@@ -182,12 +266,16 @@ impl Inbox {
 
     /// Takes the last registered batch off the board again (its submit failed).
     pub(crate) fn unregister_last(&self) {
-        self.board.lock().in_flight.pop_back();
+        let batch = self.board.lock().in_flight.pop_back();
+        batch.iter().flatten().for_each(|(t, _)| t.set_held(false));
     }
 
-    /// Takes the oldest batch off the board (it completed).
-    pub(crate) fn complete_oldest(&self) {
-        self.board.lock().in_flight.pop_front();
+    /// Takes the oldest batch off the board (it completed): its tickets, with the copies of
+    /// its jobs that may run again.
+    pub(crate) fn complete_oldest(&self) -> Vec<(Arc<Ticket>, Option<Job>)> {
+        let batch = self.board.lock().in_flight.pop_front().unwrap_or_default();
+        batch.iter().for_each(|(t, _)| t.set_held(false));
+        batch
     }
 
     /// Whether the board is closed.
@@ -210,6 +298,7 @@ impl Inbox {
                 pending: Pending::new(aging),
                 in_flight: VecDeque::new(),
                 closed: false,
+                launching: Vec::new(),
             }),
             rx,
             sender: Mutex::new(Some(tx)),

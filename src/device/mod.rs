@@ -324,6 +324,9 @@ impl DeviceCore {
         let Some(tx) = self.tx.upgrade() else {
             return; // dropped with `responder`: it answers
         };
+        if let Some(device) = self.lost_buffer(&job) {
+            return responder.send(Err(Error::BufferLost { device }));
+        }
         let Ok((layout, staged, lent)) =
             self.stage(&job, true, |e| self.submitter.lock().failure(e))
         else {
@@ -337,6 +340,34 @@ impl DeviceCore {
             lent,
         };
         let _ = tx.send(request); // on a disconnect it comes back and answers as it drops
+    }
+
+    /// This device's index if `job` binds a resident buffer whose copy here was lost with an
+    /// earlier device (a job kept across a loss, or held while the device was replaced).
+    fn lost_buffer(&self, job: &Job) -> Option<usize> {
+        let (index, generation) = (self.info.index, self.info.generation);
+        job.args()
+            .any(|a| match &a.data {
+                crate::job::ArgData::Resident(b) => b.current_on(index, generation) != Some(true),
+                _ => false,
+            })
+            .then_some(index)
+    }
+
+    /// A handle and its responder for `job`, held outside any queue while this lost device's
+    /// position waits for a new one (see `station.rs`); counted as submitted and outstanding
+    /// here, as the statistics continue on the new device.
+    pub(crate) fn hold(
+        &self,
+        job: &Job,
+        deadline: Option<Instant>,
+        timer: Option<DeadlineTimer>,
+    ) -> (JobHandle, crate::device::reply::Responder) {
+        let stats = &self.health.stats;
+        stats.enter();
+        stats.record_submit();
+        let span = JobSpan::queued(self.info.index, job.steps.len(), 0);
+        JobHandle::pair(self.health.clone(), deadline, timer, span)
     }
 
     /// Whether a loss of this device keeps its jobs for the device that replaces it.
@@ -492,6 +523,12 @@ impl DeviceCore {
             poll::notice_adopted_loss(&self.device, &self.health);
         }
         !self.usable()
+    }
+
+    /// Closes the board of this device if it was found lost and nobody closed it yet, so its
+    /// jobs are salvaged and its position starts replacing it. Takes no device lock.
+    pub(crate) fn close_if_lost(&self) {
+        self.inbox.close_if_lost();
     }
 
     /// `kernel`'s pipeline on this device, created (on the calling thread) and cached if

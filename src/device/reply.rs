@@ -21,7 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -62,8 +62,12 @@ const REPLIED: u8 = 2;
 
 /// The state one job's parties share (see the module docs).
 pub(crate) struct Ticket {
-    /// `QUEUED`, `ENCODED` or `REPLIED`; moved only forward, by compare-and-swap.
-    state: AtomicU8,
+    /// The attempt (times the job was queued again after a loss; only the responder of the
+    /// latest answers) shifted left by 2, with `QUEUED`, `ENCODED` or `REPLIED` in the low
+    /// bits: one word, so a responder of an earlier attempt can never resolve the job, and
+    /// the state moves only forward (but for `ENCODED -> QUEUED` with a new attempt, see
+    /// [`Ticket::unclaim`]), by compare-and-swap.
+    state: AtomicU64,
     /// Set by [`JobHandle::cancel`]; an encoded job's output is then replaced by `Cancelled`.
     cancel: AtomicBool,
     /// The reply channel (capacity one). The ticket holds the sender, so the channel never disconnects.
@@ -72,19 +76,30 @@ pub(crate) struct Ticket {
     submitted: Instant,
     /// After this instant the job is not encoded any more.
     deadline: Option<Instant>,
-    /// How many times the job was queued again after a loss it was running at; only the
-    /// responder of the latest attempt answers.
-    attempt: AtomicU32,
+    /// How many losses the job was running at (each was an attempt).
+    losses: AtomicU32,
+    /// The device's board holds the ticket (a batch being launched or in flight, see
+    /// `Inbox::launching`): a responder dropped by a panic leaves the answer to the board,
+    /// which the panic's handler closes, so the job can be queued again.
+    held: AtomicBool,
 }
 
 impl Ticket {
-    /// Moves the state from one of `from` to `REPLIED` and, if this call did, delivers `reply`.
-    fn resolve_from(&self, from: &[u8], reply: Reply) -> bool {
-        let won = from.iter().any(|&f| {
-            self.state
-                .compare_exchange(f, REPLIED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        });
+    /// Moves the state from one of `from` to `REPLIED` (of the attempt `attempt`, or of any)
+    /// and, if this call did, delivers `reply`.
+    fn resolve_from(&self, from: &[u8], attempt: Option<u32>, reply: Reply) -> bool {
+        let mut now = self.state.load(Ordering::Acquire);
+        let won = loop {
+            let (st, at) = ((now & 3) as u8, now >> 2);
+            if !from.contains(&st) || attempt.is_some_and(|a| u64::from(a) != at) {
+                break false;
+            }
+            let replied = (at << 2) | u64::from(REPLIED);
+            match (self.state).compare_exchange(now, replied, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break true,
+                Err(seen) => now = seen,
+            }
+        };
         if won {
             let reply = match reply {
                 Ok(_) if self.cancel.load(Ordering::Acquire) => Err(Error::Cancelled),
@@ -100,54 +115,89 @@ impl Ticket {
         won
     }
 
+    fn st(&self) -> u8 {
+        (self.state.load(Ordering::Acquire) & 3) as u8
+    }
+
+    /// The current attempt.
+    fn attempt(&self) -> u32 {
+        (self.state.load(Ordering::Acquire) >> 2) as u32
+    }
+
     /// Resolves the job with `reply` unless it was resolved already.
     pub(crate) fn resolve(&self, reply: Reply) -> bool {
-        self.resolve_from(&[QUEUED, ENCODED], reply)
+        self.resolve_from(&[QUEUED, ENCODED], None, reply)
     }
 
     /// Resolves the job with `DeadlineExpired` if it is still queued and its deadline has come.
     pub(crate) fn expire_if_due(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|d| now >= d)
-            && self.resolve_from(&[QUEUED], Err(Error::DeadlineExpired))
+            && self.resolve_from(&[QUEUED], None, Err(Error::DeadlineExpired))
     }
 
     /// Takes the job for encoding; false when it was already resolved (it must not run).
     pub(crate) fn claim(&self) -> bool {
-        self.state
-            .compare_exchange(QUEUED, ENCODED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let now = self.state.load(Ordering::Acquire);
+        (now & 3) as u8 == QUEUED
+            && (self.state)
+                .compare_exchange(
+                    now,
+                    now | u64::from(ENCODED),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
     }
 
-    /// Queues the job again after a loss it was running at (`ENCODED -> QUEUED`, the one move
-    /// back): the new attempt's number, or `None` when the job resolved meanwhile (it stays
-    /// resolved). The responder of the earlier attempt can no longer answer.
+    /// Queues the job again after a loss it was running at (`ENCODED -> QUEUED` with the
+    /// next attempt, the one move back): the new attempt's number, or `None` when the job is
+    /// not encoded (it resolved, or was queued again already). The responder of the earlier
+    /// attempt can no longer answer.
     pub(crate) fn replay(&self) -> Option<u32> {
-        let attempt = self.attempt.fetch_add(1, Ordering::AcqRel) + 1;
-        self.state
-            .compare_exchange(ENCODED, QUEUED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-            .then_some(attempt)
+        let attempt = self.unclaim()?;
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        Some(attempt)
+    }
+
+    /// Queues the job again after its batch failed to launch on a lost device: as
+    /// [`replay`](Self::replay), but it never ran, so no loss is counted against it.
+    pub(crate) fn unclaim(&self) -> Option<u32> {
+        let mut now = self.state.load(Ordering::Acquire);
+        loop {
+            if (now & 3) as u8 != ENCODED {
+                return None;
+            }
+            let next = ((now >> 2) + 1) << 2 | u64::from(QUEUED);
+            match (self.state).compare_exchange(now, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some((next >> 2) as u32),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+
+    /// Records whether the device's board holds the ticket (see the field).
+    pub(crate) fn set_held(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
     }
 
     /// How many losses the job was running at.
     pub(crate) fn losses(&self) -> u32 {
-        self.attempt.load(Ordering::Acquire)
+        self.losses.load(Ordering::Acquire)
     }
 
     /// Whether the job has resolved (its reply is sent or being sent).
     pub(crate) fn is_resolved(&self) -> bool {
-        self.state.load(Ordering::Acquire) == REPLIED
+        self.st() == REPLIED
     }
 
     /// Whether the job is still queued (neither claimed nor resolved).
     pub(crate) fn is_queued(&self) -> bool {
-        self.state.load(Ordering::Acquire) == QUEUED
+        self.st() == QUEUED
     }
 
     /// The deadline, while it still matters: the job is queued.
     pub(crate) fn queued_deadline(&self) -> Option<Instant> {
-        self.deadline
-            .filter(|_| self.state.load(Ordering::Acquire) == QUEUED)
+        self.deadline.filter(|_| self.st() == QUEUED)
     }
 
     /// When the job was submitted.
@@ -184,9 +234,28 @@ impl Responder {
         }
     }
 
+    /// A disarmed responder for `ticket`'s current attempt, for a job whose own responder was
+    /// dropped by a panic while the board held it (see [`Inbox::launching`]); `None` once the
+    /// job resolved.
+    ///
+    /// [`Inbox::launching`]: crate::device::inbox::Inbox::launching
+    pub(crate) fn unarmed(ticket: Arc<Ticket>) -> Option<Responder> {
+        if ticket.is_resolved() {
+            return None;
+        }
+        let attempt = ticket.attempt();
+        let span = JobSpan::queued(ticket.health.index, 1, 0);
+        Some(Responder {
+            ticket,
+            span,
+            armed: false,
+            attempt,
+        })
+    }
+
     /// Whether this responder still answers for its job (no later attempt replaced it).
     fn current(&self) -> bool {
-        self.ticket.attempt.load(Ordering::Acquire) == self.attempt
+        self.ticket.attempt() == self.attempt
     }
 
     /// Delivers the result, unless the job was resolved already (cancelled or expired while
@@ -194,9 +263,8 @@ impl Responder {
     pub(crate) fn send(mut self, reply: Reply) {
         self.armed = false;
         self.span.replied(&reply);
-        if self.current() {
-            self.ticket.resolve(reply);
-        }
+        self.ticket
+            .resolve_from(&[QUEUED, ENCODED], Some(self.attempt), reply);
     }
 
     /// The shared ticket (the device keeps a clone of each job's in flight for the watchdog).
@@ -227,10 +295,11 @@ impl std::ops::Deref for Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if self.armed && self.current() {
+        let board_answers = std::thread::panicking() && self.ticket.held.load(Ordering::Acquire);
+        if self.armed && self.current() && !board_answers {
             let reply = Err(self.ticket.health.drop_error());
             self.span.replied(&reply);
-            self.ticket.resolve(reply);
+            (self.ticket).resolve_from(&[QUEUED, ENCODED], Some(self.attempt), reply);
         }
     }
 }
@@ -266,7 +335,7 @@ pub struct JobHandle {
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket")
-            .field("state", &self.state.load(Ordering::Relaxed))
+            .field("state", &self.st())
             .field("deadline", &self.deadline)
             .finish()
     }
@@ -291,13 +360,14 @@ impl JobHandle {
     ) -> (JobHandle, Responder) {
         let (tx, rx) = flume::bounded(1);
         let ticket = Arc::new(Ticket {
-            state: AtomicU8::new(QUEUED),
+            state: AtomicU64::new(u64::from(QUEUED)),
             cancel: AtomicBool::new(false),
             tx,
             health,
             submitted: Instant::now(),
             deadline,
-            attempt: AtomicU32::new(0),
+            losses: AtomicU32::new(0),
+            held: AtomicBool::new(false),
         });
         let handle = JobHandle {
             rx,
@@ -335,7 +405,8 @@ impl JobHandle {
     /// `Cancelled` instead of its output. A job already resolved is unaffected.
     pub fn cancel(&self) {
         self.ticket.cancel.store(true, Ordering::Release);
-        self.ticket.resolve_from(&[QUEUED], Err(Error::Cancelled));
+        self.ticket
+            .resolve_from(&[QUEUED], None, Err(Error::Cancelled));
     }
 
     /// The index of the device the job was queued on.

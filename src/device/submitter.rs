@@ -63,6 +63,8 @@ pub(crate) struct Flight {
     pub(crate) span: BatchSpan,
     /// When it was submitted (the executor completes a batch nobody waits on after a while).
     pub(crate) launched: Instant,
+    /// It is one job that was running at a loss: nothing else is launched until it completes.
+    pub(crate) alone: bool,
 }
 
 /// See the module docs.

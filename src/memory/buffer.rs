@@ -3,8 +3,10 @@
 //! (no link back to the engine: a buffer never keeps an engine alive), and read back with a
 //! built-in copy kernel ([`COPY_WGSL`]) through the device's queue like any job.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result, scoped};
 
@@ -44,7 +46,14 @@ pub(crate) fn read_grid(bytes: u64) -> Result<(usize, [u32; 3])> {
 /// [`Engine::read`]. Cheap to clone; the GPU memory is freed when the last clone is dropped
 /// and no submitted job uses it any more.
 ///
+/// After a device loss (see
+/// [`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices)) a
+/// read-only buffer ([`Engine::replicate`], [`Engine::upload_read_only_to`]) comes back on
+/// the new device, from the copy the engine keeps in host memory or from another device's
+/// copy; a writable one is lost there ([`Error::BufferLost`]).
+///
 /// [`Engine::upload_to`]: crate::Engine::upload_to
+/// [`Engine::upload_read_only_to`]: crate::Engine::upload_read_only_to
 /// [`Engine::replicate`]: crate::Engine::replicate
 /// [`Engine::read`]: crate::Engine::read
 /// [`Job::buffer`]: crate::Job::buffer
@@ -54,29 +63,56 @@ pub struct DeviceBuffer {
 }
 
 struct Resident {
-    /// Per device index, that device's copy.
-    copies: Vec<Option<wgpu::Buffer>>,
-    /// Per device index, the generation of the device its copy was made on (see
-    /// `EngineBuilder::reopen_lost_devices`): a copy of an older generation is lost.
-    generations: Vec<u32>,
+    /// Per device index, that device's copy; written only when a reopened device gets a
+    /// read-only buffer back. A leaf lock, held for a clone or a store.
+    copies: RwLock<Vec<Copy>>,
     size: u64,
-    /// Made by `replicate`: read-only on the GPU, so the copies never drift apart.
+    /// Made by `replicate`: on every device at once.
     replicated: bool,
+    /// No job may write it (replicated, or uploaded read-only), so it can come back after a
+    /// loss.
+    read_only: bool,
+    /// The bytes as uploaded, kept in host memory to restore it (read-only buffers, unless
+    /// `EngineBuilder::keep_read_only_copies` is off), and the engine's count of such bytes.
+    kept: Option<(Box<[u8]>, Arc<AtomicU64>)>,
     /// The id of the engine that made it.
     engine: u64,
 }
 
+/// One device's copy of a resident buffer.
+#[derive(Clone, Default)]
+struct Copy {
+    buffer: Option<wgpu::Buffer>,
+    /// The generation of the device it was made on (see `EngineBuilder::reopen_lost_devices`):
+    /// a copy of an older generation was lost with its device.
+    generation: u32,
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        if let Some((bytes, tally)) = &self.kept {
+            tally.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How a resident buffer is made: on which devices, with what extra usage, and what may
+/// bring it back after a loss.
+pub(crate) struct Placing<'a> {
+    pub(crate) engine: u64,
+    /// How many device positions the engine has.
+    pub(crate) devices: usize,
+    /// Each device to hold a copy: its index, wgpu device, largest buffer and generation.
+    pub(crate) on: Vec<(usize, &'a wgpu::Device, u64, u32)>,
+    pub(crate) replicated: bool,
+    pub(crate) read_only: bool,
+    pub(crate) usage: wgpu::BufferUsages,
+}
+
 impl DeviceBuffer {
-    /// Copies `bytes` to each device of `on` (device index, its wgpu device, its largest
-    /// buffer, its generation) of an engine (`engine`) with `devices` devices. `bytes` must be a non-zero
-    /// multiple of 4.
-    pub(crate) fn place(
-        engine: u64,
-        devices: usize,
-        on: &[(usize, &wgpu::Device, u64, u32)],
-        bytes: &[u8],
-        (replicated, usage): (bool, wgpu::BufferUsages),
-    ) -> Result<DeviceBuffer> {
+    /// Copies `bytes` (a non-zero multiple of 4) to each device of `how.on`; a read-only
+    /// buffer is registered with `residents` so a reopened device gets it back.
+    pub(crate) fn place(how: Placing<'_>, bytes: &[u8], residents: &Residents) -> Result<Self> {
         let size = bytes.len() as u64;
         if size == 0 {
             return Err(Error::buffer(
@@ -88,28 +124,29 @@ impl DeviceBuffer {
                 "cannot upload {size} bytes: a resident buffer needs a multiple of 4 bytes"
             )));
         }
-        let mut copies = vec![None; devices];
-        let mut generations = vec![0; devices];
-        for &(index, device, max, generation) in on {
-            if size > max {
-                return Err(Error::Limit {
-                    what: "buffer size",
-                    requested: size,
-                    limit: max,
-                });
-            }
-            copies[index] = Some(create(device, bytes, usage)?);
-            generations[index] = generation;
+        let mut copies = vec![Copy::default(); how.devices];
+        for &(index, device, max, generation) in &how.on {
+            let buffer = Some(create(device, bytes, max, how.usage)?);
+            copies[index] = Copy { buffer, generation };
         }
-        Ok(DeviceBuffer {
+        let kept = (how.read_only && residents.keep).then(|| {
+            residents.bytes.fetch_add(size, Ordering::Relaxed);
+            (Box::from(bytes), residents.bytes.clone())
+        });
+        let buffer = DeviceBuffer {
             inner: Arc::new(Resident {
-                copies,
-                generations,
+                copies: RwLock::new(copies),
                 size,
-                replicated,
-                engine,
+                replicated: how.replicated,
+                read_only: how.read_only,
+                kept,
+                engine: how.engine,
             }),
-        })
+        };
+        if how.read_only {
+            residents.add(&buffer);
+        }
+        Ok(buffer)
     }
 
     /// Size in bytes.
@@ -117,37 +154,50 @@ impl DeviceBuffer {
         self.inner.size
     }
 
-    /// The devices that hold a copy.
+    /// The devices that hold a copy (lost ones included: see [`Error::BufferLost`]).
     pub fn devices(&self) -> Vec<usize> {
-        (0..self.inner.copies.len())
-            .filter(|&i| self.inner.copies[i].is_some())
+        let copies = self.inner.copies.read();
+        (0..copies.len())
+            .filter(|&i| copies[i].buffer.is_some())
             .collect()
     }
 
-    /// Whether [`Engine::replicate`](crate::Engine::replicate) made it: such a buffer binds as
-    /// uniform or read-only storage only, so every device's copy stays the same.
+    /// Whether [`Engine::replicate`](crate::Engine::replicate) made it: one copy on every
+    /// device, read-only (see [`is_read_only`](Self::is_read_only)).
     pub fn is_replicated(&self) -> bool {
         self.inner.replicated
+    }
+
+    /// Whether no job may write it ([`Engine::replicate`](crate::Engine::replicate),
+    /// [`Engine::upload_read_only_to`](crate::Engine::upload_read_only_to)): it binds as
+    /// uniform or read-only storage only, and it comes back on a reopened device.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
     }
 
     /// Device `device`'s copy as a wgpu buffer, to bind in an application's own passes on a
     /// device it shares with the engine (see
     /// [`EngineBuilder::with_device`](crate::EngineBuilder::with_device) for the ordering of
-    /// the engine's writes and the application's reads); `None` where it has no copy.
-    pub fn wgpu_buffer(&self, device: usize) -> Option<&wgpu::Buffer> {
+    /// the engine's writes and the application's reads); `None` where it has no copy. After
+    /// the device is replaced, a read-only buffer's copy is a new wgpu buffer on the new
+    /// device: ask again rather than keep the old one.
+    pub fn wgpu_buffer(&self, device: usize) -> Option<wgpu::Buffer> {
         self.copy_on(device)
     }
 
     /// Whether its copy on device `index` exists and was made on that device's `generation`
     /// (`Some(false)`: the copy was lost with an earlier device; `None`: there is none).
     pub(crate) fn current_on(&self, index: usize, generation: u32) -> Option<bool> {
-        self.copy_on(index)?;
-        Some(self.inner.generations.get(index) == Some(&generation))
+        let copies = self.inner.copies.read();
+        let copy = copies.get(index)?;
+        copy.buffer.as_ref()?;
+        Some(copy.generation == generation)
     }
 
-    /// Device `index`'s copy, if it has one.
-    pub(crate) fn copy_on(&self, index: usize) -> Option<&wgpu::Buffer> {
-        self.inner.copies.get(index).and_then(Option::as_ref)
+    /// Device `index`'s copy, if it has one (a clone of the handle).
+    pub(crate) fn copy_on(&self, index: usize) -> Option<wgpu::Buffer> {
+        let copies = self.inner.copies.read();
+        copies.get(index).and_then(|c| c.buffer.clone())
     }
 
     /// Whether `other` is this buffer (a clone of it), not just one with the same contents.
@@ -159,8 +209,69 @@ impl DeviceBuffer {
     pub(crate) fn is_from(&self, engine: u64) -> bool {
         self.inner.engine == engine
     }
+
+    /// The bytes kept in host memory to restore it, if any.
+    pub(crate) fn kept(&self) -> Option<&[u8]> {
+        self.inner.kept.as_ref().map(|(bytes, _)| &bytes[..])
+    }
+
+    /// Makes `bytes` its copy on device `index` (now of `generation`, largest buffer `max`).
+    pub(crate) fn restore_on(
+        &self,
+        (index, device, max, generation): (usize, &wgpu::Device, u64, u32),
+        bytes: &[u8],
+    ) -> Result<()> {
+        let buffer = Some(create(device, bytes, max, wgpu::BufferUsages::empty())?);
+        let mut copies = self.inner.copies.write();
+        if let Some(copy) = copies.get_mut(index) {
+            *copy = Copy { buffer, generation };
+        }
+        Ok(())
+    }
 }
 
+/// The engine's read-only resident buffers, so a reopened device gets back those it held.
+pub(crate) struct Residents {
+    /// Whether read-only buffers keep a host copy (`EngineBuilder::keep_read_only_copies`).
+    keep: bool,
+    /// Bytes of host copies kept now.
+    bytes: Arc<AtomicU64>,
+    /// Every read-only buffer made, while it lives; a leaf lock.
+    list: Mutex<Vec<Weak<Resident>>>,
+}
+
+impl Residents {
+    pub(crate) fn new(keep: bool) -> Residents {
+        Residents {
+            keep,
+            bytes: Arc::default(),
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn add(&self, buffer: &DeviceBuffer) {
+        let mut list = self.list.lock();
+        if list.len() == list.capacity() {
+            list.retain(|w| w.strong_count() > 0); // amortized: dead entries never pile up
+        }
+        list.push(Arc::downgrade(&buffer.inner));
+    }
+
+    /// Bytes of host memory the kept copies take now.
+    pub(crate) fn kept_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The live read-only buffers that had a copy on device `index`.
+    pub(crate) fn held_on(&self, index: usize) -> Vec<DeviceBuffer> {
+        let list = self.list.lock();
+        (list.iter())
+            .filter_map(Weak::upgrade)
+            .map(|inner| DeviceBuffer { inner })
+            .filter(|b| b.copy_on(index).is_some())
+            .collect()
+    }
+}
 impl std::fmt::Debug for DeviceBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceBuffer")
@@ -171,10 +282,22 @@ impl std::fmt::Debug for DeviceBuffer {
     }
 }
 
-/// A buffer on `device` holding `bytes`, written through a mapping at creation, so no submit
+/// A buffer on `device` (whose largest is `max` bytes) holding `bytes`, written through a mapping at creation, so no submit
 /// is involved; `usage` adds to what the engine needs.
-fn create(device: &wgpu::Device, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+fn create(
+    device: &wgpu::Device,
+    bytes: &[u8],
+    max: u64,
+    usage: wgpu::BufferUsages,
+) -> Result<wgpu::Buffer> {
     use wgpu::BufferUsages as U;
+    if bytes.len() as u64 > max {
+        return Err(Error::Limit {
+            what: "buffer size",
+            requested: bytes.len() as u64,
+            limit: max,
+        });
+    }
     let (buffer, caught) = scoped(device, || {
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-batch resident"),

@@ -17,6 +17,8 @@
 //! | `wgpu_batch_fused_jobs_total` | counter | jobs that ran in fused dispatches |
 //! | `wgpu_batch_device_losses_total` | counter | times the device was lost |
 //! | `wgpu_batch_device_recoveries_total` | counter | times a lost device was reopened |
+//! | `wgpu_batch_jobs_replayed_total` | counter | jobs running at a loss queued to run again |
+//! | `wgpu_batch_jobs_poisoned_total` | counter | jobs failed `Poisoned` (running at too many losses) |
 //! | `wgpu_batch_last_recovery_seconds` | gauge | loss to the first job completed on the reopened device, the last time |
 //! | `wgpu_batch_queue_depth` | gauge | jobs waiting in the queue |
 //! | `wgpu_batch_outstanding_jobs` | gauge | jobs submitted and not resolved |
@@ -152,6 +154,14 @@ fn describe() {
         "wgpu_batch_device_recoveries_total",
         "Times a lost device was reopened",
     );
+    c(
+        "wgpu_batch_jobs_replayed_total",
+        "Jobs running at a loss queued to run again",
+    );
+    c(
+        "wgpu_batch_jobs_poisoned_total",
+        "Jobs failed as poisoned (running at too many losses)",
+    );
     describe_gauge!(
         "wgpu_batch_queue_depth",
         Unit::Count,
@@ -207,6 +217,8 @@ fn publish_device(source: &Source, seen: &mut Seen) {
     counter!("wgpu_batch_fused_jobs_total", &labels).absolute(s.fused_jobs);
     counter!("wgpu_batch_device_losses_total", &labels).absolute(s.losses);
     counter!("wgpu_batch_device_recoveries_total", &labels).absolute(s.recoveries);
+    counter!("wgpu_batch_jobs_replayed_total", &labels).absolute(s.replays);
+    counter!("wgpu_batch_jobs_poisoned_total", &labels).absolute(s.poisoned);
     if let Some(t) = s.last_recovery {
         gauge!("wgpu_batch_last_recovery_seconds", &labels).set(t.as_secs_f64());
     }

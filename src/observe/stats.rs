@@ -125,6 +125,9 @@ pub(crate) struct DeviceStats {
     /// Times the device was lost, and reopened (`EngineBuilder::reopen_lost_devices`).
     losses: AtomicU64,
     recoveries: AtomicU64,
+    /// Jobs running at a loss that were queued to run again, and jobs failed `Poisoned`.
+    replays: AtomicU64,
+    poisoned: AtomicU64,
     /// While a reopened device has completed no job yet: when its predecessor was lost, in
     /// nanoseconds since `epoch` (0 otherwise).
     lost_at_ns: AtomicU64,
@@ -162,6 +165,8 @@ impl DeviceStats {
             fused_jobs: z(),
             losses: z(),
             recoveries: z(),
+            replays: z(),
+            poisoned: z(),
             lost_at_ns: z(),
             recovery_ns: z(),
             epoch: Instant::now(),
@@ -204,6 +209,16 @@ impl DeviceStats {
     /// The device was lost.
     pub(crate) fn record_loss(&self) {
         self.losses.fetch_add(1, Relaxed);
+    }
+
+    /// A job running at a loss will run again.
+    pub(crate) fn record_replay(&self) {
+        self.replays.fetch_add(1, Relaxed);
+    }
+
+    /// A job running at a loss ran out of replays and failed `Poisoned`.
+    pub(crate) fn record_poisoned(&self) {
+        self.poisoned.fetch_add(1, Relaxed);
     }
 
     /// A lost device, lost at `lost_at`, was reopened and serves from now: the next job
@@ -311,6 +326,8 @@ impl DeviceStats {
             fused_jobs: self.fused_jobs.load(Relaxed),
             losses: self.losses.load(Relaxed),
             recoveries: self.recoveries.load(Relaxed),
+            replays: self.replays.load(Relaxed),
+            poisoned: self.poisoned.load(Relaxed),
             last_recovery: match self.recovery_ns.load(Relaxed) {
                 0 => None,
                 ns => Some(Duration::from_nanos(ns)),
@@ -356,6 +373,10 @@ pub struct DeviceStatsSnapshot {
     /// Times a lost device here was reopened
     /// ([`EngineBuilder::reopen_lost_devices`](crate::EngineBuilder::reopen_lost_devices)).
     pub recoveries: u64,
+    /// Jobs running at a loss of this device that were queued to run again (each time).
+    pub replays: u64,
+    /// Jobs that ran out of replays and failed [`Error::Poisoned`](crate::Error::Poisoned).
+    pub poisoned: u64,
     /// The last recovery's time from the loss to the first job completed on the reopened
     /// device (`None` before the first).
     pub last_recovery: Option<Duration>,
@@ -387,6 +408,10 @@ pub struct DeviceStatsSnapshot {
 pub struct EngineStats {
     /// One entry per device, in device order.
     pub devices: Vec<DeviceStatsSnapshot>,
+    /// Bytes of host memory the engine keeps to restore read-only resident buffers after a
+    /// device loss: each live read-only buffer's size, once (see
+    /// [`EngineBuilder::keep_read_only_copies`](crate::EngineBuilder::keep_read_only_copies)).
+    pub kept_copy_bytes: u64,
 }
 
 impl DeviceStatsSnapshot {

@@ -12,7 +12,9 @@
 //! - Events `wgpu_batch.device_lost` (WARN; fields `device`, `reason`) when a device is lost,
 //!   and `wgpu_batch.device_reopened` (WARN; fields `device`, `generation`, `moved` jobs,
 //!   `micros` since the loss) when a new device takes its place
-//!   (`EngineBuilder::reopen_lost_devices`).
+//!   (`EngineBuilder::reopen_lost_devices`); `wgpu_batch.job_replayed` (INFO; `device`,
+//!   `attempt`) for each job running at a loss that runs again, and `wgpu_batch.job_poisoned`
+//!   (WARN; `device`, `kernel`, `losses`) for one that ran out of replays.
 //!
 //! Spans are created and recorded on the threads that already do that work, with no lock:
 //! `tracing` checks each call site's interest once and caches it, so a span no subscriber
@@ -167,4 +169,18 @@ pub(crate) fn device_reopened(
         micros = since.as_micros() as u64,
         "device reopened"
     );
+}
+
+/// Records that a job running at a loss of `device` runs again, as attempt `attempt`.
+#[allow(unused_variables)]
+pub(crate) fn job_replayed(device: usize, attempt: u32) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(name: "wgpu_batch.job_replayed", device, attempt, "job replayed");
+}
+
+/// Records that a job of `kernel` ran at `losses` losses of `device` and is `Poisoned`.
+#[allow(unused_variables)]
+pub(crate) fn job_poisoned(device: usize, kernel: &str, losses: u32) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(name: "wgpu_batch.job_poisoned", device, kernel, losses, "job poisoned");
 }
