@@ -241,3 +241,22 @@ pub enum DeviceState {
     /// It was lost and is not coming back (reopening is off, failed, or its budget is spent).
     Down,
 }
+
+/// `adopted` if its device can run compute work; the error says why not.
+pub(crate) fn computes(
+    adopted: (wgpu::Adapter, wgpu::Device, wgpu::Queue),
+) -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue)> {
+    let limits = adopted.1.limits();
+    if limits.max_compute_workgroups_per_dimension == 0
+        || limits.max_compute_invocations_per_workgroup == 0
+    {
+        return Err(Error::RequestDevice {
+            adapter: adopted.0.get_info().name,
+            message: "the device was opened without compute shaders (its limits allow no \
+                      compute workgroups); request it with limits that do, such as \
+                      `wgpu::Limits::downlevel_defaults()`"
+                .into(),
+        });
+    }
+    Ok(adopted)
+}

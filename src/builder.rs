@@ -351,10 +351,10 @@ impl EngineBuilder {
     /// them, or wait for the new one, instead of failing; so do jobs submitted meanwhile that
     /// no other device can take (until their deadlines). A job that was running at the loss
     /// runs again if it writes no resident buffer (see [`max_replays`](Self::max_replays));
-    /// one that does fails [`Error::DeviceLost`](crate::Error::DeviceLost) (it may have run
+    /// one that does fails [`Error::DeviceLost`] (it may have run
     /// partly). Read-only resident buffers come back on the new device (see
     /// [`keep_read_only_copies`](Self::keep_read_only_copies)); writable ones are gone
-    /// ([`Error::BufferLost`](crate::Error::BufferLost)). An adopted device
+    /// ([`Error::BufferLost`]). An adopted device
     /// ([`with_device`](Self::with_device)) is replaced by the application instead
     /// ([`Engine::replace_device`](crate::Engine::replace_device); learn of the loss with
     /// [`on_device_lost`](Self::on_device_lost) or from
@@ -390,10 +390,10 @@ impl EngineBuilder {
     /// With [`reopen_lost_devices`](Self::reopen_lost_devices): how many times a job that was
     /// running when its device was lost runs again on the reopened device, if it writes no
     /// resident buffer (so running it twice changes nothing but its own outputs). A job
-    /// running at more losses than that fails [`Error::Poisoned`](crate::Error::Poisoned): it
+    /// running at more losses than that fails [`Error::Poisoned`]: it
     /// is likely what brings the device down (a kernel that never finishes trips the
     /// watchdog each time), and later jobs of its kernels are refused on that device with
-    /// [`Error::Quarantined`](crate::Error::Quarantined) for the budget's window (see
+    /// [`Error::Quarantined`] for the budget's window (see
     /// [`reopen_budget`](Self::reopen_budget)). Default 2.
     pub fn max_replays(mut self, n: u32) -> Self {
         self.budget.max_replays = n;
@@ -422,7 +422,7 @@ impl EngineBuilder {
     /// ([`EngineStats::kept_copy_bytes`](crate::EngineStats::kept_copy_bytes)). Default on.
     /// Off, a replicated buffer comes back from a surviving device's copy when there is one,
     /// and is otherwise lost with its device like a writable buffer
-    /// ([`Error::BufferLost`](crate::Error::BufferLost)).
+    /// ([`Error::BufferLost`]).
     pub fn keep_read_only_copies(mut self, on: bool) -> Self {
         self.keep_copies = on;
         self
@@ -435,7 +435,7 @@ impl EngineBuilder {
     pub fn build(mut self) -> Result<Engine> {
         let adopted = self.adopted.take();
         let (instance, opened) = match adopted {
-            Some(one) => (None, vec![computes(one)?]),
+            Some(one) => (None, vec![adapters::computes(one)?]),
             None => {
                 let (instance, opened) = adapters::enumerating(|| self.open())?;
                 (Some(instance), opened)
@@ -567,23 +567,4 @@ impl EngineBuilder {
             _ => Ok((instance, opened)),
         }
     }
-}
-
-/// `adopted` if its device can run compute work; the error says why not.
-pub(crate) fn computes(
-    adopted: (wgpu::Adapter, wgpu::Device, wgpu::Queue),
-) -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue)> {
-    let limits = adopted.1.limits();
-    if limits.max_compute_workgroups_per_dimension == 0
-        || limits.max_compute_invocations_per_workgroup == 0
-    {
-        return Err(Error::RequestDevice {
-            adapter: adopted.0.get_info().name,
-            message: "the device was opened without compute shaders (its limits allow no \
-                      compute workgroups); request it with limits that do, such as \
-                      `wgpu::Limits::downlevel_defaults()`"
-                .into(),
-        });
-    }
-    Ok(adopted)
 }

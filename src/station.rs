@@ -3,7 +3,7 @@
 //! replaced: by a new device on the same adapter, or, for an adopted device, by the one the
 //! application hands over (`Engine::replace_device`).
 //!
-//! **At a loss.** When a lost device's board is closed ([`Inbox::close`]), the jobs it held
+//! **At a loss.** When a lost device's board is closed ([`Inbox::close`](crate::device::inbox::Inbox::close)), the jobs it held
 //! that were never encoded (pending on its board or still in its channel) are kept instead of
 //! failed. A job that was running may have run partly: if it writes no resident buffer it is
 //! kept too and runs again (at most `max_replays` times; a job running at more losses than

@@ -18,11 +18,11 @@
 //! - **Upload**, elsewhere (a discrete GPU): one mapped upload buffer (`MAP_WRITE | COPY_SRC`)
 //!   with the read block, then the inout block; the batch copies it into its own buffers, and
 //!   copies its read-write buffer into one readback buffer, which is mapped once and shared by
-//!   the batch's replies ([`Readback`]).
+//!   the batch's replies ([`Readback`](crate::memory::host::Readback)).
 //!
 //! Free buffers are kept mapped for writing, so a caller never waits for a mapping. After use
 //! the submitter maps them again (`map_async`, whose callback only sends the buffer back over
-//! a channel). A [`Readback`] hands its buffer back when the last reply is done with it.
+//! a channel). A [`Readback`](crate::memory::host::Readback) hands its buffer back when the last reply is done with it.
 //!
 //! Queued jobs hold the buffers their callers wrote, so those bytes are bounded (the *lend*
 //! budget): past it a job keeps its own data and the submitter writes it when its batch forms.

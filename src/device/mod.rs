@@ -74,15 +74,31 @@
 //! `gpu_timeout`) or the `lose_device` hook records the reason in [`Health`] (a `OnceLock`,
 //! read by submit without locking); submit then skips the device. The device is then
 //! *closed* ([`Inbox::close`]): its owning sender is dropped, every job on its board resolves
-//! `DeviceLost`, and the channel is drained until no sender is left. The executor closes it
+//! `DeviceLost` (unless salvaged, below), and the channel is drained until no sender is left. The executor closes it
 //! when it notices the loss; the watchdog closes it when the executor is stuck in the driver.
 //! Callbacks only record the reason: they run inside wgpu's poll, where dropping a job's
-//! buffers could deadlock. With `EngineBuilder::reopen_lost_devices`, closing hands the jobs
-//! that were never encoded (pending on the board or still in the channel), and the jobs in
-//! flight that write no resident buffer (the board keeps a copy of each), to the device's
-//! recovery instead of failing them, and a new device takes the lost one's place (see
-//! `station.rs`); the other jobs in flight fail as above, and a job in flight at more losses
-//! than `max_replays` fails `Poisoned`.
+//! buffers could deadlock.
+//!
+//! With `EngineBuilder::reopen_lost_devices` the board has a keeper (the device's position,
+//! `station.rs`), and a loss *salvages* jobs instead of failing them ([`Inbox::salvage`]):
+//! - jobs never encoded (pending on the board, or still in the channel) are kept;
+//! - jobs of a batch that never reached the device are kept: the board holds a copy of each
+//!   job of the batch being launched ([`Inbox::launching`]) until it is in flight, so a
+//!   submit that fails with the loss, a close racing the launch, or a panic before the
+//!   submit loses none (a responder dropped by a panic leaves the answer to the board while
+//!   the board holds its ticket, and the panic's handler closes the device);
+//! - jobs in flight that write no resident buffer (the board keeps a copy of each while it
+//!   is in flight) are kept to run again, unless one ran at more than `max_replays` losses:
+//!   it fails `Poisoned`. A batch that a step found failed by the loss after taking it off
+//!   the board is salvaged by that step, before its replies go out;
+//! - the other jobs in flight fail `DeviceLost` (they may have run partly).
+//!
+//! A kept job goes back to `QUEUED` under a new attempt number ([`Ticket::unclaim`]), so any
+//! answer of its earlier attempt is ignored, and its position queues it elsewhere or on the
+//! device that replaces this one. A job that ran at a loss runs alone on an idle device
+//! (`take_ready`), so only the kernel that keeps bringing the device down becomes poison.
+//!
+//! [`Ticket::unclaim`]: crate::device::reply::Ticket::unclaim
 //!
 //! # Shutdown
 //! The engine refuses new jobs and drops every channel's owning sender. Producers hold only
