@@ -1,17 +1,22 @@
-//! Reopening lost devices on lavapipe (`EngineBuilder::reopen_lost_devices`): how long from a
+//! Reopening lost devices (`EngineBuilder::reopen_lost_devices`): on lavapipe, how long from a
 //! loss to the first job completed on the new device, and how much throughput survives a loss
-//! every 500 ms, on one device and on two.
+//! every 500 ms, on one device and on two (no job may fail: each writes no resident buffer,
+//! so it is queued again or run again); what the host copies of read-only buffers cost; and,
+//! on the noop backend (host cost alone), what the replay bookkeeping costs the submit path
+//! with 8 threads (reopening on vs off, alternating rounds in one run).
 //!
-//! `cargo bench --bench recovery` (about 20 s). Every result is checked.
+//! `cargo bench --bench recovery` (about 40 s; `RECOVERY_ONLY=bookkeeping` runs the last
+//! section alone). Every result is checked.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wgpu_batch::{DeviceState, Engine, Error, JobHandle, Kernel, kernels, wgpu};
+use wgpu_batch::{DeviceState, Engine, JobHandle, Kernel, kernels, wgpu};
 
 fn engine(devices: usize) -> Engine {
     Engine::builder()
         .backends(wgpu::Backends::VULKAN)
+        .adapter_name("llvmpipe")
         .devices_per_adapter(devices)
         .reopen_lost_devices(true)
         .reopen_budget(10_000, Duration::from_secs(60))
@@ -80,9 +85,9 @@ fn throughput(devices: usize, every: Option<Duration>, run: Duration) -> f64 {
     done as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Keeps 32 jobs outstanding until `stop`; counts the jobs that completed. A job may fail
-/// `DeviceLost` only if it was running at a loss (this one writes no resident buffer, so it
-/// runs again instead) or was submitted while no device was up.
+/// Keeps 32 jobs outstanding until `stop`; counts the jobs that completed. None may fail: a
+/// job queued at a loss moves, one running runs again (it writes no resident buffer), one
+/// submitted while no device is up waits for the new one.
 fn worker(engine: &Engine, scale: &Kernel, x: &[f32], stop: &AtomicBool) -> usize {
     let mut flight: std::collections::VecDeque<JobHandle> = Default::default();
     let mut done = 0;
@@ -94,21 +99,23 @@ fn worker(engine: &Engine, scale: &Kernel, x: &[f32], stop: &AtomicBool) -> usiz
                     check(out, x);
                     done += 1;
                 }
-                Err(Error::DeviceLost { .. }) => {}
-                Err(e) => panic!("a job failed: {e}"),
+                Err(e) => panic!("a job failed across the losses: {e}"),
             }
             continue;
         }
         match engine.submit(kernels::scale_job(scale, 2.0, x)) {
             Ok(h) => flight.push_back(h),
-            Err(Error::DeviceLost { .. }) => std::thread::sleep(Duration::from_micros(100)),
-            Err(e) => panic!("submit failed: {e}"),
+            Err(e) => panic!("a submit failed across the losses: {e}"),
         }
     }
     done
 }
 
 fn main() {
+    // `RECOVERY_ONLY=bookkeeping`: that section alone.
+    if std::env::var("RECOVERY_ONLY").is_ok_and(|v| v == "bookkeeping") {
+        return bookkeeping();
+    }
     let times = recovery_times(20);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
@@ -128,4 +135,93 @@ fn main() {
             lossy / calm
         );
     }
+    kept_copies();
+    bookkeeping();
+}
+
+/// The host memory a read-only buffer's kept copy takes, as the engine counts it.
+fn kept_copies() {
+    let engine = engine(2);
+    let data = vec![1u32; 16 << 20]; // 64 MiB
+    let replicated = engine.replicate(&data).unwrap();
+    let kept = engine.stats().kept_copy_bytes;
+    let off = Engine::builder()
+        .backends(wgpu::Backends::VULKAN)
+        .adapter_name("llvmpipe")
+        .devices_per_adapter(2)
+        .keep_read_only_copies(false)
+        .build()
+        .unwrap();
+    let without = off.replicate(&data).unwrap();
+    println!(
+        "\nA replicated 64 MiB buffer on 2 devices keeps {:.1} MiB in host memory ({:.2}x its size, once whatever the device count); with keep_read_only_copies(false), {} bytes",
+        kept as f64 / (1 << 20) as f64,
+        kept as f64 / replicated.size() as f64,
+        off.stats().kept_copy_bytes
+    );
+    drop((replicated, without));
+}
+
+/// Jobs/s of 8 threads, each keeping 16 small jobs outstanding, on the noop backend, with
+/// reopening on and off: alternating rounds (each side first half the time), the median of
+/// each. `RECOVERY_AA=1` puts reopening on both sides, to see what the method alone shows.
+fn bookkeeping() {
+    let noop = |reopen: bool| {
+        Engine::builder()
+            .backends(wgpu::Backends::NOOP)
+            .reopen_lost_devices(reopen)
+            .build()
+            .expect("an engine on the noop backend")
+    };
+    let aa = std::env::var("RECOVERY_AA").is_ok(); // both on: what the method alone shows
+    let engines = [noop(true), noop(aa)];
+    let kernels: Vec<Kernel> = engines
+        .iter()
+        .map(|e| e.kernel(kernels::scale()).unwrap())
+        .collect();
+    let x: Vec<f32> = (0..256).map(|i| i as f32).collect();
+    let round = |i: usize| {
+        let (engine, scale) = (&engines[i], &kernels[i]);
+        let start = Instant::now();
+        let jobs = 4_000;
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let mut flight = std::collections::VecDeque::new();
+                    for _ in 0..jobs {
+                        if flight.len() == 16 {
+                            let h: JobHandle = flight.pop_front().unwrap();
+                            h.wait_timeout(Duration::from_secs(60)).unwrap();
+                        }
+                        flight
+                            .push_back(engine.submit(kernels::scale_job(scale, 2.0, &x)).unwrap());
+                    }
+                    for h in flight {
+                        h.wait_timeout(Duration::from_secs(60)).unwrap();
+                    }
+                });
+            }
+        });
+        (8 * jobs) as f64 / start.elapsed().as_secs_f64()
+    };
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for k in 0..8 {
+        // Each order half the time, so neither side gains from going first.
+        if k % 2 == 0 {
+            on.push(round(0));
+            off.push(round(1));
+        } else {
+            off.push(round(1));
+            on.push(round(0));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on, off) = (median(&mut on), median(&mut off));
+    println!(
+        "\nReplay bookkeeping on the submit path (noop, 8 threads x 16 outstanding, 8 alternating rounds): {on:.0} jobs/s with reopening, {off:.0} without: {:.3}x",
+        on / off
+    );
 }

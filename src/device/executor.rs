@@ -72,6 +72,8 @@ pub(crate) struct Outbox {
     lost_flight: Vec<(Arc<Ticket>, Option<Job>)>,
     /// The jobs of a batch that never reached the lost device.
     unlaunched: Vec<(Job, Responder)>,
+    /// A completed batch's tickets and job copies: freed after the lock, not under it.
+    finished: Vec<(Arc<Ticket>, Option<Job>)>,
 }
 
 impl Outbox {
@@ -198,9 +200,8 @@ impl Driver {
 
     /// Launches `requests` as one batch. Jobs whose pipeline cannot be built fail alone; a
     /// batch that wgpu rejects is retried one job at a time so only the culprit fails.
-    fn launch(&self, sub: &mut Submitter, requests: Vec<Request>, out: &mut Outbox) {
-        self.inbox
-            .launching(requests.iter().map(|r| (r.responder.ticket(), &r.job)));
+    fn launch(&self, sub: &mut Submitter, mut requests: Vec<Request>, out: &mut Outbox) {
+        self.inbox.launching(requests.iter_mut());
         #[cfg(feature = "test-hooks")]
         if self.health.panic_next.swap(false, Ordering::SeqCst) {
             panic!("test hook: Engine::panic_executor");
@@ -301,14 +302,9 @@ impl Driver {
             bytes,
         );
         let registered = std::cell::Cell::new(false);
-        // With reopening, the board keeps a copy of each job that may run again after a loss.
-        let keep = self.inbox.keeps_jobs();
-        let tickets: Vec<_> = (responders.iter().zip(&ready))
-            .map(|(r, x)| {
-                let again = keep && x.job.is_idempotent();
-                (r.ticket().clone(), again.then(|| x.job.clone()))
-            })
-            .collect();
+        // With reopening, the board keeps a copy of each job that may run again after a loss
+        // (taken from the copies made for the launch).
+        let tickets: Vec<_> = responders.iter().map(|r| r.ticket().clone()).collect();
         let register = || {
             registered.set(self.inbox.register(tickets));
             registered.get()
@@ -377,6 +373,8 @@ impl Driver {
         let lost = |r: &Reply| matches!(r, Err(Error::DeviceLost { .. }));
         if !self.health.usable() && replies.iter().any(lost) {
             out.lost_flight = tickets; // salvaged before the replies go out
+        } else {
+            out.finished = tickets;
         }
         out.replies
             .extend(flight.responders.into_iter().zip(replies));

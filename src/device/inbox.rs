@@ -44,6 +44,9 @@ pub(crate) struct Request {
     pub(crate) staged: Option<Staged>,
     /// `staged`'s loan against the host pool's budget (given back when dropped).
     pub(crate) lent: Option<Loan>,
+    /// With a keeper set, a copy of the job, made on the submitting thread (not under the
+    /// device's locks), for the board to keep while the job is launched and in flight.
+    pub(crate) copy: Option<Job>,
 }
 
 impl Queued for Request {
@@ -147,12 +150,6 @@ impl Inbox {
         unlaunched: Vec<(Job, Responder)>,
         queued: Vec<(Job, Responder)>,
     ) {
-        for (ticket, _) in &in_flight {
-            ticket.set_held(false);
-        }
-        for (_, responder) in &unlaunched {
-            responder.ticket().set_held(false);
-        }
         let keep = self.keep.get().filter(|_| !self.health.usable());
         let Some(keep) = keep else {
             for (ticket, _) in in_flight {
@@ -224,58 +221,75 @@ impl Inbox {
         drop(self.sender.lock().take());
     }
 
-    /// With a keeper set, keeps a copy of each job of a batch about to be launched until
+    /// With a keeper set, keeps the copy of each job of a batch about to be launched until
     /// [`launched`](Self::launched): a panic before the batch is in flight leaves them for
     /// [`close`](Self::close) to queue again (they never reached the device), and their
     /// dropped responders leave the answer to it.
-    pub(crate) fn launching<'a>(&self, jobs: impl Iterator<Item = (&'a Arc<Ticket>, &'a Job)>) {
+    pub(crate) fn launching<'a>(&self, requests: impl Iterator<Item = &'a mut Request>) {
         if !self.keeps_jobs() {
             return;
         }
-        let copies: Vec<(Arc<Ticket>, Job)> = jobs.map(|(t, j)| (t.clone(), j.clone())).collect();
-        for (t, _) in &copies {
-            t.set_held(true);
-        }
+        let copies: Vec<(Arc<Ticket>, Job)> = requests
+            .filter_map(|r| {
+                let copy = r.copy.take()?;
+                r.responder.on_board();
+                Some((r.responder.ticket().clone(), copy))
+            })
+            .collect();
         self.board.lock().launching = copies;
     }
 
-    /// The batch being launched is in flight (its tickets registered) or failed.
+    /// The batch being launched is in flight (its tickets registered, holding their copies)
+    /// or failed: the copies left go.
     pub(crate) fn launched(&self) {
         if !self.keeps_jobs() {
             return;
         }
-        let mut board = self.board.lock();
-        for (t, _) in std::mem::take(&mut board.launching) {
-            t.set_held(false);
-        }
-        for (t, _) in board.in_flight.iter().flatten() {
-            t.set_held(true);
-        }
+        drop(std::mem::take(&mut self.board.lock().launching));
     }
 
-    /// Puts a batch's tickets on the board before its submit; false when the device is closed
-    /// (the batch must not be submitted).
-    pub(crate) fn register(&self, tickets: Vec<(Arc<Ticket>, Option<Job>)>) -> bool {
+    /// Puts a batch's tickets on the board before its submit, each with its job's copy from
+    /// [`launching`](Self::launching) when the job may run again after a loss (it writes no
+    /// resident buffer); false when the device is closed (the batch must not be submitted).
+    pub(crate) fn register(&self, tickets: Vec<Arc<Ticket>>) -> bool {
         let mut board = self.board.lock();
         if board.closed {
             return false;
         }
-        board.in_flight.push_back(tickets);
+        // The batch's jobs are the launching ones in order, less those already failed.
+        let mut copies = std::mem::take(&mut board.launching).into_iter().peekable();
+        let mut left = Vec::new();
+        let entries = (tickets.into_iter())
+            .map(|t| {
+                while let Some((c, job)) = copies.next_if(|(c, _)| !Arc::ptr_eq(c, &t)) {
+                    left.push((c, job));
+                }
+                let job = copies.next().map(|(_, job)| job);
+                (t, job.filter(Job::is_idempotent))
+            })
+            .collect();
+        left.extend(copies);
+        board.launching = left;
+        board.in_flight.push_back(entries);
         true
     }
 
-    /// Takes the last registered batch off the board again (its submit failed).
+    /// Takes the last registered batch off the board again (its submit failed); its copies
+    /// go back to [`launching`](Self::launching), as the batch is retried job by job.
     pub(crate) fn unregister_last(&self) {
-        let batch = self.board.lock().in_flight.pop_back();
-        batch.iter().flatten().for_each(|(t, _)| t.set_held(false));
+        let mut board = self.board.lock();
+        let batch = board.in_flight.pop_back().unwrap_or_default();
+        for (t, job) in batch {
+            if let Some(job) = job {
+                board.launching.push((t, job));
+            }
+        }
     }
 
     /// Takes the oldest batch off the board (it completed): its tickets, with the copies of
     /// its jobs that may run again.
     pub(crate) fn complete_oldest(&self) -> Vec<(Arc<Ticket>, Option<Job>)> {
-        let batch = self.board.lock().in_flight.pop_front().unwrap_or_default();
-        batch.iter().for_each(|(t, _)| t.set_held(false));
-        batch
+        self.board.lock().in_flight.pop_front().unwrap_or_default()
     }
 
     /// Whether the board is closed.
@@ -325,12 +339,14 @@ mod tests {
         let span = JobSpan::queued(0, 1, 0);
         let (handle, responder) = JobHandle::pair(inbox.health.clone(), None, None, span);
         let layout = Layout::of(&job, 256);
+        let copy = Some(job.clone());
         let request = Request {
             job,
             responder,
             layout,
             staged: None,
             lent: None,
+            copy,
         };
         (handle, request)
     }
@@ -344,7 +360,7 @@ mod tests {
         inbox.board.lock().pending.push(r);
         let (in_flight, running) = request(&inbox);
         assert!(running.responder.claim());
-        assert!(inbox.register(vec![(running.responder.ticket().clone(), None)]));
+        assert!(inbox.register(vec![running.responder.ticket().clone()]));
         let (queued, r) = request(&inbox);
         tx.send(r).unwrap();
         drop(tx); // the close drains the channel until no sender is left
@@ -397,9 +413,11 @@ mod tests {
         }
         assert_eq!(b.responder.ticket().replay(), Some(1));
         assert!(b.responder.claim());
-        let copy = |r: &Request| (r.responder.ticket().clone(), Some(r.job.clone()));
-        let tickets = vec![copy(&a), copy(&b), (c.responder.ticket().clone(), None)];
-        assert!(inbox.register(tickets));
+        // The writer's job gets no copy (as one that writes a resident buffer would not).
+        let (mut a, mut b) = (a, b);
+        inbox.launching([&mut a, &mut b].into_iter());
+        let tickets = [&a, &b, &c].map(|r| r.responder.ticket().clone());
+        assert!(inbox.register(tickets.to_vec()));
         drop(tx);
         inbox.fail("driver reset".into());
         // The pending job and the first-time runner are kept, unanswered, with responders

@@ -299,12 +299,14 @@ impl DeviceCore {
         let (handle, responder) = JobHandle::pair(self.health.clone(), deadline, timer, span);
         let help: std::sync::Weak<dyn Help> = Arc::downgrade(&self.driver) as _;
         let handle = handle.helped_by(help);
+        let copy = self.inbox.keeps_jobs().then(|| job.clone());
         let request = Request {
             job,
             responder,
             layout,
             staged,
             lent,
+            copy,
         };
         let stats = &self.health.stats;
         stats.enter();
@@ -348,12 +350,14 @@ impl DeviceCore {
         else {
             return;
         };
+        let copy = self.inbox.keeps_jobs().then(|| job.clone());
         let request = Request {
             job,
             responder,
             layout,
             staged,
             lent,
+            copy,
         };
         let _ = tx.send(request); // on a disconnect it comes back and answers as it drops
     }

@@ -78,10 +78,6 @@ pub(crate) struct Ticket {
     deadline: Option<Instant>,
     /// How many losses the job was running at (each was an attempt).
     losses: AtomicU32,
-    /// The device's board holds the ticket (a batch being launched or in flight, see
-    /// `Inbox::launching`): a responder dropped by a panic leaves the answer to the board,
-    /// which the panic's handler closes, so the job can be queued again.
-    held: AtomicBool,
 }
 
 impl Ticket {
@@ -175,11 +171,6 @@ impl Ticket {
         }
     }
 
-    /// Records whether the device's board holds the ticket (see the field).
-    pub(crate) fn set_held(&self, held: bool) {
-        self.held.store(held, Ordering::Release);
-    }
-
     /// How many losses the job was running at.
     pub(crate) fn losses(&self) -> u32 {
         self.losses.load(Ordering::Acquire)
@@ -221,9 +212,18 @@ pub(crate) struct Responder {
     armed: bool,
     /// The ticket's attempt this responder answers for (see [`Ticket::replay`]).
     attempt: u32,
+    /// The device's board holds a copy of the job (its batch is being launched or in flight,
+    /// see `Inbox::launching`): dropped by a panic, the responder leaves the answer to the
+    /// board, which the panic's handler closes, so the job can be queued again.
+    board: bool,
 }
 
 impl Responder {
+    /// Records that the device's board holds a copy of the job (see the field).
+    pub(crate) fn on_board(&mut self) {
+        self.board = true;
+    }
+
     /// The responder of `ticket`'s new attempt `attempt` (see [`Ticket::replay`]).
     pub(crate) fn replayed(ticket: Arc<Ticket>, attempt: u32, span: JobSpan) -> Responder {
         Responder {
@@ -231,6 +231,7 @@ impl Responder {
             span,
             armed: true,
             attempt,
+            board: false,
         }
     }
 
@@ -250,6 +251,7 @@ impl Responder {
             span,
             armed: false,
             attempt,
+            board: false,
         })
     }
 
@@ -295,7 +297,7 @@ impl std::ops::Deref for Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        let board_answers = std::thread::panicking() && self.ticket.held.load(Ordering::Acquire);
+        let board_answers = std::thread::panicking() && self.board;
         if self.armed && self.current() && !board_answers {
             let reply = Err(self.ticket.health.drop_error());
             self.span.replied(&reply);
@@ -367,7 +369,6 @@ impl JobHandle {
             submitted: Instant::now(),
             deadline,
             losses: AtomicU32::new(0),
-            held: AtomicBool::new(false),
         });
         let handle = JobHandle {
             rx,
@@ -385,6 +386,7 @@ impl JobHandle {
                 span,
                 armed: true,
                 attempt: 0,
+                board: false,
             },
         )
     }
