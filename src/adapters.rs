@@ -236,7 +236,10 @@ pub struct DeviceInfo {
 pub enum DeviceState {
     /// It takes jobs.
     Up,
-    /// It was lost and a new device on its adapter is being opened.
+    /// It was lost and a new device is on its way: being opened on its adapter, or, for an
+    /// adopted device, awaited from the application
+    /// ([`Engine::replace_device`](crate::Engine::replace_device)). Jobs that only it can take
+    /// wait for it.
     Recovering,
     /// It was lost and is not coming back (reopening is off, failed, or its budget is spent).
     Down,

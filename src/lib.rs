@@ -46,9 +46,10 @@
 //!   progress ([`EngineBuilder::gpu_timeout`]); shutdown, device loss and panics of the batch
 //!   loop answer every job.
 //! - A lost device is reopened ([`EngineBuilder::reopen_lost_devices`], on by default):
-//!   a new device on the same adapter takes its place, the jobs queued on the lost one move
-//!   to it, jobs that were running run again when that is safe, and a budget stops a device
-//!   that keeps failing ([`DeviceInfo::state`]).
+//!   a new device on the same adapter takes its place (an adopted one is handed over by the
+//!   application, [`Engine::replace_device`]), the jobs queued on the lost one move to another
+//!   device or to it, jobs that were running run again when that is safe, read-only resident
+//!   buffers come back, and a budget stops a device that keeps failing ([`DeviceInfo::state`]).
 //! - Device choice ([`Balance`]) is by fewest outstanding jobs, or weighted by each device's
 //!   measured cost per job, using atomics only.
 //! - Data can stay on the GPU ([`DeviceBuffer`]), and one [`Job`] can run several kernels in
