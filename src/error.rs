@@ -149,6 +149,18 @@ pub enum Error {
     /// anticipate. The message is wgpu's.
     #[error("wgpu: {0}")]
     Wgpu(String),
+    /// A job sent to a worker through NATS (feature `nats`) failed there, or could not be
+    /// sent or answered: `code` is the wire format's code of the error (see
+    /// `wgpu_batch::remote::wire`; 100 and up are the transport's own: a malformed message,
+    /// an unknown kernel, a job sent to the dead-letter subject, a NATS failure), `message`
+    /// says what happened.
+    #[error("remote error {code}: {message}")]
+    Remote {
+        /// The wire format's code of the error.
+        code: u16,
+        /// What happened, as the worker or the transport said it.
+        message: String,
+    },
 }
 
 fn binding_message(kernel: &str, binding: u32, problem: &str) -> String {

@@ -332,6 +332,12 @@ impl Job {
         &mut self.steps[last]
     }
 
+    /// Adds an argument as it is (a job read off the wire, see `remote/wire.rs`).
+    #[cfg(feature = "nats")]
+    pub(crate) fn raw_arg(self, binding: u32, data: ArgData) -> Job {
+        self.arg(binding, data)
+    }
+
     fn arg(mut self, binding: u32, data: ArgData) -> Job {
         self.last().args.push(Arg { binding, data });
         self

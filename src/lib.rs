@@ -83,6 +83,8 @@ mod kernel;
 pub mod kernels;
 mod memory;
 mod observe;
+#[cfg(feature = "nats")]
+pub mod remote;
 mod station;
 pub mod testing;
 

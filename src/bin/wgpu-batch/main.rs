@@ -13,6 +13,8 @@ mod plain;
 mod report;
 mod systems;
 mod table;
+#[cfg(feature = "nats")]
+mod worker;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -44,6 +46,9 @@ enum Command {
     Check(check::Args),
     /// Measure SAXPY jobs/s: plain wgpu behind a lock vs the engine, unfused and fused.
     Bench(bench::Args),
+    /// Serve jobs from a NATS JetStream queue on this host's engine (feature `nats`).
+    #[cfg(feature = "nats")]
+    Worker(worker::Args),
 }
 
 /// Why a command failed. The message is printed as `error: ...`; `Reported` means the command
@@ -147,6 +152,8 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Bench(args) => bench::run(&args),
+        #[cfg(feature = "nats")]
+        Command::Worker(args) => worker::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

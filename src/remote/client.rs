@@ -1,0 +1,329 @@
+//! A client: publishes jobs to the stream and delivers each job's result once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+
+use super::wire::{self, Binding, Kind, WireJob, WireResult};
+use super::{ID, Queue, REPLY, nats_error, runtime};
+use crate::error::{Error, Result};
+use crate::job::Priority;
+
+/// A job for a worker: a kernel by its name on the worker, and its bindings. Built like a
+/// [`Job`](crate::Job).
+#[derive(Debug, Clone)]
+pub struct RemoteJob {
+    wire: WireJob,
+    timeout: Option<Duration>,
+}
+
+impl RemoteJob {
+    /// A job of the worker's kernel `kernel` (its file name less `.wgsl`).
+    pub fn new(kernel: impl Into<String>) -> RemoteJob {
+        RemoteJob {
+            wire: WireJob {
+                kernel: kernel.into(),
+                bindings: Vec::new(),
+                workgroups: [1, 1, 1],
+                priority: Priority::Normal,
+                deadline_ms: 0,
+            },
+            timeout: None,
+        }
+    }
+
+    fn bind(mut self, binding: u32, kind: Kind, bytes: Vec<u8>, size: u64) -> RemoteJob {
+        self.wire.bindings.push(Binding {
+            binding,
+            kind,
+            bytes,
+            size,
+        });
+        self
+    }
+
+    /// A `var<uniform>`.
+    pub fn uniform<T: bytemuck::Pod>(self, binding: u32, value: &T) -> RemoteJob {
+        let bytes = bytemuck::bytes_of(value).to_vec();
+        let size = bytes.len() as u64;
+        self.bind(binding, Kind::Uniform, bytes, size)
+    }
+
+    /// A `var<storage, read>`.
+    pub fn input<T: bytemuck::Pod>(self, binding: u32, data: &[T]) -> RemoteJob {
+        let bytes = bytemuck::cast_slice(data).to_vec();
+        let size = bytes.len() as u64;
+        self.bind(binding, Kind::Input, bytes, size)
+    }
+
+    /// A `var<storage, read_write>`, uploaded and returned.
+    pub fn inout<T: bytemuck::Pod>(self, binding: u32, data: &[T]) -> RemoteJob {
+        let bytes = bytemuck::cast_slice(data).to_vec();
+        let size = bytes.len() as u64;
+        self.bind(binding, Kind::InOut, bytes, size)
+    }
+
+    /// A zeroed `var<storage, read_write>` of `len` elements of `T`, returned.
+    pub fn output<T: bytemuck::Pod>(self, binding: u32, len: usize) -> RemoteJob {
+        let size = (len * std::mem::size_of::<T>()) as u64;
+        self.bind(binding, Kind::Output, Vec::new(), size)
+    }
+
+    /// Dispatches `x * y * z` workgroups.
+    pub fn workgroups(mut self, x: u32, y: u32, z: u32) -> RemoteJob {
+        self.wire.workgroups = [x, y, z];
+        self
+    }
+
+    /// The job's priority on the worker's engine.
+    pub fn priority(mut self, priority: Priority) -> RemoteJob {
+        self.wire.priority = priority;
+        self
+    }
+
+    /// The job must start within `budget` of its submission (waiting in the stream counts),
+    /// or it resolves [`Error::DeadlineExpired`] without running.
+    pub fn timeout(mut self, budget: Duration) -> RemoteJob {
+        self.timeout = Some(budget);
+        self
+    }
+}
+
+/// A job's result: the bytes of its inouts and outputs.
+#[derive(Debug, Clone)]
+pub struct RemoteOutput {
+    outputs: Vec<(u32, Vec<u8>)>,
+}
+
+impl RemoteOutput {
+    /// Binding `binding`'s data as `T`s.
+    pub fn read<T: bytemuck::Pod>(&self, binding: u32) -> Result<Vec<T>> {
+        let (_, bytes) = (self.outputs.iter().find(|(b, _)| *b == binding)).ok_or_else(|| {
+            Error::binding(
+                "",
+                binding,
+                "the result has no such binding (not an inout or output)",
+            )
+        })?;
+        let each = std::mem::size_of::<T>().max(1);
+        if !bytes.len().is_multiple_of(each) {
+            return Err(Error::buffer(format!(
+                "binding {binding}: {} bytes are not a whole number of {each}-byte elements",
+                bytes.len()
+            )));
+        }
+        Ok(bytemuck::pod_collect_to_vec(bytes))
+    }
+}
+
+/// The results still awaited, by job id: the first result for an id is delivered and the
+/// id forgotten, so a job that ran twice (its first worker died before acknowledging it) is
+/// answered once.
+#[derive(Default)]
+pub(crate) struct Awaited {
+    waiting: Mutex<HashMap<String, flume::Sender<Result<RemoteOutput>>>>,
+    /// Results that arrived for a job already answered (it ran more than once).
+    duplicates: AtomicU64,
+}
+
+impl Awaited {
+    fn expect(&self, id: String) -> flume::Receiver<Result<RemoteOutput>> {
+        let (tx, rx) = flume::bounded(1);
+        self.waiting.lock().insert(id, tx);
+        rx
+    }
+
+    /// Delivers the result for `id`; false when it was delivered already (or never awaited).
+    pub(crate) fn deliver(&self, id: &str, result: Result<RemoteOutput>) -> bool {
+        let Some(tx) = self.waiting.lock().remove(id) else {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let _ = tx.send(result);
+        true
+    }
+
+    fn forget(&self, id: &str) {
+        self.waiting.lock().remove(id);
+    }
+}
+
+/// A submitted remote job. Wait for it, with or without a bound, or `.await` it.
+pub struct RemoteHandle {
+    rx: flume::Receiver<Result<RemoteOutput>>,
+    fut: Option<flume::r#async::RecvFut<'static, Result<RemoteOutput>>>,
+}
+
+impl RemoteHandle {
+    /// Blocks until the result arrives.
+    pub fn wait(&self) -> Result<RemoteOutput> {
+        self.rx.recv().unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Blocks at most `within`; [`Error::Timeout`] if the result has not arrived (it may
+    /// still: wait again).
+    pub fn wait_timeout(&self, within: Duration) -> Result<RemoteOutput> {
+        match self.rx.recv_timeout(within) {
+            Ok(r) => r,
+            Err(flume::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(flume::RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
+        }
+    }
+}
+
+impl std::future::Future for RemoteHandle {
+    type Output = Result<RemoteOutput>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let rx = self.rx.clone();
+        let fut = self.fut.get_or_insert_with(|| rx.into_recv_async());
+        std::pin::Pin::new(fut)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Shutdown)))
+    }
+}
+
+/// Submits jobs to the workers of a [`Queue`].
+pub struct Client {
+    runtime: tokio::runtime::Runtime,
+    js: jetstream::Context,
+    queue: Queue,
+    awaited: Arc<Awaited>,
+    /// This client's reply subjects: `<inbox>.<id>`.
+    inbox: String,
+    next: AtomicU64,
+    max_payload: usize,
+}
+
+impl Client {
+    /// Connects to `queue`'s server, creating the stream if missing.
+    pub fn connect(queue: Queue) -> Result<Client> {
+        let runtime = runtime("wgpu-batch-client")?;
+        let awaited = Arc::new(Awaited::default());
+        let (js, inbox, max_payload) = runtime.block_on(async {
+            let nats = async_nats::connect(&queue.url)
+                .await
+                .map_err(|e| nats_error(&format!("connect to {}", queue.url), e))?;
+            let inbox = nats.new_inbox();
+            let mut results = (nats.subscribe(format!("{inbox}.*")).await)
+                .map_err(|e| nats_error("subscribe to results", e))?;
+            let into = awaited.clone();
+            tokio::spawn(async move {
+                while let Some(m) = results.next().await {
+                    let id = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
+                    let result = match WireResult::decode(&m.payload) {
+                        Ok(WireResult::Ok(outputs)) => Ok(RemoteOutput { outputs }),
+                        Ok(WireResult::Err { code, message }) => Err(wire::error_of(code, message)),
+                        Err(e) => Err(e),
+                    };
+                    into.deliver(&id, result);
+                }
+            });
+            let max_payload = nats.server_info().max_payload;
+            let js = jetstream::new(nats);
+            queue.stream(&js).await?;
+            Ok::<_, Error>((js, inbox, max_payload))
+        })?;
+        Ok(Client {
+            runtime,
+            js,
+            queue,
+            awaited,
+            inbox,
+            next: AtomicU64::new(0),
+            max_payload,
+        })
+    }
+
+    /// Results that arrived for a job already answered, and were dropped: each is a job
+    /// that ran more than once (a worker died after running it, before acknowledging it).
+    pub fn duplicates(&self) -> u64 {
+        self.awaited.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Publishes `job` (waiting for the stream to store it) and returns its handle. A job
+    /// larger than the server's payload limit is an [`Error::Limit`].
+    pub fn submit(&self, job: RemoteJob) -> Result<RemoteHandle> {
+        let mut wire = job.wire;
+        if let Some(budget) = job.timeout {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            wire.deadline_ms = (now + budget).as_millis().min(u128::from(u64::MAX)) as u64;
+        }
+        self.submit_encoded(wire.encode())
+    }
+
+    /// Publishes a job already in the [`wire`](super::wire) format, as [`submit`](Self::submit)
+    /// does (for a job relayed from elsewhere, or to test a worker with bytes of one's own).
+    pub fn submit_encoded(&self, payload: Vec<u8>) -> Result<RemoteHandle> {
+        if payload.len() > self.max_payload {
+            return Err(Error::Limit {
+                what: "job message bytes (the NATS server's max_payload)",
+                requested: payload.len() as u64,
+                limit: self.max_payload as u64,
+            });
+        }
+        let id = format!(
+            "{}-{}",
+            self.inbox.rsplit('.').next().unwrap_or_default(),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let rx = self.awaited.expect(id.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert(ID, id.as_str());
+        headers.insert(REPLY, format!("{}.{id}", self.inbox).as_str());
+        let subject = self.queue.subject.clone();
+        let stored = self.runtime.block_on(async {
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .map_err(|e| nats_error("publish a job", e))?;
+            ack.await.map_err(|e| nats_error("store a job", e))
+        });
+        if let Err(e) = stored {
+            self.awaited.forget(&id);
+            return Err(e);
+        }
+        Ok(RemoteHandle { rx, fut: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However many times each job's result arrives, in whatever order, each handle gets
+        /// exactly one: the first.
+        #[test]
+        fn each_result_is_delivered_once(
+            deliveries in prop::collection::vec((0usize..8, any::<u8>()), 0..64),
+        ) {
+            let awaited = Awaited::default();
+            let handles: Vec<_> = (0..8).map(|i| awaited.expect(i.to_string())).collect();
+            let mut first: Vec<Option<u8>> = vec![None; 8];
+            for (job, tag) in deliveries {
+                let out = RemoteOutput { outputs: vec![(0, vec![tag])] };
+                let delivered = awaited.deliver(&job.to_string(), Ok(out));
+                prop_assert_eq!(delivered, first[job].is_none());
+                first[job].get_or_insert(tag);
+            }
+            for (rx, want) in handles.iter().zip(first) {
+                let got: Vec<u8> = rx.drain().map(|r| r.unwrap().read::<u8>(0).unwrap()[0]).collect();
+                prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+            }
+        }
+    }
+}
