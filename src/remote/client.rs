@@ -243,14 +243,27 @@ impl Client {
         })
     }
 
+    /// One round trip to the server (a PING and its PONG), what every job pays at least twice.
+    pub fn round_trip(&self) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        self.runtime
+            .block_on(self.js.client().flush())
+            .map_err(|e| nats_error("flush", e))?;
+        Ok(start.elapsed())
+    }
+
     /// Results that arrived for a job already answered, and were dropped: each is a job
     /// that ran more than once (a worker died after running it, before acknowledging it).
     pub fn duplicates(&self) -> u64 {
         self.awaited.duplicates.load(Ordering::Relaxed)
     }
 
-    /// Publishes `job` (waiting for the stream to store it) and returns its handle. A job
-    /// larger than the server's payload limit is an [`Error::Limit`].
+    /// Publishes `job` and returns its handle at once; the stream's acknowledgement is awaited
+    /// in the background, so submits pipeline. A job the stream did not store (the server
+    /// went away) resolves with an [`Error::Remote`] of code
+    /// [`NATS_FAILURE`](super::NATS_FAILURE): submit it again (its result, should it still
+    /// come, is dropped as a duplicate). A job larger than the server's payload limit is an
+    /// [`Error::Limit`] here.
     pub fn submit(&self, job: RemoteJob) -> Result<RemoteHandle> {
         let mut wire = job.wire;
         if let Some(budget) = job.timeout {
@@ -283,18 +296,28 @@ impl Client {
         headers.insert(ID, id.as_str());
         headers.insert(REPLY, format!("{}.{id}", self.inbox).as_str());
         let subject = self.queue.subject.clone();
-        let stored = self.runtime.block_on(async {
-            let ack = self
+        let sent = self.runtime.block_on(async {
+            (self
                 .js
                 .publish_with_headers(subject, headers, payload.into())
-                .await
-                .map_err(|e| nats_error("publish a job", e))?;
-            ack.await.map_err(|e| nats_error("store a job", e))
+                .await)
+                .map_err(|e| nats_error("publish a job", e))
         });
-        if let Err(e) = stored {
-            self.awaited.forget(&id);
-            return Err(e);
-        }
+        let stored = match sent {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.awaited.forget(&id);
+                return Err(e);
+            }
+        };
+        // The stream's acknowledgement is awaited off this thread, so submits pipeline; a job
+        // the stream did not store resolves with the error.
+        let awaited = self.awaited.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = stored.await {
+                awaited.deliver(&id, Err(nats_error("store a job", e)));
+            }
+        });
         Ok(RemoteHandle { rx, fut: None })
     }
 }

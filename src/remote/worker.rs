@@ -173,7 +173,8 @@ impl Drop for Worker {
     }
 }
 
-/// Fetches as many jobs as it has room for, runs each on its own task, until stopped; then
+/// Takes jobs from the consumer's message stream (a long poll that keeps up to a quarter of
+/// the room fetched ahead) while it has room, runs each on its own task, until stopped; then
 /// waits for the tasks to finish (each answers and acknowledges).
 async fn serve(
     shared: Arc<Shared>,
@@ -182,41 +183,40 @@ async fn serve(
     mut stopped: watch::Receiver<bool>,
 ) -> Result<()> {
     let room = Arc::new(Semaphore::new(concurrency));
+    let ahead = (concurrency / 4).max(1);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(ahead)
+        .expires(Duration::from_secs(2)) // a drained worker's open pull request ends soon
+        .messages()
+        .await
+        .map_err(|e| nats_error("pull jobs", e))?;
     while !*stopped.borrow() {
-        let free = room.available_permits();
-        if free == 0 {
-            tokio::select! {
-                p = room.clone().acquire_owned() => drop(p),
-                _ = stopped.changed() => {}
-            }
-            continue;
-        }
-        let batch = consumer
-            .fetch()
-            .max_messages(free)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                log::warn!("worker: fetch failed ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
+        let permit = tokio::select! {
+            p = room.clone().acquire_owned() => p,
+            _ = stopped.changed() => break,
         };
-        while let Some(message) = batch.next().await {
-            let Ok(message) = message else { continue };
-            let Ok(permit) = room.clone().acquire_owned().await else {
-                break;
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                handle(&shared, message).await;
-                drop(permit);
-            });
+        let Ok(permit) = permit else { break };
+        let next = tokio::select! {
+            m = messages.next() => m,
+            _ = stopped.changed() => break,
+        };
+        match next {
+            Some(Ok(message)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    handle(&shared, message).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => log::warn!("worker: pulling jobs: {e}"),
+            None => break,
         }
     }
+    // Jobs fetched ahead and not taken are not handed back one by one (a `nak` would bring
+    // them straight back to this worker's open pull request): they go to another worker
+    // after `ack_wait`, never run here.
+    drop(messages);
     // Drained once every permit is back: each task answered and acknowledged its job.
     let _ = room.acquire_many(concurrency as u32).await;
     Ok(())
