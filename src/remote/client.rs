@@ -124,33 +124,52 @@ impl RemoteOutput {
 
 /// The results still awaited, by job id: the first result for an id is delivered and the
 /// id forgotten, so a job that ran twice (its first worker died before acknowledging it) is
-/// answered once.
+/// answered once. Each keeps its job's message, to publish it again after a reconnection
+/// (a result published while the connection was down is lost).
 #[derive(Default)]
 pub(crate) struct Awaited {
-    waiting: Mutex<HashMap<String, flume::Sender<Result<RemoteOutput>>>>,
+    waiting: Mutex<HashMap<String, Waiter>>,
     /// Results that arrived for a job already answered (it ran more than once).
     duplicates: AtomicU64,
 }
 
+/// A job's message as published: its headers and payload.
+type Message = Arc<(HeaderMap, Vec<u8>)>;
+
+/// One awaited job: where its result goes, and its message.
+struct Waiter {
+    tx: flume::Sender<Result<RemoteOutput>>,
+    message: Message,
+}
+
 impl Awaited {
-    fn expect(&self, id: String) -> flume::Receiver<Result<RemoteOutput>> {
+    fn expect(&self, id: String, message: Message) -> flume::Receiver<Result<RemoteOutput>> {
         let (tx, rx) = flume::bounded(1);
-        self.waiting.lock().insert(id, tx);
+        self.waiting.lock().insert(id, Waiter { tx, message });
         rx
     }
 
     /// Delivers the result for `id`; false when it was delivered already (or never awaited).
     pub(crate) fn deliver(&self, id: &str, result: Result<RemoteOutput>) -> bool {
-        let Some(tx) = self.waiting.lock().remove(id) else {
+        let Some(waiter) = self.waiting.lock().remove(id) else {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        let _ = tx.send(result);
+        let _ = waiter.tx.send(result);
         true
     }
 
     fn forget(&self, id: &str) {
         self.waiting.lock().remove(id);
+    }
+
+    /// The messages of every job still awaited.
+    fn unanswered(&self) -> Vec<Message> {
+        self.waiting
+            .lock()
+            .values()
+            .map(|w| w.message.clone())
+            .collect()
     }
 }
 
@@ -208,8 +227,21 @@ impl Client {
     pub fn connect(queue: Queue) -> Result<Client> {
         let runtime = runtime("wgpu-batch-client")?;
         let awaited = Arc::new(Awaited::default());
+        let reconnected = Arc::new(tokio::sync::Notify::new());
         let (js, inbox, max_payload) = runtime.block_on(async {
-            let nats = async_nats::connect(&queue.url)
+            let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let again = reconnected.clone();
+            let options = async_nats::ConnectOptions::new().event_callback(move |event| {
+                let (first, again) = (first.clone(), again.clone());
+                async move {
+                    let connected = matches!(event, async_nats::Event::Connected);
+                    if connected && !first.swap(false, Ordering::SeqCst) {
+                        again.notify_one();
+                    }
+                }
+            });
+            let nats = options
+                .connect(&queue.url)
                 .await
                 .map_err(|e| nats_error(&format!("connect to {}", queue.url), e))?;
             let inbox = nats.new_inbox();
@@ -232,6 +264,13 @@ impl Client {
             queue.stream(&js).await?;
             Ok::<_, Error>((js, inbox, max_payload))
         })?;
+        let resending = resend(
+            js.clone(),
+            queue.subject.clone(),
+            awaited.clone(),
+            reconnected,
+        );
+        runtime.spawn(resending);
         Ok(Client {
             runtime,
             js,
@@ -290,17 +329,16 @@ impl Client {
             self.inbox.rsplit('.').next().unwrap_or_default(),
             self.next.fetch_add(1, Ordering::Relaxed)
         );
-        let rx = self.awaited.expect(id.clone());
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.as_str());
         headers.insert(ID, id.as_str());
         headers.insert(REPLY, format!("{}.{id}", self.inbox).as_str());
+        let message = Arc::new((headers.clone(), payload));
+        let rx = self.awaited.expect(id.clone(), message.clone());
         let subject = self.queue.subject.clone();
+        let body = message.1.clone().into();
         let sent = self.runtime.block_on(async {
-            (self
-                .js
-                .publish_with_headers(subject, headers, payload.into())
-                .await)
+            (self.js.publish_with_headers(subject, headers, body).await)
                 .map_err(|e| nats_error("publish a job", e))
         });
         let stored = match sent {
@@ -322,6 +360,45 @@ impl Client {
     }
 }
 
+/// After each reconnection, publishes again every job still awaited, under a new message id
+/// (the stream would drop the old one as a duplicate): its result may have been published
+/// while the connection was down, and is lost. A job that was fine runs twice; its client
+/// still gets one result.
+async fn resend(
+    js: jetstream::Context,
+    subject: String,
+    awaited: Arc<Awaited>,
+    reconnected: Arc<tokio::sync::Notify>,
+) {
+    for round in 1u64.. {
+        reconnected.notified().await;
+        // The client subscribes again as it reconnects; a round trip after that means the
+        // server has the subscription before any result of a job sent again can come.
+        if let Err(e) = js.client().flush().await {
+            log::warn!("client: after reconnecting: {e}");
+        }
+        let jobs = awaited.unanswered();
+        log::warn!(
+            "client: reconnected; submitting {} unanswered jobs again",
+            jobs.len()
+        );
+        for message in jobs {
+            let (mut headers, payload) = (message.0.clone(), message.1.clone());
+            let id = headers
+                .get(ID)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            headers.insert("Nats-Msg-Id", format!("{id}.{round}").as_str());
+            let sent = js
+                .publish_with_headers(subject.clone(), headers, payload.into())
+                .await;
+            if let Err(e) = sent {
+                log::warn!("client: could not submit a job again: {e}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,7 +412,8 @@ mod tests {
             deliveries in prop::collection::vec((0usize..8, any::<u8>()), 0..64),
         ) {
             let awaited = Awaited::default();
-            let handles: Vec<_> = (0..8).map(|i| awaited.expect(i.to_string())).collect();
+            let message = Arc::new((HeaderMap::new(), Vec::new()));
+            let handles: Vec<_> = (0..8).map(|i| awaited.expect(i.to_string(), message.clone())).collect();
             let mut first: Vec<Option<u8>> = vec![None; 8];
             for (job, tag) in deliveries {
                 let out = RemoteOutput { outputs: vec![(0, vec![tag])] };
