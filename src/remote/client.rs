@@ -314,7 +314,7 @@ impl Client {
         self.submit_encoded(wire.encode())
     }
 
-    /// Publishes a job already in the [`wire`](super::wire) format, as [`submit`](Self::submit)
+    /// Publishes a job already in the [`wire`] format, as [`submit`](Self::submit)
     /// does (for a job relayed from elsewhere, or to test a worker with bytes of one's own).
     pub fn submit_encoded(&self, payload: Vec<u8>) -> Result<RemoteHandle> {
         if payload.len() > self.max_payload {
