@@ -202,6 +202,9 @@ impl Driver {
     /// batch that wgpu rejects is retried one job at a time so only the culprit fails.
     fn launch(&self, sub: &mut Submitter, mut requests: Vec<Request>, out: &mut Outbox) {
         self.inbox.launching(requests.iter_mut());
+        // A panic from here on records the loss while the submitter lock is still held, so
+        // no other thread launches (and settles the copies above) before the close.
+        let _lost_on_panic = LostOnPanic(&self.health);
         #[cfg(feature = "test-hooks")]
         if self.health.panic_next.swap(false, Ordering::SeqCst) {
             panic!("test hook: Engine::panic_executor");
@@ -415,15 +418,17 @@ impl Driver {
         }
         !ticket.is_resolved() && self.complete_oldest(sub, give_up, Some(ticket), out)
     }
+}
 
-    /// Records a panic of the batch loop as the device's loss and closes it (its jobs resolve
-    /// `DeviceLost`).
-    fn lose_to_panic(&self, panic: &(dyn std::any::Any + Send)) {
-        let msg = crate::error::panic_message(panic).unwrap_or("unknown panic");
-        self.inbox.fail(format!(
-            "the batch loop panicked on a waiting caller's thread: {msg}"
-        ));
-        self.ring(); // the executor clears what is in flight
+/// Records the device's loss if dropped by a panic (see [`Driver::launch`]).
+struct LostOnPanic<'a>(&'a Health);
+
+impl Drop for LostOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .mark_lost("the batch loop panicked while launching a batch".into());
+        }
     }
 }
 
@@ -440,12 +445,23 @@ impl Help for Driver {
             let stepped = catch_unwind(AssertUnwindSafe(|| {
                 self.step(&mut sub, ticket, give_up, &mut out)
             }));
+            if let Err(panic) = &stepped {
+                // Recorded before the lock is released, so no other thread runs a step on
+                // the device first (its launch would replace the copies of the jobs the
+                // panic dropped, which the close below salvages).
+                let msg = crate::error::panic_message(&**panic).unwrap_or("unknown panic");
+                let reason = format!("the batch loop panicked on a waiting caller's thread: {msg}");
+                self.health.mark_lost(reason);
+            }
             drop(sub);
+            if stepped.is_err() {
+                self.inbox.close(); // salvages first: the replies then find those jobs queued again
+                self.ring(); // the executor clears what is in flight
+            }
             out.deliver(&self.inbox);
             match stepped {
                 Ok(true) => {}
-                Ok(false) => return,
-                Err(panic) => return self.lose_to_panic(&*panic),
+                Ok(false) | Err(_) => return,
             }
         }
     }

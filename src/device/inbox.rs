@@ -236,7 +236,9 @@ impl Inbox {
                 Some((r.responder.ticket().clone(), copy))
             })
             .collect();
-        self.board.lock().launching = copies;
+        // A batch whose launch panicked leaves its copies here until the close that follows
+        // the panic: kept, not replaced.
+        self.board.lock().launching.extend(copies);
     }
 
     /// The batch being launched is in flight (its tickets registered, holding their copies)
