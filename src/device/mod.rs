@@ -86,7 +86,8 @@
 //!   job of the batch being launched ([`Inbox::launching`]) until it is in flight, so a
 //!   submit that fails with the loss, a close racing the launch, or a panic before the
 //!   submit loses none (a responder dropped by a panic leaves the answer to the board while
-//!   the board holds its ticket, and the panic's handler closes the device);
+//!   the board holds its ticket; the panic records the loss before the submitter lock is
+//!   released, so no other thread launches first, and its handler closes the device);
 //! - jobs in flight that write no resident buffer (the board keeps a copy of each while it
 //!   is in flight) are kept to run again, unless one ran at more than `max_replays` losses:
 //!   it fails `Poisoned`. A batch that a step found failed by the loss after taking it off
