@@ -51,9 +51,36 @@ fn worker(q: &Queue) -> Worker {
     Worker::start(engine, kernels, q.clone(), WorkerOptions::default()).unwrap()
 }
 
-/// A `wgpu-batch worker` process.
-fn worker_process(q: &Queue) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wgpu-batch"))
+/// A `wgpu-batch worker` process, killed when dropped (a failing test leaves none behind).
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker_process(q: &Queue) -> Proc {
+    worker_process_with(q, &shaders(), &[])
+}
+
+/// A worker process serving the kernels in `kernels`, with `extra` arguments.
+fn worker_process_with(q: &Queue, kernels: &std::path::Path, extra: &[&str]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_wgpu-batch"))
         .args([
             "worker",
             "--nats",
@@ -63,10 +90,12 @@ fn worker_process(q: &Queue) -> Child {
             "--ack-wait",
             "2",
         ])
+        .args(extra)
         .arg("--kernels")
-        .arg(shaders())
+        .arg(kernels)
         .spawn()
-        .expect("start a worker process")
+        .expect("start a worker process");
+    Proc(child)
 }
 
 /// Job `i` of a mix of kernels and sizes, and the result it must give (binding, values).
@@ -319,20 +348,7 @@ fn a_job_that_keeps_killing_workers_goes_to_the_dead_letter_subject() {
     let h = client.submit(spin).unwrap();
     // Two workers die while running it, so it is delivered a third time ...
     for _ in 0..2 {
-        let mut victim = Command::new(env!("CARGO_BIN_EXE_wgpu-batch"))
-            .args([
-                "worker",
-                "--nats",
-                &q.url,
-                "--backend",
-                "vulkan",
-                "--ack-wait",
-                "2",
-            ])
-            .args(["--max-deliver", "3", "--kernels"])
-            .arg(&dir)
-            .spawn()
-            .unwrap();
+        let mut victim = worker_process_with(&q, &dir, &["--max-deliver", "3"]);
         // It starts (an engine on lavapipe: about a second), fetches the job and runs it.
         std::thread::sleep(Duration::from_millis(4000));
         victim.kill().unwrap();

@@ -30,11 +30,11 @@ use crate::batch::layout::Footprint;
 use crate::config::BatchConfig;
 use crate::device::health::Health;
 use crate::device::inbox::{Inbox, Request};
+use crate::device::outbox::Outbox;
 use crate::device::quiet::Quiet;
 use crate::device::reply::{Help, Reply, Responder, Ticket};
 use crate::device::submitter::{Flight, Submitter, binding_alignment};
 use crate::error::Error;
-use crate::job::Job;
 use crate::observe::trace::BatchSpan;
 
 /// How long queued work waits for a caller to run it before the executor does.
@@ -59,43 +59,6 @@ pub(crate) struct ExecutorSetup {
     pub(crate) cfg: BatchConfig,
     /// Most jobs held on the board (the engine's queue capacity).
     pub(crate) capacity: usize,
-}
-
-/// What a step leaves to do once the submitter lock is released: replies to send, jobs
-/// skipped by a gather (expired or resolved already) to settle, and the jobs of batches the
-/// device's loss failed, for the inbox to salvage (see [`Inbox::salvage`]).
-#[derive(Default)]
-pub(crate) struct Outbox {
-    replies: Vec<(Responder, Reply)>,
-    skipped: Vec<Request>,
-    /// A batch's tickets, taken off the board, when the loss failed it.
-    lost_flight: Vec<(Arc<Ticket>, Option<Job>)>,
-    /// The jobs of a batch that never reached the lost device.
-    unlaunched: Vec<(Job, Responder)>,
-    /// A completed batch's tickets and job copies: freed after the lock, not under it.
-    finished: Vec<(Arc<Ticket>, Option<Job>)>,
-}
-
-impl Outbox {
-    /// Salvages what the loss failed (before the replies, which then find those jobs queued
-    /// again or resolved), sends the replies and settles the skipped jobs; call with no device
-    /// lock held.
-    pub(crate) fn deliver(mut self, inbox: &Inbox) {
-        if !self.lost_flight.is_empty() || !self.unlaunched.is_empty() {
-            let (flight, unlaunched) = (
-                std::mem::take(&mut self.lost_flight),
-                std::mem::take(&mut self.unlaunched),
-            );
-            inbox.salvage(flight, unlaunched, Vec::new());
-        }
-        for (responder, reply) in self.replies {
-            responder.send(reply);
-        }
-        let now = Instant::now();
-        for r in &self.skipped {
-            r.responder.expire_if_due(now);
-        }
-    }
 }
 
 /// A device's batch loop, shared by its executor thread and its waiting callers.

@@ -49,6 +49,27 @@ pub(crate) struct Request {
     pub(crate) copy: Option<Job>,
 }
 
+impl Request {
+    /// A request for `job`, staged as `staged`; with a keeper set (`keep`), with a copy of
+    /// the job made here, on the submitting thread.
+    pub(crate) fn new(
+        job: Job,
+        responder: Responder,
+        (layout, staged, lent): (Layout, Option<Staged>, Option<Loan>),
+        keep: bool,
+    ) -> Request {
+        let copy = keep.then(|| job.clone());
+        Request {
+            job,
+            responder,
+            layout,
+            staged,
+            lent,
+            copy,
+        }
+    }
+}
+
 impl Queued for Request {
     fn priority(&self) -> Priority {
         self.job.priority

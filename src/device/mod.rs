@@ -113,6 +113,7 @@ pub(crate) mod executor;
 pub(crate) mod health;
 pub(crate) mod inbox;
 pub(crate) mod mapped;
+pub(crate) mod outbox;
 pub(crate) mod poll;
 pub(crate) mod probe;
 pub(crate) mod queue;
@@ -300,15 +301,8 @@ impl DeviceCore {
         let (handle, responder) = JobHandle::pair(self.health.clone(), deadline, timer, span);
         let help: std::sync::Weak<dyn Help> = Arc::downgrade(&self.driver) as _;
         let handle = handle.helped_by(help);
-        let copy = self.inbox.keeps_jobs().then(|| job.clone());
-        let request = Request {
-            job,
-            responder,
-            layout,
-            staged,
-            lent,
-            copy,
-        };
+        let keep = self.inbox.keeps_jobs();
+        let request = Request::new(job, responder, (layout, staged, lent), keep);
         let stats = &self.health.stats;
         stats.enter();
         let refused = if block {
@@ -351,15 +345,8 @@ impl DeviceCore {
         else {
             return;
         };
-        let copy = self.inbox.keeps_jobs().then(|| job.clone());
-        let request = Request {
-            job,
-            responder,
-            layout,
-            staged,
-            lent,
-            copy,
-        };
+        let keep = self.inbox.keeps_jobs();
+        let request = Request::new(job, responder, (layout, staged, lent), keep);
         let _ = tx.send(request); // on a disconnect it comes back and answers as it drops
     }
 
