@@ -134,7 +134,7 @@ pub(crate) struct Awaited {
 }
 
 /// A job's message as published: its headers and payload.
-type Message = Arc<(HeaderMap, Vec<u8>)>;
+type Message = Arc<(HeaderMap, bytes::Bytes)>;
 
 /// One awaited job: where its result goes, and its message.
 struct Waiter {
@@ -282,12 +282,11 @@ impl Client {
         })
     }
 
-    /// One round trip to the server (a PING and its PONG), what every job pays at least twice.
+    /// One round trip to the server (a request the server answers itself), what every job
+    /// pays at least twice.
     pub fn round_trip(&self) -> Result<Duration> {
         let start = std::time::Instant::now();
-        self.runtime
-            .block_on(self.js.client().flush())
-            .map_err(|e| nats_error("flush", e))?;
+        self.runtime.block_on(super::ping(&self.js.client()))?;
         Ok(start.elapsed())
     }
 
@@ -333,10 +332,10 @@ impl Client {
         headers.insert("Nats-Msg-Id", id.as_str());
         headers.insert(ID, id.as_str());
         headers.insert(REPLY, format!("{}.{id}", self.inbox).as_str());
-        let message = Arc::new((headers.clone(), payload));
+        let message = Arc::new((headers.clone(), bytes::Bytes::from(payload)));
         let rx = self.awaited.expect(id.clone(), message.clone());
         let subject = self.queue.subject.clone();
-        let body = message.1.clone().into();
+        let body = message.1.clone(); // shared, not copied
         let sent = self.runtime.block_on(async {
             (self.js.publish_with_headers(subject, headers, body).await)
                 .map_err(|e| nats_error("publish a job", e))
@@ -374,7 +373,7 @@ async fn resend(
         reconnected.notified().await;
         // The client subscribes again as it reconnects; a round trip after that means the
         // server has the subscription before any result of a job sent again can come.
-        if let Err(e) = js.client().flush().await {
+        if let Err(e) = super::ping(&js.client()).await {
             log::warn!("client: after reconnecting: {e}");
         }
         let jobs = awaited.unanswered();
@@ -390,7 +389,7 @@ async fn resend(
                 .unwrap_or_default();
             headers.insert("Nats-Msg-Id", format!("{id}.{round}").as_str());
             let sent = js
-                .publish_with_headers(subject.clone(), headers, payload.into())
+                .publish_with_headers(subject.clone(), headers, payload)
                 .await;
             if let Err(e) = sent {
                 log::warn!("client: could not submit a job again: {e}");
@@ -412,7 +411,7 @@ mod tests {
             deliveries in prop::collection::vec((0usize..8, any::<u8>()), 0..64),
         ) {
             let awaited = Awaited::default();
-            let message = Arc::new((HeaderMap::new(), Vec::new()));
+            let message = Arc::new((HeaderMap::new(), bytes::Bytes::new()));
             let handles: Vec<_> = (0..8).map(|i| awaited.expect(i.to_string(), message.clone())).collect();
             let mut first: Vec<Option<u8>> = vec![None; 8];
             for (job, tag) in deliveries {

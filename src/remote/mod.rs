@@ -123,6 +123,19 @@ fn nats_error(doing: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// One round trip to the server: a request to a subject nobody serves, which the server
+/// answers itself ("no responders"). (`flush` is not one: it only empties the client's
+/// write buffer.) The server reads a connection in order, so whatever the client sent before
+/// (a subscription) is in place when the answer comes.
+async fn ping(client: &async_nats::Client) -> crate::Result<()> {
+    use async_nats::client::RequestErrorKind;
+    match client.request(client.new_inbox(), Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(nats_error("make a round trip to the server", e)),
+    }
+}
+
 /// Header: the job's id (the client's, also its `Nats-Msg-Id`).
 const ID: &str = "Wgpu-Batch-Id";
 /// Header: where the job's result goes.

@@ -253,29 +253,40 @@ impl WireJob {
     }
 }
 
+/// The bytes of a successful result with `outputs` (binding, bytes), written straight from
+/// wherever the outputs are (a job's mapped read-back memory) without an owned copy first.
+pub fn encode_ok<'a>(outputs: impl Iterator<Item = (u32, &'a [u8])> + Clone) -> Vec<u8> {
+    let size: usize = outputs.clone().map(|(_, b)| 12 + b.len()).sum();
+    let mut out = Vec::with_capacity(10 + size);
+    out.extend_from_slice(RESULT_MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(outputs.clone().count() as u16).to_le_bytes());
+    for (binding, bytes) in outputs {
+        out.extend_from_slice(&binding.to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
 impl WireResult {
     /// The message's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(RESULT_MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
         match self {
             WireResult::Ok(outputs) => {
-                out.extend_from_slice(&0u16.to_le_bytes());
-                out.extend_from_slice(&(outputs.len() as u16).to_le_bytes());
-                for (binding, bytes) in outputs {
-                    out.extend_from_slice(&binding.to_le_bytes());
-                    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-                    out.extend_from_slice(bytes);
-                }
+                encode_ok(outputs.iter().map(|(b, bytes)| (*b, bytes.as_slice())))
             }
             WireResult::Err { code, message } => {
+                let mut out = Vec::with_capacity(12 + message.len());
+                out.extend_from_slice(RESULT_MAGIC);
+                out.extend_from_slice(&VERSION.to_le_bytes());
                 out.extend_from_slice(&code.max(&1).to_le_bytes());
                 out.extend_from_slice(&(message.len() as u32).to_le_bytes());
                 out.extend_from_slice(message.as_bytes());
+                out
             }
         }
-        out
     }
 
     /// Reads a result; an `Error::Remote` with [`MALFORMED`] says what is wrong.

@@ -228,14 +228,14 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
     let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let result = if shared.queue.max_deliver > 1 && delivered >= shared.queue.max_deliver {
-        dead_letter(shared, &message, delivered).await
+        Err(dead_letter(shared, &message, delivered).await)
     } else {
         run(shared, &message).await
     };
     let counter = match &result {
-        WireResult::Ok(_) => &shared.counters.ok,
-        WireResult::Err { code, .. } if *code == wire::DEAD_LETTER => &shared.counters.dead,
-        WireResult::Err { .. } => &shared.counters.failed,
+        Ok(_) => &shared.counters.ok,
+        Err(WireResult::Err { code, .. }) if *code == wire::DEAD_LETTER => &shared.counters.dead,
+        Err(_) => &shared.counters.failed,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     if let Some(reply) = header(REPLY) {
@@ -244,23 +244,30 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         let sent = shared
             .js
             .client()
-            .publish_with_headers(reply, h, result.encode().into())
+            .publish_with_headers(reply, h, result.unwrap_or_else(|e| e.encode()).into())
             .await;
         if let Err(e) = sent {
             log::warn!("worker: could not publish a result ({e}); the job will be delivered again");
             return; // not acknowledged: delivered again after ack_wait
         }
     }
-    if let Err(e) = message.double_ack().await {
+    // A plain ack, not one the server confirms: were it lost, the job would run again, and
+    // its client, which has its result already, would drop the second one.
+    if let Err(e) = message.ack().await {
         log::warn!("worker: could not acknowledge a job ({e}); it may run again");
     }
 }
 
-/// Decodes and runs a job on the engine; the result to send.
-async fn run(shared: &Shared, message: &jetstream::Message) -> WireResult {
-    let failed = |e: Error| WireResult::Err {
-        code: wire::code_of(&e),
-        message: e.to_string(),
+/// Decodes and runs a job on the engine; the encoded result to send, or the error.
+async fn run(
+    shared: &Shared,
+    message: &jetstream::Message,
+) -> std::result::Result<Vec<u8>, WireResult> {
+    let failed = |e: Error| {
+        Err(WireResult::Err {
+            code: wire::code_of(&e),
+            message: e.to_string(),
+        })
     };
     let job = match WireJob::decode(&message.message.payload) {
         Ok(job) => job,
@@ -274,7 +281,7 @@ async fn run(shared: &Shared, message: &jetstream::Message) -> WireResult {
     }
     let kernel = match kernel_of(shared, &job.kernel) {
         Ok(k) => k,
-        Err(result) => return result,
+        Err(result) => return Err(result),
     };
     let returned: Vec<u32> = (job.bindings.iter())
         .filter(|b| matches!(b.kind, wire::Kind::InOut | wire::Kind::Output))
@@ -305,12 +312,16 @@ async fn run(shared: &Shared, message: &jetstream::Message) -> WireResult {
     };
     let mut outputs = Vec::with_capacity(returned.len());
     for b in returned {
-        match output.read::<u8>(b) {
-            Ok(bytes) => outputs.push((b, bytes)),
-            Err(e) => return failed(e),
+        match output.bytes(b) {
+            Some(bytes) => outputs.push((b, bytes)),
+            None => {
+                let problem = "not an inout or output binding of this job";
+                return failed(Error::binding(kernel.label(), b, problem));
+            }
         }
     }
-    WireResult::Ok(outputs)
+    // Straight from the job's read-back memory into the message.
+    Ok(wire::encode_ok(outputs.iter().copied()))
 }
 
 /// The kernel a job names: one of the worker's, or (when allowed) its own inline WGSL.
