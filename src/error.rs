@@ -44,7 +44,8 @@ pub enum Error {
         /// The kernel's label; empty when no kernel is involved (an upload or
         /// [`Engine::read`](crate::Engine::read) of a resident buffer).
         kernel: String,
-        /// The `@binding(n)` number in `@group(0)`.
+        /// The `@binding(n)` number in `@group(0)`; `u32::MAX` when no number is involved (a
+        /// name no binding has, see [`Kernel::binding_number`](crate::Kernel::binding_number)).
         binding: u32,
         /// What is wrong.
         problem: String,
@@ -166,6 +167,8 @@ pub enum Error {
 fn binding_message(kernel: &str, binding: u32, problem: &str) -> String {
     if kernel.is_empty() {
         problem.to_owned()
+    } else if binding == u32::MAX {
+        format!("kernel `{kernel}`: {problem}")
     } else {
         format!("kernel `{kernel}`, binding {binding}: {problem}")
     }

@@ -216,6 +216,12 @@ impl Job {
         )
     }
 
+    /// Binds `bytes`, laid out as the uniform's WGSL type, to a `var<uniform>` (a uniform that
+    /// arrives as bytes: from another language, a file, the wire).
+    pub fn uniform_bytes(self, binding: u32, bytes: &[u8]) -> Job {
+        self.arg(binding, ArgData::Uniform(Bytes::copy_of(bytes)))
+    }
+
     /// Uploads `data` to a `var<storage, read>`. Copies `data` into the job; see
     /// [`input_shared`](Job::input_shared) to avoid the copy.
     pub fn input<T: bytemuck::Pod>(self, binding: u32, data: &[T]) -> Job {
@@ -576,8 +582,13 @@ impl JobOutput {
 
     /// The contents of `binding` of step `step` (0 = the job's first kernel) as `T`s.
     pub fn read_step<T: bytemuck::Pod>(&self, step: usize, binding: u32) -> Result<Vec<T>> {
-        let range = self.ranges.iter().find(|r| r.0 == step && r.1 == binding);
-        self.cast(binding, range.and_then(|r| self.slice(r)))
+        self.cast(binding, self.bytes_step(step, binding))
+    }
+
+    /// The raw bytes read back from `binding` of step `step` (0 = the job's first kernel).
+    pub fn bytes_step(&self, step: usize, binding: u32) -> Option<&[u8]> {
+        let range = self.ranges.iter().find(|r| r.0 == step && r.1 == binding)?;
+        self.slice(range)
     }
 
     fn cast<T: bytemuck::Pod>(&self, binding: u32, bytes: Option<&[u8]>) -> Result<Vec<T>> {

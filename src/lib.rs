@@ -91,7 +91,7 @@ pub mod testing;
 pub use adapters::{DeviceInfo, DeviceState};
 pub use balance::Balance;
 pub use builder::{DEFAULT_PRIORITY_AGING, EngineBuilder};
-pub use device::reply::JobHandle;
+pub use device::reply::{Canceller, JobHandle};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use job::{Job, JobOutput, Priority, Rejected};

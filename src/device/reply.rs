@@ -306,6 +306,27 @@ impl Drop for Responder {
     }
 }
 
+/// Cancels one job (see [`JobHandle::canceller`]); cheap to clone.
+#[derive(Clone)]
+pub struct Canceller {
+    ticket: Arc<Ticket>,
+}
+
+impl Canceller {
+    /// As [`JobHandle::cancel`].
+    pub fn cancel(&self) {
+        self.ticket.cancel.store(true, Ordering::Release);
+        self.ticket
+            .resolve_from(&[QUEUED], None, Err(Error::Cancelled));
+    }
+}
+
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canceller").finish_non_exhaustive()
+    }
+}
+
 /// A submitted job. Block on it with [`wait`](JobHandle::wait), poll it with
 /// [`try_get`](JobHandle::try_get), or `.await` it on any executor.
 ///
@@ -406,9 +427,15 @@ impl JobHandle {
     /// and never runs; one already encoded finishes on the device and the handle then gets
     /// `Cancelled` instead of its output. A job already resolved is unaffected.
     pub fn cancel(&self) {
-        self.ticket.cancel.store(true, Ordering::Release);
-        self.ticket
-            .resolve_from(&[QUEUED], None, Err(Error::Cancelled));
+        self.canceller().cancel();
+    }
+
+    /// Something that cancels this job from anywhere, as [`cancel`](Self::cancel) does, while
+    /// the handle itself is moved elsewhere (into a future being awaited, another thread).
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            ticket: self.ticket.clone(),
+        }
     }
 
     /// The index of the device the job was queued on.

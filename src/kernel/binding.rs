@@ -19,6 +19,12 @@ pub enum BindingKind {
 pub struct BindingInfo {
     /// The binding number.
     pub binding: u32,
+    /// The WGSL variable's name (`x` for `var<storage, read> x: array<f32>`); empty for a
+    /// binding the engine declares itself (a fused kernel's).
+    pub name: String,
+    /// The WGSL type of one element: of the array for an array or a struct ending in a
+    /// runtime-sized array (`f32`, `vec4<f32>`, a struct's name), else of the whole type.
+    pub element: String,
     /// Uniform, read-only storage or read-write storage.
     pub kind: BindingKind,
     /// Bytes before the runtime-sized array, or the whole size of a fixed-size type.
@@ -95,6 +101,8 @@ pub(crate) fn reflect_bindings(
         let (fixed_size, stride, min_size) = size_rule(module, &layouter, var.ty);
         out.push(BindingInfo {
             binding: rb.binding,
+            name: var.name.clone().unwrap_or_default(),
+            element: element_of(module, var.ty),
             kind,
             fixed_size,
             stride,
@@ -103,6 +111,63 @@ pub(crate) fn reflect_bindings(
     }
     out.sort_by_key(|b| b.binding);
     Ok(out)
+}
+
+/// The WGSL name of one element of a buffer's type (see [`BindingInfo::element`]).
+fn element_of(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
+    match &module.types[ty].inner {
+        naga::TypeInner::Array { base, .. } => type_name(module, *base),
+        naga::TypeInner::Struct { members, .. } => match members.last() {
+            Some(last)
+                if matches!(
+                    module.types[last.ty].inner,
+                    naga::TypeInner::Array {
+                        size: naga::ArraySize::Dynamic,
+                        ..
+                    }
+                ) =>
+            {
+                element_of(module, last.ty)
+            }
+            _ => type_name(module, ty),
+        },
+        _ => type_name(module, ty),
+    }
+}
+
+/// A type as WGSL writes it (`f32`, `vec4<u32>`, `mat4x4<f32>`, `array<f32, 4>`, a struct's
+/// name).
+fn type_name(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
+    let scalar = |s: naga::Scalar| {
+        let kind = match s.kind {
+            naga::ScalarKind::Sint => "i",
+            naga::ScalarKind::Uint => "u",
+            naga::ScalarKind::Float => "f",
+            naga::ScalarKind::Bool => return "bool".to_owned(),
+            _ => return format!("{s:?}"),
+        };
+        format!("{kind}{}", u32::from(s.width) * 8)
+    };
+    let t = &module.types[ty];
+    match &t.inner {
+        naga::TypeInner::Scalar(s) => scalar(*s),
+        naga::TypeInner::Vector { size, scalar: s } => {
+            format!("vec{}<{}>", *size as u8, scalar(*s))
+        }
+        naga::TypeInner::Matrix {
+            columns,
+            rows,
+            scalar: s,
+        } => {
+            format!("mat{}x{}<{}>", *columns as u8, *rows as u8, scalar(*s))
+        }
+        naga::TypeInner::Atomic(s) => format!("atomic<{}>", scalar(*s)),
+        naga::TypeInner::Array { base, size, .. } => match size {
+            naga::ArraySize::Constant(n) => format!("array<{}, {n}>", type_name(module, *base)),
+            _ => format!("array<{}>", type_name(module, *base)),
+        },
+        _ => t.name.clone().unwrap_or_else(|| "struct".to_owned()),
+    }
 }
 
 /// (bytes before a trailing runtime-sized array, its stride, the minimum binding size) for a

@@ -50,6 +50,16 @@ impl KernelSource {
         self.entry_point = Some(name.into());
         self
     }
+
+    /// The WGSL source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
 }
 
 /// A validated, reflected compute kernel. Cheap to clone; shared by every job that runs it.
@@ -326,6 +336,25 @@ impl Kernel {
         self.inner.id
     }
 
+    /// The number of the binding whose WGSL variable is called `name`: so a job can bind by
+    /// name, `Job::new(&k).input(k.binding_number("x")?, &x)`. An [`Error::Binding`] lists the
+    /// names there are when none is called that.
+    pub fn binding_number(&self, name: &str) -> Result<u32> {
+        if let Some(b) = self.bindings().iter().find(|b| b.name == name) {
+            return Ok(b.binding);
+        }
+        let names: Vec<&str> = self.bindings().iter().map(|b| b.name.as_str()).collect();
+        let problem = format!(
+            "no binding is called `{name}` (it has: {})",
+            names.join(", ")
+        );
+        Err(Error::Binding {
+            kernel: self.label().to_owned(),
+            binding: u32::MAX,
+            problem,
+        })
+    }
+
     /// The reflected binding `n`, if the entry point uses it.
     pub(crate) fn binding(&self, n: u32) -> Option<&BindingInfo> {
         self.inner.bindings.iter().find(|b| b.binding == n)
@@ -404,6 +433,30 @@ mod tests {
         @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             if id.x < arrayLength(&y) { y[id.x] = p.a * x[id.x] + y[id.x]; }
         }";
+
+    #[test]
+    fn reflects_names_and_element_types_and_binds_by_name() {
+        let src = "
+            struct Row { w: vec4<f32>, id: u32 }
+            struct Table { n: u32, rows: array<Row> }
+            @group(0) @binding(0) var<storage, read> t: Table;
+            @group(0) @binding(1) var<storage, read_write> v: array<vec2<i32>>;
+            @group(0) @binding(2) var<uniform> m: mat4x4<f32>;
+            @compute @workgroup_size(1) fn main() {
+                v[0] = vec2<i32>(i32(t.n + t.rows[0].id) + i32(m[0][0]));
+            }";
+        let k = Kernel::compile(KernelSource::wgsl("t", src)).unwrap();
+        let got: Vec<_> = (k.bindings().iter())
+            .map(|b| (b.name.as_str(), b.element.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("t", "Row"), ("v", "vec2<i32>"), ("m", "mat4x4<f32>")]
+        );
+        assert_eq!(k.binding_number("v").unwrap(), 1);
+        let err = k.binding_number("nope").unwrap_err().to_string();
+        assert!(err.contains("`nope`") && err.contains("t, v, m"), "{err}");
+    }
 
     #[test]
     fn reflects_bindings_and_workgroup_size() {

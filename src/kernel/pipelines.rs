@@ -184,6 +184,8 @@ fn create_fused(on: On<'_>, kernel: &Kernel, shared: bool, bounds: Bounds) -> Re
         .iter()
         .map(|b| BindingInfo {
             binding: b.binding,
+            name: String::new(),
+            element: String::new(),
             kind: b.kind,
             fixed_size: 0,
             stride: None,
@@ -192,6 +194,8 @@ fn create_fused(on: On<'_>, kernel: &Kernel, shared: bool, bounds: Bounds) -> Re
         .collect();
     bindings.push(BindingInfo {
         binding: fused.table,
+        name: String::new(),
+        element: String::new(),
         kind: BindingKind::Uniform,
         fixed_size: 0,
         stride: None,

@@ -1,0 +1,202 @@
+//! `Handle`: a submitted job. `result()` blocks with the GIL released; `await handle` resolves
+//! an asyncio future on its loop's thread: the job's future runs on one completion thread,
+//! which hands the outcome to the loop with `call_soon_threadsafe`, so the loop never blocks.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use wgpu_batch::{Canceller, Error, JobHandle, JobOutput};
+
+use crate::args::{Returned, numpy};
+use crate::errors::to_py;
+
+/// How long one wait lasts before Python gets to run its signal handlers (Ctrl-C).
+const SLICE: Duration = Duration::from_millis(50);
+
+/// The thread that drives awaited jobs to completion and hands results to event loops.
+static COMPLETION: LazyLock<futures_executor::ThreadPool> = LazyLock::new(|| {
+    futures_executor::ThreadPool::builder()
+        .pool_size(1)
+        .name_prefix("wgpu-batch-py-completion")
+        .create()
+        .expect("a thread for asyncio completions")
+});
+
+/// A submitted job: `result(timeout=None)`, `cancel()`, or `await` it.
+#[pyclass(frozen, module = "wgpu_batch")]
+pub(crate) struct Handle {
+    /// The job's handle until a wait or an await takes it (a wait puts it back on timeout).
+    job: Mutex<Option<JobHandle>>,
+    canceller: Canceller,
+    device: usize,
+    returned: Arc<Vec<Returned>>,
+}
+
+impl Handle {
+    pub(crate) fn new(job: JobHandle, returned: Vec<Returned>) -> Handle {
+        Handle {
+            canceller: job.canceller(),
+            device: job.device(),
+            job: Mutex::new(Some(job)),
+            returned: Arc::new(returned),
+        }
+    }
+
+    fn take(&self) -> PyResult<JobHandle> {
+        let mut slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
+        slot.take().ok_or_else(|| {
+            PyRuntimeError::new_err(
+                "this handle is being waited on or awaited elsewhere (or its result was taken)",
+            )
+        })
+    }
+
+    fn put_back(&self, job: JobHandle) {
+        *self.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+    }
+}
+
+#[pymethods]
+impl Handle {
+    /// The job's outputs (inouts and outputs) as numpy arrays keyed by binding name. Blocks,
+    /// with the GIL released, at most `timeout` seconds (None: until the job resolves);
+    /// raises `Timeout` then (the job keeps running; call again), or the job's error.
+    #[pyo3(signature = (timeout=None))]
+    fn result<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let until = match timeout {
+            Some(t) if !(t >= 0.0 && t.is_finite()) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "timeout must be a finite number of seconds >= 0, got {t}"
+                )));
+            }
+            Some(t) => Instant::now().checked_add(Duration::from_secs_f64(t)),
+            None => None,
+        };
+        let job = self.take()?;
+        loop {
+            let now = Instant::now();
+            let slice = until.map_or(SLICE, |u| u.saturating_duration_since(now).min(SLICE));
+            let outcome = py.detach(|| job.wait_timeout(slice));
+            match outcome {
+                Err(Error::Timeout) if until.is_none_or(|u| Instant::now() < u) => {
+                    if let Err(interrupted) = py.check_signals() {
+                        self.put_back(job);
+                        return Err(interrupted);
+                    }
+                }
+                Err(Error::Timeout) => {
+                    self.put_back(job);
+                    return Err(to_py(py, Error::Timeout));
+                }
+                Ok(output) => return outputs(py, &output, &self.returned),
+                Err(e) => return Err(to_py(py, e)),
+            }
+        }
+    }
+
+    /// Cancels the job: one not yet running never runs and resolves `Cancelled`.
+    fn cancel(&self) {
+        self.canceller.cancel();
+    }
+
+    /// The device the job was queued on.
+    #[getter]
+    fn device(&self) -> usize {
+        self.device
+    }
+
+    /// `await handle`: the outputs, as `result()` returns them. Cancelling the awaiting task
+    /// cancels the job.
+    fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let aio = py.import("wgpu_batch._aio")?;
+        let fut = aio.call_method1("future_for", (slf,))?;
+        fut.call_method0("__await__")
+    }
+
+    /// Starts driving the job to `fut` on `loop` (called by `wgpu_batch._aio.future_for`).
+    fn _notify(&self, event_loop: Py<PyAny>, fut: Py<PyAny>, settle: Py<PyAny>) -> PyResult<()> {
+        let mut job = self.take()?;
+        let returned = self.returned.clone();
+        COMPLETION.spawn_ok(async move {
+            let outcome = (&mut job).await;
+            // At interpreter exit there is no Python to hand the result to.
+            let _ = Python::try_attach(|py| {
+                let (ok, value) = match outcome
+                    .map_err(|e| to_py(py, e))
+                    .and_then(|out| outputs(py, &out, &returned))
+                {
+                    Ok(dict) => (true, dict.into_any()),
+                    Err(e) => (false, e.into_value(py).into_bound(py).into_any()),
+                };
+                let args = (settle.bind(py), fut.bind(py), ok, value);
+                // A closed loop (its task gone) has nobody to tell.
+                let _ = event_loop
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", args);
+            });
+        });
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Handle(device={})", self.device)
+    }
+}
+
+/// The returned bindings as numpy arrays that own their memory, by name.
+pub(crate) fn outputs<'py>(
+    py: Python<'py>,
+    out: &JobOutput,
+    returned: &[Returned],
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    let empty = numpy(py)?.getattr(pyo3::intern!(py, "empty"))?;
+    for r in returned {
+        let bytes = out.bytes_step(r.step, r.binding).ok_or_else(|| {
+            PyRuntimeError::new_err(format!("binding `{}` was not read back", r.name))
+        })?;
+        let array = empty.call1((r.shape.bind(py), r.dtype.bind(py)))?;
+        copy_into(py, &array, bytes)?;
+        dict.set_item(&r.name, array)?;
+    }
+    Ok(dict)
+}
+
+/// Bytes above which a copy releases the GIL (below it, releasing costs more than it frees).
+const RELEASE_FROM: usize = 1 << 20;
+
+/// Copies `bytes` into a fresh C-contiguous `array` of exactly that many bytes.
+pub(crate) fn copy_into(py: Python<'_>, array: &Bound<'_, PyAny>, bytes: &[u8]) -> PyResult<()> {
+    let nbytes: usize = array.getattr(pyo3::intern!(py, "nbytes"))?.extract()?;
+    if nbytes != bytes.len() {
+        return Err(PyRuntimeError::new_err(format!(
+            "read back {} bytes for an array of {nbytes}",
+            bytes.len()
+        )));
+    }
+    let iface = array.getattr(pyo3::intern!(py, "__array_interface__"))?;
+    let data = iface.get_item("data")?;
+    let (ptr, _): (usize, bool) = data.cast::<PyTuple>()?.extract()?;
+    let dst = ptr as *mut u8;
+    let copy = move || {
+        // SAFETY: `array` is a fresh array of `nbytes` bytes this thread references.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+    };
+    if bytes.len() >= RELEASE_FROM {
+        struct SendPtr(*mut u8);
+        unsafe impl Send for SendPtr {}
+        let (dst, src) = (SendPtr(dst), bytes);
+        py.detach(move || {
+            let dst = dst;
+            // SAFETY: as above; `src` is the job's mapped memory, alive for this call.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0, src.len()) }
+        });
+    } else {
+        copy();
+    }
+    Ok(())
+}
