@@ -12,7 +12,7 @@ use wgpu_batch::{BindingInfo, BindingKind, Job};
 
 use crate::buffer::Buffer;
 use crate::errors;
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, kind_name};
 
 /// `numpy`, imported once.
 static NUMPY: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -62,6 +62,14 @@ impl Scratch {
     fn new(nbytes: u64) -> Scratch {
         Scratch { nbytes }
     }
+}
+
+/// An array's memory, the dtype and shape it comes back as, and the object owning it.
+pub(crate) struct Host {
+    pub(crate) raw: Raw,
+    pub(crate) dtype: Py<PyAny>,
+    pub(crate) shape: Py<PyAny>,
+    pub(crate) owner: Py<PyAny>,
 }
 
 /// Memory the GIL-free part reads: valid while the object that owns it is held.
@@ -163,16 +171,38 @@ impl ScratchIds {
     }
 }
 
-/// Parses one step: `bindings` by name against `kernel`; workgroups from `workgroups` or `n`.
-pub(crate) fn step(
+/// What parsing a job's steps gathers: scratch ids and the bindings that come back.
+#[derive(Default)]
+pub(crate) struct Parser {
+    scratch: ScratchIds,
+    pub(crate) returned: Vec<Returned>,
+    steps: usize,
+}
+
+impl Parser {
+    /// Parses the next step: `bindings` by name against `kernel`; workgroups from
+    /// `workgroups` or `n`.
+    pub(crate) fn step(
+        &mut self,
+        py: Python<'_>,
+        kernel: &Kernel,
+        bindings: &Bound<'_, PyDict>,
+        workgroups: Option<(u32, u32, u32)>,
+        n: Option<usize>,
+    ) -> PyResult<Step> {
+        let index = self.steps;
+        self.steps += 1;
+        step(py, index, kernel, bindings, (workgroups, n), self)
+    }
+}
+
+fn step(
     py: Python<'_>,
     index: usize,
     kernel: &Kernel,
-    bindings: Option<&Bound<'_, PyDict>>,
-    workgroups: Option<(u32, u32, u32)>,
-    n: Option<usize>,
-    scratch: &mut ScratchIds,
-    returned: &mut Vec<Returned>,
+    bindings: &Bound<'_, PyDict>,
+    (workgroups, n): (Option<(u32, u32, u32)>, Option<usize>),
+    parser: &mut Parser,
 ) -> PyResult<Step> {
     let k = &kernel.inner;
     let workgroups = match (workgroups, n) {
@@ -194,16 +224,16 @@ pub(crate) fn step(
     };
     let mut args = Vec::with_capacity(k.bindings().len());
     let mut keep = Vec::new();
-    if let Some(bindings) = bindings {
+    {
         for (name, value) in bindings.iter() {
             let name: &str = &name.extract::<pyo3::pybacked::PyBackedStr>()?;
             let Some(info) = k.bindings().iter().find(|b| b.name == name) else {
                 return Err(unknown(k, name));
             };
-            let (data, back) = value_of(py, k, info, &value, scratch, &mut keep)?;
+            let (data, back) = value_of(py, k, info, &value, &mut parser.scratch, &mut keep)?;
             if let Some((dtype, shape)) = back {
                 let (binding, name) = (info.binding, info.name.clone());
-                returned.push(Returned {
+                parser.returned.push(Returned {
                     step: index,
                     binding,
                     name,
@@ -240,14 +270,6 @@ fn unknown(k: &wgpu_batch::Kernel, name: &str) -> PyErr {
         k.label(),
         names.join(", ")
     ))
-}
-
-pub(crate) fn kind_name(kind: BindingKind) -> &'static str {
-    match kind {
-        BindingKind::Uniform => "uniform",
-        BindingKind::StorageRead => "read",
-        BindingKind::StorageReadWrite => "read_write",
-    }
 }
 
 /// The dtype and shape an inout or output comes back as.
@@ -301,13 +323,14 @@ fn value_of(
         }
         return Ok((Data::Buffer(b.get().inner.clone()), None));
     }
-    let (raw, array, owner) = raw_of(py, k, info, value)?;
+    let host = raw_of(py, k, info, value)?;
+    let raw = host.raw;
     check_size(py, k, info, raw.len as u64)?;
-    keep.push(owner);
+    keep.push(host.owner);
     Ok(match info.kind {
         BindingKind::Uniform => (Data::Uniform(raw), None),
         BindingKind::StorageRead => (Data::Input(raw), None),
-        BindingKind::StorageReadWrite => (Data::InOut(raw), Some(array)),
+        BindingKind::StorageReadWrite => (Data::InOut(raw), Some((host.dtype, host.shape))),
     })
 }
 
@@ -318,46 +341,17 @@ fn raw_of(
     k: &wgpu_batch::Kernel,
     info: &BindingInfo,
     value: &Bound<'_, PyAny>,
-) -> PyResult<(Raw, (Py<PyAny>, Py<PyAny>), Py<PyAny>)> {
+) -> PyResult<Host> {
     if let Ok(b) = value.cast::<PyBytes>() {
         let bytes = b.as_bytes();
-        let back = (
-            numpy(py)?.getattr("uint8")?.unbind(),
-            PyTuple::new(py, [bytes.len()])?.into_any().unbind(),
-        );
-        let raw = Raw {
-            ptr: bytes.as_ptr(),
-            len: bytes.len(),
-        };
-        return Ok((raw, back, value.clone().unbind()));
+        return Ok(Host {
+            raw: Raw::new(bytes.as_ptr() as usize, bytes.len()),
+            dtype: numpy(py)?.getattr("uint8")?.unbind(),
+            shape: PyTuple::new(py, [bytes.len()])?.into_any().unbind(),
+            owner: value.clone().unbind(),
+        });
     }
-    let scalar = scalar_of(&info.element);
-    let value = if (value.is_exact_instance_of::<PyFloat>()
-        || value.is_exact_instance_of::<PyInt>())
-        && scalar.is_some()
-    {
-        // A Python number for a scalar binding: as the binding's element type.
-        numpy(py)?.call_method1("array", (value, typestr_of(scalar)))?
-    } else if value.hasattr(pyo3::intern!(py, "__array_interface__"))? {
-        value.clone()
-    } else {
-        numpy(py)?.call_method1("asarray", (value,)).map_err(|_| {
-            errors::binding(
-                py,
-                k.label(),
-                &info.name,
-                info.binding,
-                &format!(
-                    "expected a numpy array, bytes or a buffer; got {}",
-                    value
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ),
-            )
-        })?
-    };
+    let value = array_like(py, k, info, value)?;
     let iface = value.getattr(pyo3::intern!(py, "__array_interface__"))?;
     let iface = iface.cast::<PyDict>()?;
     let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
@@ -389,7 +383,7 @@ fn raw_of(
         }
     }
     let len = shape.iter().product::<usize>() * item;
-    let back = if info.kind == BindingKind::StorageReadWrite {
+    let (dtype, shape) = if info.kind == BindingKind::StorageReadWrite {
         let dtype = (value.getattr(pyo3::intern!(py, "dtype"))).or_else(|_| get("typestr"))?;
         (dtype.unbind(), get("shape")?.unbind())
     } else {
@@ -399,14 +393,47 @@ fn raw_of(
     let owner = PyTuple::new(py, [value.clone(), iface.clone().into_any()])?
         .into_any()
         .unbind();
-    Ok((
-        Raw {
-            ptr: ptr as *const u8,
-            len,
-        },
-        back,
+    Ok(Host {
+        raw: Raw::new(ptr, len),
+        dtype,
+        shape,
         owner,
-    ))
+    })
+}
+
+/// `value` as something with `__array_interface__`: itself, a Python number as the binding's
+/// scalar type, or `numpy.asarray` of it (the buffer protocol).
+fn array_like<'py>(
+    py: Python<'py>,
+    k: &wgpu_batch::Kernel,
+    info: &BindingInfo,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let scalar = scalar_of(&info.element);
+    let number = value.is_exact_instance_of::<PyFloat>() || value.is_exact_instance_of::<PyInt>();
+    if number && scalar.is_some() {
+        // A Python number for a scalar binding: as the binding's element type.
+        return numpy(py)?.call_method1("array", (value, typestr_of(scalar)));
+    }
+    if value.hasattr(pyo3::intern!(py, "__array_interface__"))? {
+        return Ok(value.clone());
+    }
+    numpy(py)?.call_method1("asarray", (value,)).map_err(|_| {
+        errors::binding(
+            py,
+            k.label(),
+            &info.name,
+            info.binding,
+            &format!(
+                "expected a numpy array, bytes or a buffer; got {}",
+                value
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ),
+        )
+    })
 }
 
 fn c_contiguous(shape: &[usize], strides: &[isize], item: usize) -> bool {
@@ -475,10 +502,29 @@ fn check_dtype(
         &info.name,
         info.binding,
         &format!(
-            "the kernel reads {} elements, the array holds {typestr}: pass arr.astype(np.{numpy_name})",
-            info.element
+            "the kernel reads {} elements, the array holds {}: pass arr.astype(np.{numpy_name})",
+            info.element,
+            dtype_name(typestr)
         ),
     ))
+}
+
+/// numpy's name for a type string (`<f8`: float64), or the string itself.
+fn dtype_name(typestr: &str) -> String {
+    let bits = typestr
+        .get(2..)
+        .and_then(|s| s.parse::<u32>().ok())
+        .map(|b| b * 8);
+    let kind = match typestr.as_bytes().get(1) {
+        Some(b'f') => "float",
+        Some(b'i') => "int",
+        Some(b'u') => "uint",
+        Some(b'c') => "complex",
+        Some(b'b') => return "bool".into(),
+        Some(b'V') => return format!("a structured or void type ({typestr})"),
+        _ => return typestr.into(),
+    };
+    bits.map_or_else(|| typestr.into(), |b| format!("{kind}{b}"))
 }
 
 fn check_size(

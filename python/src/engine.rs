@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use wgpu_batch::{Balance, Error, Priority};
 
-use crate::args::{self, ScratchIds, Step, numpy};
+use crate::args::{self, Step, numpy};
 use crate::buffer::Buffer;
 use crate::errors::to_py;
 use crate::handle::{Handle, copy_into, outputs};
@@ -129,23 +129,13 @@ fn prepare(
     steps: &[Pending],
     o: &Options,
 ) -> PyResult<(wgpu_batch::Job, Vec<args::Returned>, Vec<Step>)> {
-    let mut scratch = ScratchIds::default();
-    let mut returned = Vec::new();
+    let mut parser = args::Parser::default();
     let mut parsed = Vec::with_capacity(steps.len());
-    for (i, s) in steps.iter().enumerate() {
-        let kernel = s.kernel.get();
-        let bindings = s.bindings.bind(py);
-        parsed.push(args::step(
-            py,
-            i,
-            kernel,
-            Some(bindings),
-            s.workgroups,
-            s.n,
-            &mut scratch,
-            &mut returned,
-        )?);
+    for s in steps {
+        let (kernel, bindings) = (s.kernel.get(), s.bindings.bind(py));
+        parsed.push(parser.step(py, kernel, bindings, s.workgroups, s.n)?);
     }
+    let returned = parser.returned;
     let job = py.detach(|| args::build(&parsed));
     let Some(mut job) = job else {
         return Err(PyValueError::new_err("a job needs at least one step"));
@@ -191,6 +181,12 @@ fn steps_of(
         "expected a Kernel or a Job, got {}",
         what.get_type().name()?
     )))
+}
+
+impl Engine {
+    pub(crate) fn inner(&self) -> &wgpu_batch::Engine {
+        &self.inner
+    }
 }
 
 #[pymethods]
@@ -373,8 +369,8 @@ impl Engine {
         let steps = steps_of(py, what, workgroups, n, bindings)?;
         let (job, returned, _keep) = prepare(py, &steps, &options(priority, timeout, device)?)?;
         let handle = py
-            .detach(|| self.inner.try_submit(job))
-            .map_err(|r| to_py(py, r.error))?;
+            .detach(|| self.inner.try_submit(job).map_err(|r| r.error))
+            .map_err(|e| to_py(py, e))?;
         Ok(Handle::new(handle, returned))
     }
 
@@ -401,8 +397,9 @@ impl Engine {
         outputs(py, &out, &returned)
     }
 
-    /// Copies an array to a resident buffer on one device (`device`, or the engine's choice);
-    /// `read_only` buffers come back after a device loss.
+    /// Copies an array to a resident buffer on one device: `device`, or else the engine's
+    /// choice (device 0 for a `read_only` one). Kernels may only read a `read_only` buffer,
+    /// and it comes back after a device loss; a writable one is lost with its device.
     #[pyo3(signature = (array, *, device=None, read_only=false))]
     fn upload(
         &self,
@@ -411,7 +408,8 @@ impl Engine {
         device: Option<usize>,
         read_only: bool,
     ) -> PyResult<Buffer> {
-        let (raw, dtype, shape, _keep) = host_bytes(py, array)?;
+        let host = host_bytes(py, array)?;
+        let raw = host.raw;
         let made = py.detach(|| {
             let bytes = raw.bytes();
             match (device, read_only) {
@@ -424,21 +422,22 @@ impl Engine {
         let inner = made.map_err(|e| to_py(py, e))?;
         Ok(Buffer {
             inner,
-            dtype,
-            shape,
+            dtype: host.dtype,
+            shape: host.shape,
         })
     }
 
     /// Copies an array to a read-only resident buffer on every device.
     fn replicate(&self, py: Python<'_>, array: &Bound<'_, PyAny>) -> PyResult<Buffer> {
-        let (raw, dtype, shape, _keep) = host_bytes(py, array)?;
+        let host = host_bytes(py, array)?;
+        let raw = host.raw;
         let inner = py
             .detach(|| self.inner.replicate(raw.bytes()))
             .map_err(|e| to_py(py, e))?;
         Ok(Buffer {
             inner,
-            dtype,
-            shape,
+            dtype: host.dtype,
+            shape: host.shape,
         })
     }
 
@@ -494,10 +493,7 @@ impl Engine {
 }
 
 /// The bytes, dtype and shape of an array to upload (C-contiguous, any dtype).
-fn host_bytes(
-    py: Python<'_>,
-    array: &Bound<'_, PyAny>,
-) -> PyResult<(args::Raw, Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+fn host_bytes(py: Python<'_>, array: &Bound<'_, PyAny>) -> PyResult<args::Host> {
     let np = numpy(py)?;
     let arr = np.call_method1("ascontiguousarray", (array,))?;
     let (ptr, _): (usize, bool) = arr
@@ -516,9 +512,12 @@ fn host_bytes(
             },
         ));
     }
-    let dtype = arr.getattr("dtype")?.unbind();
-    let shape = arr.getattr("shape")?.unbind();
-    Ok((args::Raw::new(ptr, len), dtype, shape, arr.unbind()))
+    Ok(args::Host {
+        raw: args::Raw::new(ptr, len),
+        dtype: arr.getattr("dtype")?.unbind(),
+        shape: arr.getattr("shape")?.unbind(),
+        owner: arr.unbind(),
+    })
 }
 
 /// `backends="vulkan"` or a list of names: vulkan, metal, dx12, gl, noop, primary, all.

@@ -2,7 +2,7 @@
 
 use pyo3::prelude::*;
 
-use crate::args::kind_name;
+use wgpu_batch::BindingKind;
 
 /// A compiled kernel: `engine.kernel(wgsl, entry=None, constants=None, label="kernel")`.
 #[pyclass(frozen, module = "wgpu_batch")]
@@ -82,5 +82,14 @@ impl Kernel {
             self.inner.label(),
             names.join(", ")
         )
+    }
+}
+
+/// How Python names a binding's kind.
+pub(crate) fn kind_name(kind: BindingKind) -> &'static str {
+    match kind {
+        BindingKind::Uniform => "uniform",
+        BindingKind::StorageRead => "read",
+        BindingKind::StorageReadWrite => "read_write",
     }
 }

@@ -35,6 +35,31 @@ fn builtin_source(name: &str) -> PyResult<String> {
     Ok(src.source().to_owned())
 }
 
+/// For the benchmark: the same SAXPY jobs as Python's `engine.submit(k, n=len(x), a=a, x=x,
+/// y=y).result()`, `jobs` of them one after another from Rust (the copies in and out
+/// included; each result read into a vector), with the GIL released; the seconds they took.
+#[pyfunction]
+fn _rust_saxpy_loop(
+    py: Python<'_>,
+    engine: &engine::Engine,
+    kernel: &kernel::Kernel,
+    a: f32,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    jobs: usize,
+) -> PyResult<f64> {
+    let inner = engine.inner();
+    let result = py.detach(|| {
+        let start = std::time::Instant::now();
+        for _ in 0..jobs {
+            let job = wgpu_batch::kernels::saxpy_job(&kernel.inner, a, &x, &y);
+            std::hint::black_box(inner.submit(job)?.wait()?.read::<f32>(2)?);
+        }
+        Ok::<_, wgpu_batch::Error>(start.elapsed().as_secs_f64())
+    });
+    result.map_err(|e| errors::to_py(py, e))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
@@ -46,5 +71,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<args::Out>()?;
     m.add_class::<args::Scratch>()?;
     m.add_function(wrap_pyfunction!(builtin_source, m)?)?;
+    m.add_function(wrap_pyfunction!(_rust_saxpy_loop, m)?)?;
     Ok(())
 }
