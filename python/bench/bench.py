@@ -21,6 +21,7 @@ Sections, each printed as a markdown table:
  4. asyncio vs threads on noop (n=256): TASKS asyncio tasks each doing `await engine.submit(...)`
     in a loop vs 8 threads doing the same total jobs with result().
 Every measurement warms up first, then runs for about BENCH_SECONDS (default 2.5 s).
+SECTIONS=23 runs only sections 2 and 3 (default: all).
 """
 import asyncio
 import collections
@@ -241,12 +242,14 @@ def main():
           f"python {sys.version.split()[0]} ({sys.executable}), {os.cpu_count()} CPUs, "
           f"numpy {np.__version__}, ~{TARGET_S} s per measurement\n")
     t0 = time.perf_counter()
-    section_vs_wgpu_py()
+    only = set(os.environ.get("SECTIONS", "1234"))  # e.g. SECTIONS=23 runs sections 2 and 3
+    if "1" in only:
+        section_vs_wgpu_py()
     engine = wb.Engine(backends="noop")
     k = engine.kernel(wb.kernels.saxpy, label="saxpy")
-    section_overhead(engine, k)
-    section_threads(engine, k)
-    section_asyncio(engine, k)
+    for number, section in (("2", section_overhead), ("3", section_threads), ("4", section_asyncio)):
+        if number in only:
+            section(engine, k)
     engine.shutdown()
     print(f"total {time.perf_counter() - t0:.0f} s")
 

@@ -10,6 +10,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
 use wgpu_batch::{BindingInfo, BindingKind, Job};
 
+use crate::array;
 use crate::buffer::Buffer;
 use crate::errors;
 use crate::kernel::{Kernel, kind_name};
@@ -29,19 +30,37 @@ pub(crate) struct Out {
     dtype: Py<PyAny>,
     shape: Py<PyTuple>,
     nbytes: u64,
+    /// numpy's type string (`<f4`), and its kind and item size.
     typestr: String,
+    kind: u8,
+    itemsize: usize,
 }
 
 #[pymethods]
 impl Out {
     #[new]
-    fn new(dtype: Py<PyAny>, shape: Py<PyTuple>, nbytes: u64, typestr: String) -> Out {
-        Out {
+    fn new(dtype: Py<PyAny>, shape: Py<PyTuple>, nbytes: u64, typestr: String) -> PyResult<Out> {
+        let bytes = typestr.as_bytes();
+        let itemsize = typestr.get(2..).and_then(|s| s.parse().ok());
+        let (Some(&order), Some(&kind), Some(itemsize)) = (bytes.first(), bytes.get(1), itemsize)
+        else {
+            return Err(PyTypeError::new_err(format!(
+                "not a numpy type string: {typestr:?}"
+            )));
+        };
+        if order == b'>' && itemsize > 1 {
+            return Err(PyTypeError::new_err(format!(
+                "outputs come back little-endian; {typestr} is big-endian"
+            )));
+        }
+        Ok(Out {
             dtype,
             shape,
             nbytes,
             typestr,
-        }
+            kind,
+            itemsize,
+        })
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -104,12 +123,46 @@ impl Raw {
 
 /// One argument, ready to add to a job.
 pub(crate) enum Data {
-    Uniform(Raw),
-    Input(Raw),
-    InOut(Raw),
+    Uniform(Src),
+    Input(Src),
+    InOut(Src),
     Output(u64),
     Scratch { id: u32, bytes: u64 },
     Buffer(wgpu_batch::DeviceBuffer),
+}
+
+/// Where an argument's bytes are: an object's memory, or bytes of its own (a Python number).
+pub(crate) enum Src {
+    Raw(Raw),
+    Own(Vec<u8>),
+}
+
+impl Src {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Src::Raw(r) => r.bytes(),
+            Src::Own(v) => v,
+        }
+    }
+}
+
+impl Data {
+    /// Bytes on the device.
+    fn size(&self) -> u64 {
+        match self {
+            Data::Uniform(s) | Data::Input(s) | Data::InOut(s) => s.bytes().len() as u64,
+            Data::Output(n) | Data::Scratch { bytes: n, .. } => *n,
+            Data::Buffer(b) => b.size(),
+        }
+    }
+
+    /// Bytes the job copies from the host for this argument.
+    pub(crate) fn host_bytes(&self) -> usize {
+        match self {
+            Data::Uniform(s) | Data::Input(s) | Data::InOut(s) => s.bytes().len(),
+            _ => 0,
+        }
+    }
 }
 
 /// A binding whose contents come back: where, under what name, as what array.
@@ -119,6 +172,8 @@ pub(crate) struct Returned {
     pub(crate) name: String,
     pub(crate) dtype: Py<PyAny>,
     pub(crate) shape: Py<PyAny>,
+    /// Bytes of an array of that dtype and shape: what must come back.
+    pub(crate) nbytes: usize,
 }
 
 /// A parsed step: its kernel, arguments and workgroups; `keep` holds the Python objects whose
@@ -142,9 +197,9 @@ pub(crate) fn build(steps: &[Step]) -> Option<Job> {
         j = j.workgroups(s.workgroups.0, s.workgroups.1, s.workgroups.2);
         for (b, data) in &s.args {
             j = match data {
-                Data::Uniform(r) => j.uniform_bytes(*b, r.bytes()),
-                Data::Input(r) => j.input::<u8>(*b, r.bytes()),
-                Data::InOut(r) => j.inout::<u8>(*b, r.bytes()),
+                Data::Uniform(s) => j.uniform_bytes(*b, s.bytes()),
+                Data::Input(s) => j.input::<u8>(*b, s.bytes()),
+                Data::InOut(s) => j.inout::<u8>(*b, s.bytes()),
                 Data::Output(n) => j.output::<u8>(*b, *n as usize),
                 Data::Scratch { id, bytes } => j.scratch::<u8>(*b, *id, *bytes as usize),
                 Data::Buffer(buf) => j.buffer(*b, buf),
@@ -233,12 +288,14 @@ fn step(
             let (data, back) = value_of(py, k, info, &value, &mut parser.scratch, &mut keep)?;
             if let Some((dtype, shape)) = back {
                 let (binding, name) = (info.binding, info.name.clone());
+                let nbytes = data.size() as usize;
                 parser.returned.push(Returned {
                     step: index,
                     binding,
                     name,
                     dtype,
                     shape,
+                    nbytes,
                 });
             }
             args.push((info.binding, data));
@@ -298,7 +355,7 @@ fn value_of(
             return Err(wrong("an output (wgpu_batch.out)"));
         }
         let out = out.get();
-        check_dtype(py, k, info, &out.typestr)?;
+        check_dtype(py, k, info, out.kind, out.itemsize)?;
         check_size(py, k, info, out.nbytes)?;
         let back = (out.dtype.clone_ref(py), out.shape.clone_ref(py).into_any());
         return Ok((Data::Output(out.nbytes), Some(back)));
@@ -323,15 +380,72 @@ fn value_of(
         }
         return Ok((Data::Buffer(b.get().inner.clone()), None));
     }
+    if let Some(bytes) = number_bytes(py, k, info, value)? {
+        check_size(py, k, info, bytes.len() as u64)?;
+        let own = Src::Own(bytes);
+        return Ok((
+            if info.kind == BindingKind::Uniform {
+                Data::Uniform(own)
+            } else {
+                Data::Input(own)
+            },
+            None,
+        ));
+    }
     let host = raw_of(py, k, info, value)?;
-    let raw = host.raw;
-    check_size(py, k, info, raw.len as u64)?;
+    let raw = Src::Raw(host.raw);
+    check_size(py, k, info, host.raw.len as u64)?;
     keep.push(host.owner);
     Ok(match info.kind {
         BindingKind::Uniform => (Data::Uniform(raw), None),
         BindingKind::StorageRead => (Data::Input(raw), None),
         BindingKind::StorageReadWrite => (Data::InOut(raw), Some((host.dtype, host.shape))),
     })
+}
+
+/// A Python `float` or `int` bound to a read-only binding of `f32`, `i32` or `u32`: its
+/// bytes as that type (no numpy round trip); None for anything else.
+fn number_bytes(
+    py: Python<'_>,
+    k: &wgpu_batch::Kernel,
+    info: &BindingInfo,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<Option<Vec<u8>>> {
+    let float = value.is_exact_instance_of::<PyFloat>();
+    if info.kind == BindingKind::StorageReadWrite
+        || !(float || value.is_exact_instance_of::<PyInt>())
+    {
+        return Ok(None);
+    }
+    let bytes = match scalar_of(&info.element) {
+        Some("f32") => (value.extract::<f64>()? as f32).to_le_bytes().to_vec(),
+        Some("i32") if !float => value
+            .extract::<i32>()
+            .map(|v| v.to_le_bytes().to_vec())
+            .map_err(|_| {
+                errors::binding(
+                    py,
+                    k.label(),
+                    &info.name,
+                    info.binding,
+                    "the number does not fit an i32",
+                )
+            })?,
+        Some("u32") if !float => value
+            .extract::<u32>()
+            .map(|v| v.to_le_bytes().to_vec())
+            .map_err(|_| {
+                errors::binding(
+                    py,
+                    k.label(),
+                    &info.name,
+                    info.binding,
+                    "the number does not fit a u32",
+                )
+            })?,
+        _ => return Ok(None),
+    };
+    Ok(Some(bytes))
 }
 
 /// The memory of an array-like value, checked against the binding's element type; the
@@ -352,57 +466,38 @@ fn raw_of(
         });
     }
     let value = array_like(py, k, info, value)?;
-    let iface = value.getattr(pyo3::intern!(py, "__array_interface__"))?;
-    let iface = iface.cast::<PyDict>()?;
-    let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
-        iface
-            .get_item(key)?
-            .ok_or_else(|| PyTypeError::new_err(format!("__array_interface__ has no `{key}`")))
-    };
-    let typestr: String = get("typestr")?.extract()?;
-    let (ptr, _readonly): (usize, bool) = get("data")?.extract()?;
-    let shape: Vec<usize> = get("shape")?.extract()?;
-    let item = typestr
-        .get(2..)
-        .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(0);
+    let view = array::view(py, &value)?;
     let fail = |problem: String| errors::binding(py, k.label(), &info.name, info.binding, &problem);
-    if typestr.starts_with('>') && item > 1 {
-        return Err(fail(format!(
-            "the array is big-endian ({typestr}): pass arr.astype(arr.dtype.newbyteorder('<'))"
-        )));
+    if view.swapped {
+        return Err(fail(
+            "the array is big-endian: pass arr.astype(arr.dtype.newbyteorder('<'))".into(),
+        ));
     }
-    check_dtype(py, k, info, &typestr)?;
-    let strides = get("strides")?;
-    if !strides.is_none() {
-        let strides: Vec<isize> = strides.extract()?;
-        if !c_contiguous(&shape, &strides, item) {
-            return Err(fail(format!(
-                "the array is not contiguous (strides {strides:?}): pass np.ascontiguousarray(...)"
-            )));
-        }
+    check_dtype(py, k, info, view.kind, view.itemsize)?;
+    if !view.contiguous {
+        return Err(fail(
+            "the array is not contiguous: pass np.ascontiguousarray(...)".into(),
+        ));
     }
-    let len = shape.iter().product::<usize>() * item;
     let (dtype, shape) = if info.kind == BindingKind::StorageReadWrite {
-        let dtype = (value.getattr(pyo3::intern!(py, "dtype"))).or_else(|_| get("typestr"))?;
-        (dtype.unbind(), get("shape")?.unbind())
+        let dtype = value.getattr(pyo3::intern!(py, "dtype"))?;
+        (
+            dtype.unbind(),
+            value.getattr(pyo3::intern!(py, "shape"))?.unbind(),
+        )
     } else {
         (py.None(), py.None())
     };
-    // Keep the interface too: a numpy scalar's memory lives in an array it references.
-    let owner = PyTuple::new(py, [value.clone(), iface.clone().into_any()])?
-        .into_any()
-        .unbind();
     Ok(Host {
-        raw: Raw::new(ptr, len),
+        raw: Raw::new(view.data, view.len),
         dtype,
         shape,
-        owner,
+        owner: view.owner,
     })
 }
 
-/// `value` as something with `__array_interface__`: itself, a Python number as the binding's
-/// scalar type, or `numpy.asarray` of it (the buffer protocol).
+/// `value` as something with numpy's array interface: itself, a Python number as the
+/// binding's scalar type, or `numpy.asarray` of it (the buffer protocol, `__array_interface__`).
 fn array_like<'py>(
     py: Python<'py>,
     k: &wgpu_batch::Kernel,
@@ -415,7 +510,7 @@ fn array_like<'py>(
         // A Python number for a scalar binding: as the binding's element type.
         return numpy(py)?.call_method1("array", (value, typestr_of(scalar)));
     }
-    if value.hasattr(pyo3::intern!(py, "__array_interface__"))? {
+    if array::has(py, value)? {
         return Ok(value.clone());
     }
     numpy(py)?.call_method1("asarray", (value,)).map_err(|_| {
@@ -434,17 +529,6 @@ fn array_like<'py>(
             ),
         )
     })
-}
-
-fn c_contiguous(shape: &[usize], strides: &[isize], item: usize) -> bool {
-    let mut expect = item as isize;
-    for (dim, stride) in shape.iter().zip(strides).rev() {
-        if *dim > 1 && *stride != expect {
-            return false;
-        }
-        expect *= *dim as isize;
-    }
-    true
 }
 
 /// The scalar type (`f32`, `u32`, ...) an element type is made of, when it is one.
@@ -480,20 +564,20 @@ fn check_dtype(
     py: Python<'_>,
     k: &wgpu_batch::Kernel,
     info: &BindingInfo,
-    typestr: &str,
+    kind: u8,
+    itemsize: usize,
 ) -> PyResult<()> {
     let Some(scalar) = scalar_of(&info.element) else {
         return Ok(());
     };
-    let want = typestr_of(Some(scalar));
-    let same = typestr.get(1..) == want.get(1..) && !typestr.starts_with('>');
-    if same {
+    let want = typestr_of(Some(scalar)).as_bytes();
+    if kind == want[1] && itemsize == usize::from(want[2] - b'0') {
         return Ok(());
     }
-    let numpy_name = match want {
-        "<f4" => "float32",
-        "<i4" => "int32",
-        "<u4" => "uint32",
+    let numpy_name = match scalar {
+        "f32" => "float32",
+        "i32" => "int32",
+        "u32" => "uint32",
         _ => "float16",
     };
     Err(errors::binding(
@@ -504,27 +588,23 @@ fn check_dtype(
         &format!(
             "the kernel reads {} elements, the array holds {}: pass arr.astype(np.{numpy_name})",
             info.element,
-            dtype_name(typestr)
+            dtype_name(kind, itemsize)
         ),
     ))
 }
 
-/// numpy's name for a type string (`<f8`: float64), or the string itself.
-fn dtype_name(typestr: &str) -> String {
-    let bits = typestr
-        .get(2..)
-        .and_then(|s| s.parse::<u32>().ok())
-        .map(|b| b * 8);
-    let kind = match typestr.as_bytes().get(1) {
-        Some(b'f') => "float",
-        Some(b'i') => "int",
-        Some(b'u') => "uint",
-        Some(b'c') => "complex",
-        Some(b'b') => return "bool".into(),
-        Some(b'V') => return format!("a structured or void type ({typestr})"),
-        _ => return typestr.into(),
+/// numpy's name for an element kind and size (`f`, 8: float64).
+fn dtype_name(kind: u8, itemsize: usize) -> String {
+    let name = match kind {
+        b'f' => "float",
+        b'i' => "int",
+        b'u' => "uint",
+        b'c' => "complex",
+        b'b' => return "bool".into(),
+        b'V' => return format!("a structured or void type of {itemsize} bytes"),
+        other => return format!("kind {:?} of {itemsize} bytes", other as char),
     };
-    bits.map_or_else(|| typestr.into(), |b| format!("{kind}{b}"))
+    format!("{name}{}", itemsize * 8)
 }
 
 fn check_size(

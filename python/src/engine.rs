@@ -6,7 +6,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use wgpu_batch::{Balance, Error, Priority};
+use wgpu_batch::{Balance, Error, JobHandle, Priority};
 
 use crate::args::{self, Step, numpy};
 use crate::buffer::Buffer;
@@ -123,33 +123,87 @@ pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
         .map_err(|_| PyValueError::new_err(format!("expected seconds >= 0, got {s}")))
 }
 
-/// Parses the steps (GIL held) and builds the job (GIL released: the data is copied then).
-fn prepare(
-    py: Python<'_>,
-    steps: &[Pending],
-    o: &Options,
-) -> PyResult<(wgpu_batch::Job, Vec<args::Returned>, Vec<Step>)> {
+/// Bytes of host data from which a job is copied with the GIL released. Below it the copy
+/// takes about a microsecond, less than handing the GIL to another thread and back, and the
+/// engine writes nothing into mapped memory on the submitting thread (it does from 32 KiB).
+const RELEASE_FROM: usize = 32 << 10;
+
+/// A job parsed (GIL held), not yet built.
+struct Prepared {
+    steps: Vec<Step>,
+    returned: Vec<args::Returned>,
+    options: Options,
+}
+
+impl Prepared {
+    /// Whether building and submitting it should release the GIL (see [`RELEASE_FROM`]).
+    fn large(&self) -> bool {
+        let bytes: usize = (self.steps.iter())
+            .flat_map(|s| s.args.iter())
+            .map(|(_, d)| d.host_bytes())
+            .sum();
+        bytes >= RELEASE_FROM
+    }
+
+    /// The job: its data copied from the arrays (which the steps keep alive).
+    fn job(&self) -> PyResult<wgpu_batch::Job> {
+        let mut job = args::build(&self.steps)
+            .ok_or_else(|| PyValueError::new_err("a job needs at least one step"))?;
+        let o = &self.options;
+        if let Some(p) = o.priority {
+            job = job.priority(p);
+        }
+        if let Some(t) = o.timeout {
+            job = job.timeout(t);
+        }
+        if let Some(d) = o.device {
+            job = job.on_device(d);
+        }
+        Ok(job)
+    }
+
+    /// Submits it; `wait` for room when the queues are full (else `QueueFull`). A small job
+    /// is built and offered with the GIL held; the GIL is released to wait, or for a large job.
+    fn submit(
+        &self,
+        py: Python<'_>,
+        engine: &wgpu_batch::Engine,
+        wait: bool,
+    ) -> PyResult<JobHandle> {
+        if self.large() {
+            let sent = py.detach(|| {
+                let job = self.job()?;
+                Ok::<_, PyErr>(if wait {
+                    engine.submit(job)
+                } else {
+                    engine.try_submit(job).map_err(|r| r.error)
+                })
+            })?;
+            return sent.map_err(|e| to_py(py, e));
+        }
+        match engine.try_submit(self.job()?) {
+            Ok(h) => Ok(h),
+            Err(r) if wait && r.error == Error::QueueFull => {
+                py.detach(|| engine.submit(r.job)).map_err(|e| to_py(py, e))
+            }
+            Err(r) => Err(to_py(py, r.error)),
+        }
+    }
+}
+
+/// Parses the steps against their kernels (GIL held).
+fn prepare(py: Python<'_>, steps: &[Pending], options: Options) -> PyResult<Prepared> {
     let mut parser = args::Parser::default();
     let mut parsed = Vec::with_capacity(steps.len());
     for s in steps {
         let (kernel, bindings) = (s.kernel.get(), s.bindings.bind(py));
         parsed.push(parser.step(py, kernel, bindings, s.workgroups, s.n)?);
     }
-    let returned = parser.returned;
-    let job = py.detach(|| args::build(&parsed));
-    let Some(mut job) = job else {
-        return Err(PyValueError::new_err("a job needs at least one step"));
-    };
-    if let Some(p) = o.priority {
-        job = job.priority(p);
-    }
-    if let Some(t) = o.timeout {
-        job = job.timeout(t);
-    }
-    if let Some(d) = o.device {
-        job = job.on_device(d);
-    }
-    Ok((job, returned, parsed))
+    Ok(Prepared {
+        steps: parsed,
+        returned: parser.returned,
+        options,
+    })
 }
 
 /// The steps of `what` (a `Kernel` with its bindings, or a `Job`).
@@ -345,11 +399,9 @@ impl Engine {
         bindings: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Handle> {
         let steps = steps_of(py, what, workgroups, n, bindings)?;
-        let (job, returned, _keep) = prepare(py, &steps, &options(priority, timeout, device)?)?;
-        let handle = py
-            .detach(|| self.inner.submit(job))
-            .map_err(|e| to_py(py, e))?;
-        Ok(Handle::new(handle, returned))
+        let job = prepare(py, &steps, options(priority, timeout, device)?)?;
+        let handle = job.submit(py, &self.inner, true)?;
+        Ok(Handle::new(handle, job.returned))
     }
 
     /// As `submit`, but raises `QueueFull` instead of waiting for room.
@@ -367,11 +419,9 @@ impl Engine {
         bindings: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Handle> {
         let steps = steps_of(py, what, workgroups, n, bindings)?;
-        let (job, returned, _keep) = prepare(py, &steps, &options(priority, timeout, device)?)?;
-        let handle = py
-            .detach(|| self.inner.try_submit(job).map_err(|r| r.error))
-            .map_err(|e| to_py(py, e))?;
-        Ok(Handle::new(handle, returned))
+        let job = prepare(py, &steps, options(priority, timeout, device)?)?;
+        let handle = job.submit(py, &self.inner, false)?;
+        Ok(Handle::new(handle, job.returned))
     }
 
     /// Runs a job and returns its outputs (as `submit(...).result()`; on an idle device the
@@ -390,11 +440,9 @@ impl Engine {
         bindings: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let steps = steps_of(py, what, workgroups, n, bindings)?;
-        let (job, returned, _keep) = prepare(py, &steps, &options(priority, timeout, device)?)?;
-        let out = py
-            .detach(|| self.inner.run(job))
-            .map_err(|e| to_py(py, e))?;
-        outputs(py, &out, &returned)
+        let job = prepare(py, &steps, options(priority, timeout, device)?)?;
+        let out = py.detach(|| Ok::<_, PyErr>(self.inner.run(job.job()?)))?;
+        outputs(py, &out.map_err(|e| to_py(py, e))?, &job.returned)
     }
 
     /// Copies an array to a resident buffer on one device: `device`, or else the engine's

@@ -1,13 +1,12 @@
 //! `Handle`: a submitted job. `result()` blocks with the GIL released; `await handle` resolves
-//! an asyncio future on its loop's thread: the job's future runs on one completion thread,
-//! which hands the outcome to the loop with `call_soon_threadsafe`, so the loop never blocks.
+//! an asyncio future on its loop's thread (see `aio.rs`), so the loop never blocks.
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyDict;
 use wgpu_batch::{Canceller, Error, JobHandle, JobOutput};
 
 use crate::args::{Returned, numpy};
@@ -15,15 +14,6 @@ use crate::errors::to_py;
 
 /// How long one wait lasts before Python gets to run its signal handlers (Ctrl-C).
 const SLICE: Duration = Duration::from_millis(50);
-
-/// The thread that drives awaited jobs to completion and hands results to event loops.
-static COMPLETION: LazyLock<futures_executor::ThreadPool> = LazyLock::new(|| {
-    futures_executor::ThreadPool::builder()
-        .pool_size(1)
-        .name_prefix("wgpu-batch-py-completion")
-        .create()
-        .expect("a thread for asyncio completions")
-});
 
 /// A submitted job: `result(timeout=None)`, `cancel()`, or `await` it.
 #[pyclass(frozen, module = "wgpu_batch")]
@@ -76,6 +66,12 @@ impl Handle {
             None => None,
         };
         let job = self.take()?;
+        // Done already (the executor ran it): no need to give up the GIL.
+        if let Some(outcome) = job.try_get() {
+            return outcome
+                .map_err(|e| to_py(py, e))
+                .and_then(|out| outputs(py, &out, &self.returned));
+        }
         loop {
             let now = Instant::now();
             let slice = until.map_or(SLICE, |u| u.saturating_duration_since(now).min(SLICE));
@@ -118,27 +114,8 @@ impl Handle {
     }
 
     /// Starts driving the job to `fut` on `loop` (called by `wgpu_batch._aio.future_for`).
-    fn _notify(&self, event_loop: Py<PyAny>, fut: Py<PyAny>, settle: Py<PyAny>) -> PyResult<()> {
-        let mut job = self.take()?;
-        let returned = self.returned.clone();
-        COMPLETION.spawn_ok(async move {
-            let outcome = (&mut job).await;
-            // At interpreter exit there is no Python to hand the result to.
-            let _ = Python::try_attach(|py| {
-                let (ok, value) = match outcome
-                    .map_err(|e| to_py(py, e))
-                    .and_then(|out| outputs(py, &out, &returned))
-                {
-                    Ok(dict) => (true, dict.into_any()),
-                    Err(e) => (false, e.into_value(py).into_bound(py).into_any()),
-                };
-                let args = (settle.bind(py), fut.bind(py), ok, value);
-                // A closed loop (its task gone) has nobody to tell.
-                let _ = event_loop
-                    .bind(py)
-                    .call_method1("call_soon_threadsafe", args);
-            });
-        });
+    fn _notify(&self, event_loop: Py<PyAny>, fut: Py<PyAny>) -> PyResult<()> {
+        crate::aio::await_on(self.take()?, self.returned.clone(), event_loop, fut);
         Ok(())
     }
 
@@ -147,6 +124,9 @@ impl Handle {
     }
 }
 
+/// `numpy.empty`.
+static EMPTY: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
 /// The returned bindings as numpy arrays that own their memory, by name.
 pub(crate) fn outputs<'py>(
     py: Python<'py>,
@@ -154,12 +134,14 @@ pub(crate) fn outputs<'py>(
     returned: &[Returned],
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    let empty = numpy(py)?.getattr(pyo3::intern!(py, "empty"))?;
+    let empty = EMPTY.get_or_try_init(py, || numpy(py)?.getattr("empty").map(Bound::unbind))?;
     for r in returned {
-        let bytes = out.bytes_step(r.step, r.binding).ok_or_else(|| {
-            PyRuntimeError::new_err(format!("binding `{}` was not read back", r.name))
-        })?;
-        let array = empty.call1((r.shape.bind(py), r.dtype.bind(py)))?;
+        let bytes = (out.bytes_step(r.step, r.binding))
+            .filter(|b| b.len() == r.nbytes)
+            .ok_or_else(|| {
+                PyRuntimeError::new_err(format!("binding `{}` was not read back whole", r.name))
+            })?;
+        let array = empty.bind(py).call1((r.shape.bind(py), r.dtype.bind(py)))?;
         copy_into(py, &array, bytes)?;
         dict.set_item(&r.name, array)?;
     }
@@ -171,30 +153,26 @@ const RELEASE_FROM: usize = 1 << 20;
 
 /// Copies `bytes` into a fresh C-contiguous `array` of exactly that many bytes.
 pub(crate) fn copy_into(py: Python<'_>, array: &Bound<'_, PyAny>, bytes: &[u8]) -> PyResult<()> {
-    let nbytes: usize = array.getattr(pyo3::intern!(py, "nbytes"))?.extract()?;
-    if nbytes != bytes.len() {
+    let view = crate::array::view(py, array)?;
+    if !view.contiguous || view.len != bytes.len() {
         return Err(PyRuntimeError::new_err(format!(
-            "read back {} bytes for an array of {nbytes}",
-            bytes.len()
+            "read back {} bytes for an array of {} (contiguous: {})",
+            bytes.len(),
+            view.len,
+            view.contiguous
         )));
     }
-    let iface = array.getattr(pyo3::intern!(py, "__array_interface__"))?;
-    let data = iface.get_item("data")?;
-    let (ptr, _): (usize, bool) = data.cast::<PyTuple>()?.extract()?;
-    let dst = ptr as *mut u8;
+    /// The array's memory, written by one thread while this one waits.
+    struct Dst(usize);
+    let (dst, src) = (Dst(view.data), bytes);
     let copy = move || {
-        // SAFETY: `array` is a fresh array of `nbytes` bytes this thread references.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+        let dst = dst;
+        // SAFETY: `array` is a contiguous array of `src.len()` bytes, referenced by the
+        // calling thread until this returns; `src` is the job's read-back memory.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0 as *mut u8, src.len()) }
     };
     if bytes.len() >= RELEASE_FROM {
-        struct SendPtr(*mut u8);
-        unsafe impl Send for SendPtr {}
-        let (dst, src) = (SendPtr(dst), bytes);
-        py.detach(move || {
-            let dst = dst;
-            // SAFETY: as above; `src` is the job's mapped memory, alive for this call.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0, src.len()) }
-        });
+        py.detach(copy);
     } else {
         copy();
     }

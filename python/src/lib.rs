@@ -6,7 +6,9 @@
 //! copying a job's arrays into it (read in place from the arrays' memory), submitting (which
 //! waits when the queues are full), waiting for a result, uploading and reading buffers.
 
+mod aio;
 mod args;
+mod array;
 mod buffer;
 mod engine;
 mod errors;

@@ -97,3 +97,13 @@ def test_a_shut_down_engine_refuses_work():
     e.shutdown()
     with pytest.raises(wb.Shutdown):
         e.submit(k, **args())
+
+
+def test_big_endian_and_fortran_order_arrays_name_the_binding(engine, saxpy):
+    with pytest.raises(ValueError, match="binding `x`.*big-endian"):
+        engine.submit(saxpy, **args(x=np.ones(N, dtype=">f4")))
+    fortran = np.asfortranarray(np.ones((16, 32), np.float32))
+    with pytest.raises(ValueError, match="binding `y`.*not contiguous"):
+        engine.submit(saxpy, **args(y=fortran))
+    two_d = np.ones((16, 32), np.float32)  # C order: fine, and comes back in its shape
+    assert engine.run(saxpy, **args(y=two_d))["y"].shape == (16, 32)

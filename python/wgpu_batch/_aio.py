@@ -13,11 +13,17 @@ def _settle(fut, ok, value):
         fut.set_exception(value)
 
 
+def _settle_all(items):
+    # One call per batch of finished jobs (see python/src/aio.rs).
+    for fut, ok, value in items:
+        _settle(fut, ok, value)
+
+
 def future_for(handle):
     """A future of the running loop that the job's completion resolves; cancelling it
     cancels the job."""
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    handle._notify(loop, fut, _settle)
+    handle._notify(loop, fut)
     fut.add_done_callback(lambda f: handle.cancel() if f.cancelled() else None)
     return fut
