@@ -129,13 +129,3 @@ pub(crate) fn binding(
         Err(failed) => failed,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn finds_the_line_and_column_in_naga_reports() {
-        let m = "error: expected ';'\n  ┌─ wgsl:3:17\n  │\n3 │ fn main() {";
-        assert_eq!(super::location(m), Some((3, 17)));
-        assert_eq!(super::location("no location"), None);
-    }
-}
