@@ -62,7 +62,8 @@ fn _rust_saxpy_loop(
     result.map_err(|e| errors::to_py(py, e))
 }
 
-#[pymodule]
+// Declares that it needs the GIL: it has not been tested on free-threaded Python.
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<engine::Job>()?;
