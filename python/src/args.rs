@@ -282,7 +282,10 @@ fn step(
     {
         for (name, value) in bindings.iter() {
             let name: &str = &name.extract::<pyo3::pybacked::PyBackedStr>()?;
-            let Some(info) = k.bindings().iter().find(|b| b.name == name) else {
+            // `n_=` binds a WGSL variable called `n`, a name `submit` keeps for itself (as
+            // are `workgroups`, `priority`, `timeout` and `device`).
+            let find = |name: &str| k.bindings().iter().find(|b| b.name == name);
+            let Some(info) = find(name).or_else(|| name.strip_suffix('_').and_then(find)) else {
                 return Err(unknown(k, name));
             };
             let (data, back) = value_of(py, k, info, &value, &mut parser.scratch, &mut keep)?;
@@ -417,35 +420,23 @@ fn number_bytes(
     {
         return Ok(None);
     }
+    let fits = |what: &str| {
+        let problem = format!("the number does not fit {what}");
+        errors::binding(py, k.label(), &info.name, info.binding, &problem)
+    };
     let bytes = match scalar_of(&info.element) {
-        Some("f32") => (value.extract::<f64>()? as f32).to_le_bytes().to_vec(),
+        Some("f32") => (value.extract::<f64>()? as f32).to_le_bytes(),
         Some("i32") if !float => value
             .extract::<i32>()
-            .map(|v| v.to_le_bytes().to_vec())
-            .map_err(|_| {
-                errors::binding(
-                    py,
-                    k.label(),
-                    &info.name,
-                    info.binding,
-                    "the number does not fit an i32",
-                )
-            })?,
+            .map_err(|_| fits("an i32"))?
+            .to_le_bytes(),
         Some("u32") if !float => value
             .extract::<u32>()
-            .map(|v| v.to_le_bytes().to_vec())
-            .map_err(|_| {
-                errors::binding(
-                    py,
-                    k.label(),
-                    &info.name,
-                    info.binding,
-                    "the number does not fit a u32",
-                )
-            })?,
+            .map_err(|_| fits("a u32"))?
+            .to_le_bytes(),
         _ => return Ok(None),
     };
-    Ok(Some(bytes))
+    Ok(Some(bytes.to_vec()))
 }
 
 /// The memory of an array-like value, checked against the binding's element type; the

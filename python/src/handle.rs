@@ -19,6 +19,8 @@ const SLICE: Duration = Duration::from_millis(50);
 #[pyclass(frozen, module = "wgpu_batch")]
 pub(crate) struct Handle {
     /// The job's handle until a wait or an await takes it (a wait puts it back on timeout).
+    /// The lock guards only the slot: taken with the GIL held (or not), never across a wait,
+    /// and nothing else is locked while it is held.
     job: Mutex<Option<JobHandle>>,
     canceller: Canceller,
     device: usize,

@@ -107,3 +107,18 @@ def test_big_endian_and_fortran_order_arrays_name_the_binding(engine, saxpy):
         engine.submit(saxpy, **args(y=fortran))
     two_d = np.ones((16, 32), np.float32)  # C order: fine, and comes back in its shape
     assert engine.run(saxpy, **args(y=two_d))["y"].shape == (16, 32)
+
+
+def test_python_numbers_fit_the_binding_and_reserved_names_take_an_underscore(engine):
+    src = """
+        @group(0) @binding(0) var<uniform> n: u32;
+        @group(0) @binding(1) var<uniform> device: i32;
+        @group(0) @binding(2) var<storage, read_write> o: array<i32>;
+        @compute @workgroup_size(1) fn main() { o[0] = i32(n) + device; }"""
+    k = engine.kernel(src, label="reserved")
+    got = engine.run(k, workgroups=(1, 1, 1), n_=7, device_=-3, o=wb.out(np.int32, 1))["o"]
+    assert got[0] == 4
+    with pytest.raises(wb.BindingError, match="binding `n`.*does not fit a u32"):
+        engine.run(k, workgroups=(1, 1, 1), n_=-1, device_=0, o=wb.out(np.int32, 1))
+    with pytest.raises(wb.BindingError, match="binding `device`.*int64"):
+        engine.run(k, workgroups=(1, 1, 1), n_=1, device_=np.int64(0), o=wb.out(np.int32, 1))
