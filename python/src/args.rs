@@ -1,8 +1,8 @@
-//! Python values bound to a kernel's bindings by WGSL name: numpy arrays (or anything with
-//! `__array_interface__`, or the buffer protocol through `numpy.asarray`), bytes, Python
-//! numbers for scalar uniforms, [`Out`], [`Scratch`] and resident [`Buffer`]s. Arrays are
-//! read in place (their memory, no copy in Python) when the job is built, with the GIL
-//! released.
+//! Python values bound to a kernel's bindings by WGSL name: numpy arrays (or anything numpy
+//! takes as one: `__array_interface__`, the buffer protocol), bytes, Python numbers for scalar
+//! bindings, [`Out`], [`Scratch`] and resident [`Buffer`]s. Arrays are read in place through
+//! numpy's array interface (`array.rs`) and copied once, into the job, when it is built (the
+//! GIL released for a large job: see `engine.rs`).
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -176,8 +176,8 @@ pub(crate) struct Returned {
     pub(crate) nbytes: usize,
 }
 
-/// A parsed step: its kernel, arguments and workgroups; `keep` holds the Python objects whose
-/// memory `Raw`s point into.
+/// A parsed step: its kernel, arguments and workgroups, and the Python objects whose memory
+/// its `Raw`s point into.
 pub(crate) struct Step {
     pub(crate) kernel: wgpu_batch::Kernel,
     pub(crate) args: Vec<(u32, Data)>,

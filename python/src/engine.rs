@@ -21,7 +21,7 @@ pub(crate) struct Engine {
     inner: wgpu_batch::Engine,
 }
 
-/// One step of a job not yet submitted: `engine.job(kernel, ...)`, `.then(kernel, ...)`.
+/// A job not yet submitted, step by step: `engine.job(kernel, ...).then(kernel, ...)`.
 #[pyclass(frozen, module = "wgpu_batch")]
 pub(crate) struct Job {
     steps: Vec<Pending>,

@@ -3,8 +3,9 @@
 //! `scratch`, the built-in kernels and the asyncio glue.
 //!
 //! The GIL is released wherever the engine works or waits: building the engine, compiling,
-//! copying a job's arrays into it (read in place from the arrays' memory), submitting (which
-//! waits when the queues are full), waiting for a result, uploading and reading buffers.
+//! waiting for a result (the waiting thread may run the device's batches meanwhile), a
+//! submit that waits for room, copying a large job's arrays in (32 KiB or more; a smaller
+//! copy is cheaper than handing the GIL over), uploading and reading buffers.
 
 mod aio;
 mod args;
