@@ -15,7 +15,13 @@ use crate::handle::{Handle, copy_into, outputs};
 use crate::kernel::Kernel;
 use crate::stats;
 
-/// The engine: one per process is the usual use. A context manager that shuts it down.
+/// The engine: one per process is the usual use; a context manager that shuts it down.
+///
+/// `Engine(*, backends=None, adapter_name=None, ...)`: every setting of the Rust
+/// `EngineBuilder` is a keyword, times in seconds. `backends` is a name or a list of names
+/// (`"vulkan"`, `"metal"`, `"dx12"`, `"gl"`, `"noop"`: host cost only, `"primary"`, `"all"`);
+/// by default `WGPU_BACKEND`, else every backend but noop. Opening it enumerates the adapters
+/// with the GIL released; without one it raises `NoAdapterError`, which says what to install.
 #[pyclass(frozen, module = "wgpu_batch")]
 pub(crate) struct Engine {
     inner: wgpu_batch::Engine,
