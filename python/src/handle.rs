@@ -22,6 +22,8 @@ pub(crate) struct Handle {
     /// The lock guards only the slot: taken with the GIL held (or not), never across a wait,
     /// and nothing else is locked while it is held.
     job: Mutex<Option<JobHandle>>,
+    /// The job went to an awaiting task (its slot stays empty).
+    awaited: std::sync::atomic::AtomicBool,
     canceller: Canceller,
     device: usize,
     returned: Arc<Vec<Returned>>,
@@ -33,6 +35,7 @@ impl Handle {
             canceller: job.canceller(),
             device: job.device(),
             job: Mutex::new(Some(job)),
+            awaited: std::sync::atomic::AtomicBool::new(false),
             returned: Arc::new(returned),
         }
     }
@@ -40,9 +43,11 @@ impl Handle {
     fn take(&self) -> PyResult<JobHandle> {
         let mut slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
         slot.take().ok_or_else(|| {
-            PyRuntimeError::new_err(
-                "this handle is being waited on or awaited elsewhere (or its result was taken)",
-            )
+            PyRuntimeError::new_err(if self.awaited.load(std::sync::atomic::Ordering::Relaxed) {
+                "this handle was awaited: its result goes to the awaiting task"
+            } else {
+                "another thread is waiting on this handle"
+            })
         })
     }
 
@@ -68,31 +73,11 @@ impl Handle {
             None => None,
         };
         let job = self.take()?;
-        // Done already (the executor ran it): no need to give up the GIL.
-        if let Some(outcome) = job.try_get() {
-            return outcome
-                .map_err(|e| to_py(py, e))
-                .and_then(|out| outputs(py, &out, &self.returned));
-        }
-        loop {
-            let now = Instant::now();
-            let slice = until.map_or(SLICE, |u| u.saturating_duration_since(now).min(SLICE));
-            let outcome = py.detach(|| job.wait_timeout(slice));
-            match outcome {
-                Err(Error::Timeout) if until.is_none_or(|u| Instant::now() < u) => {
-                    if let Err(interrupted) = py.check_signals() {
-                        self.put_back(job);
-                        return Err(interrupted);
-                    }
-                }
-                Err(Error::Timeout) => {
-                    self.put_back(job);
-                    return Err(to_py(py, Error::Timeout));
-                }
-                Ok(output) => return outputs(py, &output, &self.returned),
-                Err(e) => return Err(to_py(py, e)),
-            }
-        }
+        let outcome = wait(py, &job, until);
+        // Back in its slot whatever happened: a later call gets `ResultTaken` from it, or
+        // (after a timeout or Ctrl-C) waits again.
+        self.put_back(job);
+        outcome.and_then(|out| outputs(py, &out, &self.returned))
     }
 
     /// Cancels the job: one not yet running never runs and resolves `Cancelled`.
@@ -117,12 +102,33 @@ impl Handle {
 
     /// Starts driving the job to `fut` on `loop` (called by `wgpu_batch._aio.future_for`).
     fn _notify(&self, event_loop: Py<PyAny>, fut: Py<PyAny>) -> PyResult<()> {
-        crate::aio::await_on(self.take()?, self.returned.clone(), event_loop, fut);
+        let job = self.take()?;
+        self.awaited
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::aio::await_on(job, self.returned.clone(), event_loop, fut);
         Ok(())
     }
 
     fn __repr__(&self) -> String {
         format!("Handle(device={})", self.device)
+    }
+}
+
+/// Waits for `job` until `until` (None: no bound) with the GIL released, in slices so that
+/// Ctrl-C interrupts it; a job done already is taken without giving up the GIL.
+fn wait(py: Python<'_>, job: &JobHandle, until: Option<Instant>) -> PyResult<JobOutput> {
+    if let Some(outcome) = job.try_get() {
+        return outcome.map_err(|e| to_py(py, e));
+    }
+    loop {
+        let now = Instant::now();
+        let slice = until.map_or(SLICE, |u| u.saturating_duration_since(now).min(SLICE));
+        match py.detach(|| job.wait_timeout(slice)) {
+            Err(Error::Timeout) if until.is_none_or(|u| Instant::now() < u) => {
+                py.check_signals()?; // Ctrl-C
+            }
+            outcome => return outcome.map_err(|e| to_py(py, e)),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 """Bad input raises a clear exception naming the binding; the engine's errors map to their
 classes; nothing crashes the interpreter."""
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -80,8 +82,16 @@ def test_shader_errors_carry_line_and_column(engine):
 def test_the_result_is_returned_once(engine, saxpy):
     h = engine.submit(saxpy, **args())
     h.result(timeout=30)
-    with pytest.raises(RuntimeError, match="result was taken"):
+    with pytest.raises(wb.ResultTaken):
         h.result()
+
+    async def await_then_wait():
+        h = engine.submit(saxpy, **args())
+        await h
+        with pytest.raises(RuntimeError, match="awaited"):
+            h.result()
+
+    asyncio.run(await_then_wait())
 
 
 def test_errors_form_one_hierarchy():
