@@ -22,6 +22,17 @@ pub(crate) struct Binding {
 
 #[pymethods]
 impl Binding {
+    /// Unpacks as `name, binding, kind, element`.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyIterator>> {
+        let fields = (
+            self.name.as_str(),
+            self.binding,
+            self.kind,
+            self.element.as_str(),
+        );
+        fields.into_pyobject(py)?.try_iter()
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Binding(name={:?}, binding={}, kind={:?}, element={:?})",

@@ -79,6 +79,8 @@ def test_kernels_reflect_names_kinds_and_element_types(engine):
     got = [(b.name, b.binding, b.kind, b.element) for b in k.bindings]
     assert got == [("p", 0, "uniform", "P"), ("v", 3, "read", "vec4<f32>"), ("o", 5, "read_write", "u32")]
     assert k.workgroup_size == (64, 1, 1) and k.label == "t" and k.entry == "main"
+    name, number, kind, element = k.bindings[1]
+    assert (name, number, kind, element) == ("v", 3, "read", "vec4<f32>")
     p = np.array([(2.0, 10)], dtype=[("a", "<f4"), ("n", "<u4")])
     v = np.arange(40, dtype=np.float32).reshape(10, 4)
     got = engine.run(k, n=10, p=p, v=v, o=wb.out(np.uint32, 10))["o"]
@@ -138,3 +140,11 @@ def test_resident_buffers(engine, saxpy):
         engine.run(saxpy, n=256, a=1.0, x=x, y=acc)
     np.testing.assert_array_equal(engine.read(acc), 3 * x)
     np.testing.assert_array_equal(engine.read(acc, np.uint8).view(np.float32), 3 * x)
+
+
+def test_priorities_and_device_pinning_are_accepted(engine, saxpy):
+    x = np.ones(64, np.float32)
+    for priority in ("low", wb.Priority.NORMAL, wb.Priority.HIGH):
+        h = engine.submit(saxpy, n=64, a=1.0, x=x, y=x, priority=priority, device=0)
+        assert h.device == 0
+        np.testing.assert_array_equal(h.result(timeout=30)["y"], 2 * x)

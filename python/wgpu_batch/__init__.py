@@ -43,7 +43,7 @@ from ._native import Binding, Buffer, Engine, Handle, Job, Kernel, Out, Scratch,
 
 __all__ = [
     "Engine", "Kernel", "Binding", "Job", "Handle", "Buffer", "Out", "Scratch",
-    "out", "scratch", "kernels",
+    "out", "scratch", "kernels", "Priority",
     "Error", "NoAdapterError", "RequestDeviceError", "ShaderError", "BindingError",
     "LimitError", "WorkgroupsError", "QueueFull", "Timeout", "DeadlineExpired", "Cancelled",
     "ResultTaken", "DeviceLost", "BufferLost", "Poisoned", "Quarantined", "Shutdown",
@@ -70,6 +70,9 @@ def scratch(dtype, shape) -> Scratch:
     dt = _np.dtype(dtype)
     return Scratch(int(_np.prod(_shape(shape), dtype=_np.int64)) * dt.itemsize)
 
+
+#: Job priorities, for ``priority=`` (plain strings work too).
+Priority = _Namespace(LOW="low", NORMAL="normal", HIGH="high")
 
 #: The built-in kernels' WGSL, for ``engine.kernel(wgpu_batch.kernels.saxpy, label="saxpy")``:
 #: ``saxpy`` (a uniform f32, x read, y read_write: y = a*x + y), ``add`` (a, b read, out),

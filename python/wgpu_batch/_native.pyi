@@ -1,7 +1,7 @@
 """Type stubs of the native module (re-exported by ``wgpu_batch``)."""
 
 import os
-from typing import Any, Awaitable, Generator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Generator, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,6 +14,7 @@ class Binding:
     binding: int
     kind: str  # "uniform" | "read" | "read_write"
     element: str  # "f32", "vec4<f32>", a struct's name
+    def __iter__(self) -> Iterator[Union[str, int]]: ...  # name, binding, kind, element
 
 class Kernel:
     """A compiled kernel (``Engine.kernel``)."""
