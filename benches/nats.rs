@@ -49,32 +49,55 @@ fn check(got: &[f32], x: &[f32], y: &[f32]) {
     );
 }
 
-/// Jobs/s and sorted latencies of `jobs` jobs with `window` outstanding.
-fn through_nats(client: &Client, jobs: usize, window: usize) -> (f64, Vec<Duration>) {
-    let (x, y) = data();
-    let mut flight = VecDeque::new();
+/// Jobs/s and sorted latencies of `jobs` jobs with `window` outstanding: `submit` starts one
+/// and returns its handle, `finish` waits for it and checks it.
+fn pipelined<H>(
+    jobs: usize,
+    window: usize,
+    mut submit: impl FnMut() -> H,
+    mut finish: impl FnMut(H),
+) -> (f64, Vec<Duration>) {
+    let mut flight: VecDeque<(Instant, H)> = VecDeque::new();
     let mut lat = Vec::with_capacity(jobs);
     let start = Instant::now();
     for i in 0..jobs + window {
         if flight.len() == window || i >= jobs {
-            let Some((t, h)): Option<(Instant, wgpu_batch::remote::RemoteHandle)> =
-                flight.pop_front()
-            else {
+            let Some((t, h)) = flight.pop_front() else {
                 break;
             };
-            let out = h.wait_timeout(WAIT).unwrap();
+            finish(h);
             lat.push(t.elapsed());
-            check(&out.read::<f32>(2).unwrap(), &x, &y);
         }
         if i < jobs {
-            flight.push_back((Instant::now(), client.submit(remote_job(&x, &y)).unwrap()));
+            flight.push_back((Instant::now(), submit()));
         }
     }
     lat.sort();
     (jobs as f64 / start.elapsed().as_secs_f64(), lat)
 }
 
-/// `check`: compare results (not on the noop backend, which runs nothing).
+/// Through NATS; `checked`: compare results (not on the noop backend, which runs nothing).
+fn through_nats(
+    client: &Client,
+    jobs: usize,
+    window: usize,
+    checked: bool,
+) -> (f64, Vec<Duration>) {
+    let (x, y) = data();
+    pipelined(
+        jobs,
+        window,
+        || client.submit(remote_job(&x, &y)).unwrap(),
+        |h| {
+            let out = h.wait_timeout(WAIT).unwrap();
+            if checked {
+                check(&out.read::<f32>(2).unwrap(), &x, &y);
+            }
+        },
+    )
+}
+
+/// On an in-process engine; `checked` as for [`through_nats`].
 fn in_process(
     engine: &Engine,
     k: &Kernel,
@@ -83,29 +106,17 @@ fn in_process(
     checked: bool,
 ) -> (f64, Vec<Duration>) {
     let (x, y) = data();
-    let mut flight = VecDeque::new();
-    let mut lat = Vec::with_capacity(jobs);
-    let start = Instant::now();
-    for i in 0..jobs + window {
-        if flight.len() == window || i >= jobs {
-            let Some((t, h)): Option<(Instant, wgpu_batch::JobHandle)> = flight.pop_front() else {
-                break;
-            };
+    pipelined(
+        jobs,
+        window,
+        || engine.submit(kernels::saxpy_job(k, 2.0, &x, &y)).unwrap(),
+        |h| {
             let out = h.wait_timeout(WAIT).unwrap();
-            lat.push(t.elapsed());
             if checked {
                 check(&out.read::<f32>(2).unwrap(), &x, &y);
             }
-        }
-        if i < jobs {
-            flight.push_back((
-                Instant::now(),
-                engine.submit(kernels::saxpy_job(k, 2.0, &x, &y)).unwrap(),
-            ));
-        }
-    }
-    lat.sort();
-    (jobs as f64 / start.elapsed().as_secs_f64(), lat)
+        },
+    )
 }
 
 fn pct(v: &[Duration], p: usize) -> f64 {
@@ -151,8 +162,8 @@ fn lavapipe_section(server: &NatsServer) {
         q.subject = format!("saxpy{}.jobs", u8::from(in_memory));
         let w = worker(wgpu::Backends::VULKAN, &q);
         let client = Client::connect(q.clone()).unwrap();
-        through_nats(&client, 200, 64);
-        let (rate, lat) = through_nats(&client, 2000, 64);
+        through_nats(&client, 200, 64, true);
+        let (rate, lat) = through_nats(&client, 2000, 64, true);
         row(
             &format!("through NATS, stream {storage}, one worker"),
             rate,
@@ -181,8 +192,8 @@ fn lavapipe_section(server: &NatsServer) {
 /// The idle round trip (one job at a time) through NATS, in-process, plain NATS, and the
 /// server's own round trip.
 fn idle(server: &NatsServer, client: &Client) {
-    through_nats(client, 50, 1);
-    let (_, ours) = through_nats(client, 300, 1);
+    through_nats(client, 50, 1, true);
+    let (_, ours) = through_nats(client, 300, 1, true);
     let local = engine(wgpu::Backends::VULKAN);
     let k = local.kernel(kernels::saxpy()).unwrap();
     in_process(&local, &k, 50, 1, true);
@@ -227,12 +238,12 @@ fn noop_section(server: &NatsServer) {
         q.subject = format!("noop{}.jobs", u8::from(in_memory));
         let client = Client::connect(q.clone()).unwrap();
         let one = worker(wgpu::Backends::NOOP, &q);
-        noop_through(&client, 500);
-        let one_rate = noop_through(&client, 4000);
+        through_nats(&client, 500, 64, false);
+        let (one_rate, _) = through_nats(&client, 4000, 64, false);
         let (plain, _) = plain_nats(&server.url(), in_memory, 4000, 64);
         let two = worker(wgpu::Backends::NOOP, &q);
-        noop_through(&client, 500);
-        let two_rate = noop_through(&client, 4000);
+        through_nats(&client, 500, 64, false);
+        let (two_rate, _) = through_nats(&client, 4000, 64, false);
         drop((one, two));
         let storage = if in_memory { "in memory" } else { "on disk" };
         println!(
@@ -248,25 +259,6 @@ fn noop_section(server: &NatsServer) {
         2 * N * 4 + 4,
         N * 4
     );
-}
-
-/// Jobs/s through NATS with 64 outstanding, results unchecked (the noop backend runs nothing).
-fn noop_through(client: &Client, jobs: usize) -> f64 {
-    let (x, y) = data();
-    let mut flight = VecDeque::new();
-    let start = Instant::now();
-    for i in 0..jobs + 64 {
-        if flight.len() == 64 || i >= jobs {
-            let Some(h): Option<wgpu_batch::remote::RemoteHandle> = flight.pop_front() else {
-                break;
-            };
-            h.wait_timeout(WAIT).unwrap();
-        }
-        if i < jobs {
-            flight.push_back(client.submit(remote_job(&x, &y)).unwrap());
-        }
-    }
-    jobs as f64 / start.elapsed().as_secs_f64()
 }
 
 /// The same messages through plain async-nats, with no engine and no encoding: a job's

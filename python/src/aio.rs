@@ -22,6 +22,8 @@ static DRIVER: LazyLock<futures_executor::ThreadPool> = LazyLock::new(|| {
         .pool_size(1)
         .name_prefix("wgpu-batch-py-await")
         .create()
+        // Fails only when the OS has no thread to give; PyO3 turns the panic into a Python
+        // exception at the `await`.
         .expect("a thread for awaited jobs")
 });
 
@@ -39,6 +41,7 @@ static FINISHED: LazyLock<(Mutex<Vec<Done>>, Condvar)> = LazyLock::new(|| {
     std::thread::Builder::new()
         .name("wgpu-batch-py-deliver".into())
         .spawn(deliver)
+        // As above: only without a thread to spare, and a Python exception then.
         .expect("a thread for asyncio deliveries");
     (Mutex::new(Vec::new()), Condvar::new())
 });

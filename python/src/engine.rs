@@ -11,7 +11,7 @@ use wgpu_batch::{Balance, Error, JobHandle, Priority};
 use crate::args::{self, Step, numpy};
 use crate::buffer::Buffer;
 use crate::errors::to_py;
-use crate::handle::{Handle, copy_into, outputs};
+use crate::handle::{Handle, RELEASE_FROM, copy_into, outputs};
 use crate::kernel::Kernel;
 use crate::stats;
 
@@ -129,11 +129,6 @@ pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
         .map_err(|_| PyValueError::new_err(format!("expected seconds >= 0, got {s}")))
 }
 
-/// Bytes of host data from which a job is copied with the GIL released. Below it the copy
-/// takes about a microsecond, less than handing the GIL to another thread and back, and the
-/// engine writes nothing into mapped memory on the submitting thread (it does from 32 KiB).
-const RELEASE_FROM: usize = 32 << 10;
-
 /// A job parsed (GIL held), not yet built.
 struct Prepared {
     steps: Vec<Step>,
@@ -142,7 +137,8 @@ struct Prepared {
 }
 
 impl Prepared {
-    /// Whether building and submitting it should release the GIL (see [`RELEASE_FROM`]).
+    /// Whether building and submitting it should release the GIL (see [`RELEASE_FROM`]; the
+    /// engine, too, writes a job into mapped memory on the submitting thread from 32 KiB).
     fn large(&self) -> bool {
         let bytes: usize = (self.steps.iter())
             .flat_map(|s| s.args.iter())

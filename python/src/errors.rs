@@ -12,15 +12,11 @@ static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// The exception for `e`: its class's name, its message, and its fields as attributes.
 pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
-    match make(py, &e) {
-        Ok(err) => err,
-        Err(failed) => failed, // the error module itself failed to import: say that
-    }
+    // Should the error module itself fail to import, that is the error to see.
+    make(py, &e).unwrap_or_else(|failed| failed)
 }
 
 fn make(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
-    let module =
-        ERRORS.get_or_try_init(py, || py.import("wgpu_batch._errors").map(Bound::unbind))?;
     let attrs = PyDict::new(py);
     let name = match e {
         Error::NoAdapter(_) => "NoAdapterError",
@@ -85,8 +81,19 @@ fn make(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         }
         _ => "WgpuError",
     };
-    let class = module.bind(py).getattr(name)?;
-    let exc = class.call1((e.to_string(),))?;
+    exception(py, name, &e.to_string(), &attrs)
+}
+
+/// An instance of `wgpu_batch._errors.<class>` with `message` and `attrs` as attributes.
+fn exception(
+    py: Python<'_>,
+    class: &str,
+    message: &str,
+    attrs: &Bound<'_, PyDict>,
+) -> PyResult<PyErr> {
+    let module =
+        ERRORS.get_or_try_init(py, || py.import("wgpu_batch._errors").map(Bound::unbind))?;
+    let exc = module.bind(py).getattr(class)?.call1((message,))?;
     for (k, v) in attrs.iter() {
         exc.setattr(k.cast::<pyo3::types::PyString>()?, v)?;
     }
@@ -114,18 +121,12 @@ pub(crate) fn binding(
     problem: &str,
 ) -> PyErr {
     let message = format!("kernel `{kernel}`, binding `{name}` (@binding({number})): {problem}");
-    let e = Error::Binding {
-        kernel: kernel.to_owned(),
-        binding: number,
-        problem: message.clone(),
-    };
-    match make(py, &e).and_then(|err| {
-        let value = err.value(py);
-        value.setattr("args", (message,))?;
-        value.setattr("name", name)?;
-        Ok(err)
-    }) {
-        Ok(err) => err,
-        Err(failed) => failed,
-    }
+    let made = (|| {
+        let attrs = PyDict::new(py);
+        attrs.set_item("kernel", kernel)?;
+        attrs.set_item("binding", number)?;
+        attrs.set_item("name", name)?;
+        exception(py, "BindingError", &message, &attrs)
+    })();
+    made.unwrap_or_else(|failed| failed)
 }

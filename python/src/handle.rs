@@ -156,8 +156,9 @@ pub(crate) fn outputs<'py>(
     Ok(dict)
 }
 
-/// Bytes above which a copy releases the GIL (below it, releasing costs more than it frees).
-const RELEASE_FROM: usize = 1 << 20;
+/// Bytes from which a copy, in or out, runs with the GIL released. Below it the copy takes a
+/// microsecond or two, less than handing the GIL to another thread and back.
+pub(crate) const RELEASE_FROM: usize = 32 << 10;
 
 /// Copies `bytes` into a fresh C-contiguous `array` of exactly that many bytes.
 pub(crate) fn copy_into(py: Python<'_>, array: &Bound<'_, PyAny>, bytes: &[u8]) -> PyResult<()> {

@@ -4,8 +4,8 @@
 //!
 //! The GIL is released wherever the engine works or waits: building the engine, compiling,
 //! waiting for a result (the waiting thread may run the device's batches meanwhile), a
-//! submit that waits for room, copying a large job's arrays in (32 KiB or more; a smaller
-//! copy is cheaper than handing the GIL over), uploading and reading buffers.
+//! submit that waits for room, copying a large job's arrays in or its results out (32 KiB or
+//! more; a smaller copy is cheaper than handing the GIL over), uploading and reading buffers.
 
 mod aio;
 mod args;

@@ -315,10 +315,14 @@ pub struct Canceller {
 impl Canceller {
     /// As [`JobHandle::cancel`].
     pub fn cancel(&self) {
-        self.ticket.cancel.store(true, Ordering::Release);
-        self.ticket
-            .resolve_from(&[QUEUED], None, Err(Error::Cancelled));
+        cancel(&self.ticket);
     }
+}
+
+/// Marks the job cancelled, and resolves it `Cancelled` if it is still queued.
+fn cancel(ticket: &Ticket) {
+    ticket.cancel.store(true, Ordering::Release);
+    ticket.resolve_from(&[QUEUED], None, Err(Error::Cancelled));
 }
 
 impl std::fmt::Debug for Canceller {
@@ -427,7 +431,7 @@ impl JobHandle {
     /// and never runs; one already encoded finishes on the device and the handle then gets
     /// `Cancelled` instead of its output. A job already resolved is unaffected.
     pub fn cancel(&self) {
-        self.canceller().cancel();
+        cancel(&self.ticket);
     }
 
     /// Something that cancels this job from anywhere, as [`cancel`](Self::cancel) does, while

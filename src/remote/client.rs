@@ -143,7 +143,7 @@ struct Waiter {
 }
 
 impl Awaited {
-    fn expect(&self, id: String, message: Message) -> flume::Receiver<Result<RemoteOutput>> {
+    fn register(&self, id: String, message: Message) -> flume::Receiver<Result<RemoteOutput>> {
         let (tx, rx) = flume::bounded(1);
         self.waiting.lock().insert(id, Waiter { tx, message });
         rx
@@ -333,7 +333,7 @@ impl Client {
         headers.insert(ID, id.as_str());
         headers.insert(REPLY, format!("{}.{id}", self.inbox).as_str());
         let message = Arc::new((headers.clone(), bytes::Bytes::from(payload)));
-        let rx = self.awaited.expect(id.clone(), message.clone());
+        let rx = self.awaited.register(id.clone(), message.clone());
         let subject = self.queue.subject.clone();
         let body = message.1.clone(); // shared, not copied
         let sent = self.runtime.block_on(async {
@@ -412,7 +412,7 @@ mod tests {
         ) {
             let awaited = Awaited::default();
             let message = Arc::new((HeaderMap::new(), bytes::Bytes::new()));
-            let handles: Vec<_> = (0..8).map(|i| awaited.expect(i.to_string(), message.clone())).collect();
+            let handles: Vec<_> = (0..8).map(|i| awaited.register(i.to_string(), message.clone())).collect();
             let mut first: Vec<Option<u8>> = vec![None; 8];
             for (job, tag) in deliveries {
                 let out = RemoteOutput { outputs: vec![(0, vec![tag])] };
