@@ -412,3 +412,33 @@ fn the_python_client_example_submits_a_job_in_the_wire_format() {
     eprintln!("{text}");
     assert_eq!(w.drain().unwrap().ok, 1);
 }
+
+#[test]
+fn a_worker_whose_consumer_vanishes_subscribes_again_and_serves_on() {
+    let server = server();
+    let q = queue(&server);
+    let w = worker(&q);
+    let client = Client::connect(q.clone()).unwrap();
+    let check = |i: usize| {
+        let (job, binding, want) = job(i);
+        let out = client.submit(job).unwrap().wait_timeout(WAIT).unwrap();
+        assert_eq!(out.read::<f32>(binding).unwrap(), want, "job {i}");
+    };
+    check(0);
+    // The server loses the shared consumer (as when it restarts before storing it): the
+    // worker's job stream ends, and the worker must make the consumer again, not sit idle.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let nats = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(nats);
+        let stream = js.get_stream(&q.stream).await.unwrap();
+        assert!(stream.delete_consumer(&q.consumer).await.unwrap().success);
+    });
+    for i in 1..20 {
+        check(i);
+    }
+    assert_eq!(w.drain().unwrap().ok, 20);
+}

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, watch};
@@ -173,33 +174,66 @@ impl Drop for Worker {
     }
 }
 
-/// Takes jobs from the consumer's message stream (a long poll that keeps up to a quarter of
-/// the room fetched ahead) while it has room, runs each on its own task, until stopped; then
-/// waits for the tasks to finish (each answers and acknowledges).
+/// Takes jobs from the consumer's message stream while it has room, runs each on its own task,
+/// until stopped; then waits for the tasks to finish (each answers and acknowledges). When the
+/// stream ends (the server lost the consumer, as after a restart before it was stored) the
+/// worker gets or creates the consumer again and goes on pulling, rather than sit idle.
 async fn serve(
     shared: Arc<Shared>,
-    consumer: PullConsumer,
+    mut consumer: PullConsumer,
     concurrency: usize,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<()> {
     let room = Arc::new(Semaphore::new(concurrency));
-    let ahead = (concurrency / 4).max(1);
+    while !*stopped.borrow() {
+        if let Err(e) = pull(&shared, &consumer, &room, concurrency, &mut stopped).await {
+            log::warn!("worker: pulling jobs: {e}");
+        }
+        if *stopped.borrow() {
+            break;
+        }
+        log::warn!("worker: the job stream ended; subscribing again");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stopped.changed() => break,
+        }
+        match shared.queue.consumer(&shared.js).await {
+            Ok(again) => consumer = again,
+            Err(e) => log::warn!("worker: {e}"),
+        }
+    }
+    // Drained once every permit is back: each task answered and acknowledged its job.
+    let _ = room.acquire_many(concurrency as u32).await;
+    Ok(())
+}
+
+/// Pulls from one message stream (a long poll that keeps up to a quarter of the room fetched
+/// ahead) until it ends or the worker is stopped. Jobs fetched ahead and not taken by then are
+/// not handed back one by one (a `nak` would bring them straight back to this worker's open
+/// pull request): they go to another worker after `ack_wait`, never run here.
+async fn pull(
+    shared: &Arc<Shared>,
+    consumer: &PullConsumer,
+    room: &Arc<Semaphore>,
+    concurrency: usize,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<()> {
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(ahead)
+        .max_messages_per_batch((concurrency / 4).max(1))
         .expires(Duration::from_secs(2)) // a drained worker's open pull request ends soon
         .messages()
         .await
         .map_err(|e| nats_error("pull jobs", e))?;
-    while !*stopped.borrow() {
+    loop {
         let permit = tokio::select! {
             p = room.clone().acquire_owned() => p,
-            _ = stopped.changed() => break,
+            _ = stopped.changed() => return Ok(()),
         };
-        let Ok(permit) = permit else { break };
+        let Ok(permit) = permit else { return Ok(()) };
         let next = tokio::select! {
             m = messages.next() => m,
-            _ = stopped.changed() => break,
+            _ = stopped.changed() => return Ok(()),
         };
         match next {
             Some(Ok(message)) => {
@@ -209,17 +243,19 @@ async fn serve(
                     drop(permit);
                 });
             }
+            // Without its consumer (or JetStream) this stream yields errors from now on.
+            Some(Err(e))
+                if matches!(
+                    e.kind(),
+                    MessagesErrorKind::ConsumerDeleted | MessagesErrorKind::NoResponders
+                ) =>
+            {
+                return Err(nats_error("pull jobs", e));
+            }
             Some(Err(e)) => log::warn!("worker: pulling jobs: {e}"),
-            None => break,
+            None => return Ok(()),
         }
     }
-    // Jobs fetched ahead and not taken are not handed back one by one (a `nak` would bring
-    // them straight back to this worker's open pull request): they go to another worker
-    // after `ack_wait`, never run here.
-    drop(messages);
-    // Drained once every permit is back: each task answered and acknowledged its job.
-    let _ = room.acquire_many(concurrency as u32).await;
-    Ok(())
 }
 
 /// Runs one job and answers it, then acknowledges the message.
