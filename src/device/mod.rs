@@ -42,7 +42,7 @@
 //! launches it: see `Layout::writer`), and sends on the device's bounded channel.
 //!
 //! # Who runs a batch
-//! The batch loop (`device/executor.rs`) has one runner for every caller: a thread blocked in
+//! The batch loop (`device/driver.rs`) has one runner for every caller: a thread blocked in
 //! `JobHandle::wait` or `wait_timeout` takes the submitter lock if it is free and runs steps
 //! (launch what is queued, its own job and others', as one batch; complete the oldest batch)
 //! until its job resolves, never waiting on the device past its own bound. The executor thread
@@ -109,6 +109,7 @@
 //! device was lost and that has not returned [`ABANDON_AFTER`] later is stuck in the driver:
 //! it is left behind (logged), its jobs already failed by the loss.
 
+pub(crate) mod driver;
 pub(crate) mod executor;
 pub(crate) mod health;
 pub(crate) mod inbox;
@@ -133,7 +134,8 @@ use crate::adapters::DeviceInfo;
 use crate::batch::Ready;
 use crate::batch::layout::{Footprint, Layout, Writer};
 use crate::config::BatchConfig;
-use crate::device::executor::{Driver, Executor, ExecutorSetup};
+use crate::device::driver::{Driver, DriverSetup};
+use crate::device::executor::Executor;
 use crate::device::health::Health;
 use crate::device::inbox::{Inbox, Request};
 use crate::device::mapped::HostPool;
@@ -245,7 +247,7 @@ impl DeviceCore {
             shared,
         )));
         let limits = device.limits();
-        let setup = ExecutorSetup {
+        let setup = DriverSetup {
             inbox: inbox.clone(),
             submitter: submitter.clone(),
             limits: limits.clone(),

@@ -1,4 +1,4 @@
-//! What one step of a device's batch loop (`device/executor.rs`) leaves to do once the
+//! What one step of a device's batch loop (`device/driver.rs`) leaves to do once the
 //! submitter lock is released: replies are never sent under it (the protocol in
 //! `device/mod.rs`).
 

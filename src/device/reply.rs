@@ -39,7 +39,7 @@ pub(crate) type Reply = Result<JobOutput>;
 pub(crate) type DeadlineTimer = Arc<dyn Fn(Instant, Arc<Ticket>) -> bool + Send + Sync>;
 
 /// What a waiting caller can do for its job's device: run its batch loop (see
-/// `device/executor.rs`).
+/// `device/driver.rs`).
 pub(crate) trait Help: Send + Sync {
     /// Runs the device's batches on the calling thread until `ticket` resolves, nothing is
     /// left that this thread can do, or `give_up` passes.

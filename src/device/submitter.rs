@@ -2,7 +2,7 @@
 //! groups and timestamp queries, behind the device's lock (`DeviceCore::submitter`).
 //!
 //! It holds the one batch runner, [`Submitter::launch`] then [`Submitter::complete`], and the
-//! batches in flight between the two: the batch loop (`device/executor.rs`, run by a waiting
+//! batches in flight between the two: the batch loop (`device/driver.rs`, run by a waiting
 //! caller or the executor) takes the lock to launch a batch and, later, to complete it; a
 //! caller of [`Engine::run`](crate::Engine::run) takes it when the device has nothing
 //! outstanding and runs its one job through the same two calls as a batch of one (the idle
@@ -55,7 +55,7 @@ impl Prepared {
     }
 }
 
-/// A batch submitted by the device's batch loop (`device/executor.rs`), with its jobs'
+/// A batch submitted by the device's batch loop (`device/driver.rs`), with its jobs'
 /// responders: whoever holds this lock next may complete it.
 pub(crate) struct Flight {
     pub(crate) batch: InFlight,
