@@ -1,5 +1,6 @@
 //! Python values bound to a kernel's bindings by WGSL name: numpy arrays (or anything numpy
-//! takes as one: `__array_interface__`, the buffer protocol), bytes, Python numbers for scalar
+//! takes as one: `__array_interface__`, the buffer protocol), raw bytes (`bytes`, `bytearray`
+//! or a memoryview of bytes: never checked against the element type), Python numbers for scalar
 //! bindings, [`Out`], [`Scratch`] and resident [`Buffer`]s. Arrays are read in place through
 //! numpy's array interface (`array.rs`) and copied once, into the job, when it is built (the
 //! GIL released for a large job: see `engine.rs`).
@@ -7,7 +8,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyMemoryView, PyTuple};
 use wgpu_batch::{BindingInfo, BindingKind, Job};
 
 use crate::array;
@@ -439,8 +440,9 @@ fn number_bytes(
     Ok(Some(bytes.to_vec()))
 }
 
-/// The memory of an array-like value, checked against the binding's element type; the
-/// dtype and shape it comes back as (an inout); the object that owns the memory.
+/// The memory of an array-like value, checked against the binding's element type unless it
+/// is raw bytes; the dtype and shape it comes back as (an inout); the object that owns the
+/// memory.
 fn raw_of(
     py: Python<'_>,
     k: &wgpu_batch::Kernel,
@@ -456,6 +458,14 @@ fn raw_of(
             owner: value.clone().unbind(),
         });
     }
+    // Python's other bytes-like objects are raw bytes too, read through numpy (whose view
+    // holds a buffer export, so a bytearray cannot be resized while the job is copied).
+    let raw_bytes = value.is_instance_of::<PyByteArray>()
+        || (value.is_instance_of::<PyMemoryView>()
+            && value
+                .getattr(pyo3::intern!(py, "format"))?
+                .extract::<String>()?
+                == "B");
     let value = array_like(py, k, info, value)?;
     let view = array::view(py, &value)?;
     let fail = |problem: String| errors::binding(py, k.label(), &info.name, info.binding, &problem);
@@ -464,7 +474,9 @@ fn raw_of(
             "the array is big-endian: pass arr.astype(arr.dtype.newbyteorder('<'))".into(),
         ));
     }
-    check_dtype(py, k, info, view.kind, view.itemsize)?;
+    if !raw_bytes {
+        check_dtype(py, k, info, view.kind, view.itemsize)?;
+    }
     if !view.contiguous {
         return Err(fail(
             "the array is not contiguous: pass np.ascontiguousarray(...)".into(),

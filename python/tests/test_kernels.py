@@ -129,6 +129,21 @@ def test_inputs_may_be_reused_at_once_after_submit(engine, saxpy):
     np.testing.assert_array_equal(h.result(timeout=30)["y"], np.ones(1000, np.float32))
 
 
+def test_bytes_like_values_bind_as_raw_bytes(engine, saxpy):
+    x, y = np.arange(64, dtype=np.float32), np.ones(64, np.float32)
+    raw = [x.tobytes(), bytearray(x.tobytes()), memoryview(x.tobytes())]
+    for value in raw:
+        got = engine.run(saxpy, n=64, a=2.0, x=value, y=y)["y"]
+        np.testing.assert_array_equal(got, 2 * x + y)
+    # An inout of raw bytes comes back as bytes (uint8), like what went in.
+    got = engine.run(saxpy, n=64, a=2.0, x=x, y=bytearray(y.tobytes()))["y"]
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got.view(np.float32), 2 * x + y)
+    # A numpy array of bytes is still checked against the element type.
+    with pytest.raises(wb.BindingError, match="uint8"):
+        engine.run(saxpy, n=64, a=2.0, x=np.frombuffer(x.tobytes(), np.uint8), y=y)
+
+
 def test_resident_buffers(engine, saxpy):
     x = np.arange(256, dtype=np.float32)
     shared = engine.replicate(x)
