@@ -266,7 +266,8 @@ fn step(
         (None, Some(n)) => {
             let per = k.workgroup_size()[0].max(1) as usize;
             (
-                u32::try_from(n.div_ceil(per).max(1)).unwrap_or(u32::MAX),
+                // n=0 is zero workgroups, an error at submit (as `Job::workgroups_for(0)`).
+                u32::try_from(n.div_ceil(per)).unwrap_or(u32::MAX),
                 1,
                 1,
             )
@@ -516,22 +517,23 @@ fn array_like<'py>(
     if array::has(py, value)? {
         return Ok(value.clone());
     }
-    numpy(py)?.call_method1("asarray", (value,)).map_err(|_| {
-        errors::binding(
-            py,
-            k.label(),
-            &info.name,
-            info.binding,
-            &format!(
-                "expected a numpy array, bytes or a buffer; got {}",
-                value
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ),
-        )
-    })
+    let not_data = || {
+        let kind = value.get_type().name().map(|n| n.to_string());
+        let problem = format!(
+            "expected a numpy array, bytes or a buffer; got {}",
+            kind.unwrap_or_default()
+        );
+        errors::binding(py, k.label(), &info.name, info.binding, &problem)
+    };
+    let array = numpy(py)?
+        .call_method1("asarray", (value,))
+        .map_err(|_| not_data())?;
+    // numpy makes an array of anything (None, a string): only numbers are data here.
+    let kind = array.getattr("dtype")?.getattr("kind")?;
+    if ["O", "U", "S"].iter().any(|k| kind.eq(*k).unwrap_or(false)) {
+        return Err(not_data());
+    }
+    Ok(array)
 }
 
 /// The scalar type (`f32`, `u32`, ...) an element type is made of, when it is one.

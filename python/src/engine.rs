@@ -125,8 +125,9 @@ fn options(
 }
 
 pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| PyValueError::new_err(format!("expected seconds >= 0, got {s}")))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        PyValueError::new_err(format!("expected a finite number of seconds >= 0, got {s}"))
+    })
 }
 
 /// A job parsed (GIL held), not yet built.

@@ -53,15 +53,21 @@ def test_outputs_and_buffers_only_where_they_fit(engine, saxpy):
         engine.submit(saxpy, **args(x=wb.out(np.float32, N)))
     with pytest.raises(wb.BindingError, match="binding `a`.*uniform binding cannot take a resident"):
         engine.submit(saxpy, **args(a=engine.upload(np.ones(4, np.float32))))
-    with pytest.raises(ValueError, match="binding `x`"):
-        engine.submit(saxpy, **args(x=object()))
+    for junk in (object(), None, "abc"):
+        with pytest.raises(wb.BindingError, match="binding `x`.*expected a numpy array"):
+            engine.submit(saxpy, **args(x=junk))
 
 
 def test_bad_options(engine, saxpy):
     with pytest.raises(ValueError, match="priority"):
         engine.submit(saxpy, priority="urgent", **args())
-    with pytest.raises(ValueError, match="seconds"):
-        engine.submit(saxpy, timeout=-1.0, **args())
+    for timeout in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number of seconds"):
+            engine.submit(saxpy, timeout=timeout, **args())
+    kw = args()
+    del kw["n"]
+    with pytest.raises(wb.WorkgroupsError, match="zero workgroups"):
+        engine.submit(saxpy, n=0, **kw)  # no invocations is an error, not one workgroup
     with pytest.raises(wb.LimitError, match="no device 9"):
         engine.submit(saxpy, device=9, **args())
     with pytest.raises(TypeError, match="Kernel or a Job"):
