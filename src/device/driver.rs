@@ -294,7 +294,7 @@ impl Driver {
 
     /// Waits for the oldest batch in flight and leaves its replies in `out`. False when there
     /// was none, or it did not finish before `give_up` passed or `ticket` resolved (the
-    /// watchdog fails a stalled batch's jobs while its poll is still inside the driver, so a
+    /// watchdog fails a stalled batch's jobs while its poll is still inside the GPU driver, so a
     /// waiting caller polls in slices and looks at its own job between them).
     pub(super) fn complete_oldest(
         &self,

@@ -2,9 +2,9 @@
 //!
 //! Waiting callers run the loop themselves; the executor sleeps on a timer while they do, and
 //! runs what nobody has driven for [`LINGER`] (jobs whose callers do not wait yet, or wait
-//! with `.await`, which rings it at once, see [`Help::ring`](crate::device::reply::Help::ring)); after [`COLD_AFTER`] with
-//! nothing to do it parks on the channel. With `max_batch_delay` set the executor alone forms
-//! batches, holding them open as that setting asks. When the channel disconnects (shutdown)
+//! with `.await`, which rings it at once: see `Help::ring` in `device/reply.rs`); after
+//! [`COLD_AFTER`] with nothing to do it parks on the channel. With `max_batch_delay` set the
+//! executor alone forms batches, holding them open as that setting asks. When the channel disconnects (shutdown)
 //! it drains what is queued and in flight, then closes the board; a panic of its loop becomes
 //! the device's loss, and no job is left unanswered either way.
 

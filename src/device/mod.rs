@@ -74,8 +74,9 @@
 //! `gpu_timeout`) or the `lose_device` hook records the reason in [`Health`] (a `OnceLock`,
 //! read by submit without locking); submit then skips the device. The device is then
 //! *closed* ([`Inbox::close`]): its owning sender is dropped, every job on its board resolves
-//! `DeviceLost` (unless salvaged, below), and the channel is drained until no sender is left. The executor closes it
-//! when it notices the loss; the watchdog closes it when the executor is stuck in the driver.
+//! `DeviceLost` (unless salvaged, below), and the channel is drained until no sender is left.
+//! The executor closes it when it notices the loss; the watchdog closes it when the executor
+//! is stuck in the GPU driver.
 //! Callbacks only record the reason: they run inside wgpu's poll, where dropping a job's
 //! buffers could deadlock.
 //!
@@ -106,7 +107,7 @@
 //! weak senders, upgraded for one send, so a send already under way still lands; the executor
 //! sees the channel disconnect, runs every step left at once, finishes the batches in flight
 //! and returns. Every queued job therefore runs. The engine waits for each executor; one whose
-//! device was lost and that has not returned [`ABANDON_AFTER`] later is stuck in the driver:
+//! device was lost and that has not returned [`ABANDON_AFTER`] later is stuck in the GPU driver:
 //! it is left behind (logged), its jobs already failed by the loss.
 
 pub(crate) mod driver;
@@ -550,7 +551,7 @@ impl DeviceCore {
     }
 
     /// Lets the executor finish what is queued and waits for it; leaves behind an executor
-    /// that is stuck in the driver after a loss (see the module docs). Idempotent.
+    /// that is stuck in the GPU driver after a loss (see the module docs). Idempotent.
     pub(crate) fn stop(&self) {
         self.inbox.stop_accepting();
         let Some((join, exited)) = self.executor.lock().take() else {
@@ -567,7 +568,7 @@ impl DeviceCore {
             if since.elapsed() >= ABANDON_AFTER {
                 self.inbox.close();
                 log::error!(
-                    "device {}: its executor is stuck in the driver after the loss ({}); \
+                    "device {}: its executor is stuck in the GPU driver after the loss ({}); \
                      leaving its thread behind (its jobs were failed)",
                     self.info.index,
                     self.health.lost_reason().unwrap_or("unknown")
