@@ -265,8 +265,16 @@ impl Bench {
     }
 }
 
+/// Every engine of the run; `POOL_MB` sets their `pool_budget` (in MiB) to try another.
 fn engine_builder(backend: wgpu::Backends) -> wgpu_batch::EngineBuilder {
-    Engine::builder().backends(backend)
+    let b = Engine::builder().backends(backend);
+    match std::env::var("POOL_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(mb) => b.pool_budget(mb << 20),
+        None => b,
+    }
 }
 
 /// 1. Scaling: T = 1..16 at 4,096 elements, engine vs global lock.

@@ -37,15 +37,16 @@ use parking_lot::Mutex;
 use crate::batch::layout::Layout;
 use crate::job::Job;
 use crate::memory::host::{Loan, Staged};
+use crate::memory::pool::log_linear;
 
 /// Smallest host buffer: small jobs share few classes.
 const MIN_CLASS: u64 = 4096;
 
-/// The size class of a host buffer: the next power of two, at least [`MIN_CLASS`].
+/// The size class of a host buffer: log-linear as the batch pool's (at most 25% larger than
+/// asked; a power of two doubled a 4 MiB input with a uniform beside it, and the pool's budget
+/// then held half as many sets), at least [`MIN_CLASS`].
 fn class_of(size: u64) -> u64 {
-    size.max(MIN_CLASS)
-        .checked_next_power_of_two()
-        .unwrap_or(size)
+    log_linear(size, MIN_CLASS)
 }
 
 /// What a host buffer is for; each kind has its own usage flags.

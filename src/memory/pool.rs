@@ -55,11 +55,16 @@ pub(crate) fn size_class(size: u64, max: u64) -> u64 {
     if size > max {
         return size;
     }
-    let v = size.max(MIN_CLASS);
-    let e = 63 - v.leading_zeros(); // 2^e <= v < 2^(e+1), e >= 16
+    log_linear(size, MIN_CLASS).min(max)
+}
+
+/// The next log-linear step at or above `size` (four per power of two: at most 25% larger),
+/// at least `min` (which must be 4 or more, so every step is a multiple of 4).
+pub(crate) fn log_linear(size: u64, min: u64) -> u64 {
+    let v = size.max(min);
+    let e = 63 - v.leading_zeros(); // 2^e <= v < 2^(e+1)
     let step = 1u64 << (e - 2);
-    let class = v.div_ceil(step).saturating_mul(step);
-    class.min(max)
+    v.div_ceil(step).saturating_mul(step)
 }
 
 /// Free buffers of one device.
@@ -179,6 +184,19 @@ mod tests {
         assert_eq!(size_class(1000 << 20, 1000 << 20), 1000 << 20);
         assert_eq!(size_class(990 << 20, 1000 << 20), 1000 << 20);
         assert_eq!(size_class(2000 << 20, 1000 << 20), 2000 << 20);
+    }
+
+    #[test]
+    fn host_classes_waste_at_most_a_quarter_and_are_word_multiples() {
+        let min = 4096; // the host pool's (device/mapped.rs)
+        assert_eq!(log_linear(1, min), min);
+        assert_eq!(log_linear((4 << 20) + 256, min), 5 << 20); // a power of two gave 8 MiB
+        for i in 0..20_000u64 {
+            let size = 1 + i * i * 7919 % (1 << 34);
+            let class = log_linear(size, min);
+            assert!(class >= size && class.is_multiple_of(4), "{size} -> {class}");
+            assert!(size < min || class - size <= size / 4, "{size} -> {class}");
+        }
     }
 
     #[test]
