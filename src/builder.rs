@@ -481,6 +481,7 @@ impl EngineBuilder {
             default_timeout: self.default_timeout,
             balance: self.balance,
             keep_copies: self.keep_copies,
+            queue_capacity: self.queue_capacity,
             #[cfg(feature = "metrics")]
             metrics_interval: self.metrics_interval,
         })

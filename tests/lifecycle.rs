@@ -261,6 +261,27 @@ fn try_submit_hands_the_job_back_when_full() {
 }
 
 #[test]
+fn the_engine_takes_its_queue_capacity_without_refusing() {
+    let engine = common::build(common::builder().devices_per_adapter(2).queue_capacity(3));
+    assert_eq!(engine.queue_capacity(), 3 * engine.devices().len());
+    let k = engine.kernel(kernels::scale()).unwrap();
+    let x = data(1 << 18, 8);
+    let handles: Vec<_> = (0..engine.queue_capacity())
+        .map(
+            |i| match engine.try_submit(kernels::scale_job(&k, 2.0, &x)) {
+                Ok(h) => h,
+                Err(r) => panic!(
+                    "job {i} of {} refused: {}",
+                    engine.queue_capacity(),
+                    r.error
+                ),
+            },
+        )
+        .collect();
+    settle(handles);
+}
+
+#[test]
 fn device_destroyed_under_load_is_detected_and_every_job_resolves() {
     // No shortcut: the engine learns of the loss only from wgpu's callback.
     let engine = common::build(

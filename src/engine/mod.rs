@@ -30,6 +30,8 @@ pub(crate) struct EngineParts {
     pub(crate) balance: Balance,
     /// Whether read-only resident buffers keep a host copy.
     pub(crate) keep_copies: bool,
+    /// Jobs each device's queue holds (`EngineBuilder::queue_capacity`).
+    pub(crate) queue_capacity: usize,
     /// How often the `metrics` feature publishes.
     #[cfg(feature = "metrics")]
     pub(crate) metrics_interval: Duration,
@@ -43,7 +45,7 @@ pub(crate) struct EngineInner {
     /// The devices as opened (their adapters' names, backends, types).
     adapters: Vec<DeviceInfo>,
     /// Every device position; fixed after build (a reopened device takes its lost one's
-    /// place, see `device/station.rs`).
+    /// place, see `station.rs`).
     stations: Vec<Arc<Station>>,
     /// Fails stalled devices and wakes async waiters at their deadlines.
     watchdog: Watchdog,
@@ -57,6 +59,8 @@ pub(crate) struct EngineInner {
     default_timeout: Option<Duration>,
     /// How device choice weighs devices.
     balance: Balance,
+    /// Jobs each device's queue holds.
+    queue_capacity: usize,
     /// Publishes the statistics through the `metrics` facade.
     #[cfg(feature = "metrics")]
     publisher: crate::observe::publish::Publisher,
@@ -135,6 +139,7 @@ impl Engine {
                 shutting_down: AtomicBool::new(false),
                 default_timeout: parts.default_timeout,
                 balance: parts.balance,
+                queue_capacity: parts.queue_capacity,
                 #[cfg(feature = "metrics")]
                 publisher,
                 copy: copy.clone(),
@@ -145,6 +150,17 @@ impl Engine {
             core.prepare(&copy)?;
         }
         Ok(engine)
+    }
+
+    /// How many jobs the engine's queues take for sure: each device's queue capacity
+    /// ([`EngineBuilder::queue_capacity`](crate::EngineBuilder::queue_capacity)) times its
+    /// devices. Up to this many jobs waiting to run, `try_submit` never fails with
+    /// [`Error::QueueFull`] (a device moves queued jobs onto its board as it batches them,
+    /// making room, so it may take more).
+    pub fn queue_capacity(&self) -> usize {
+        self.inner
+            .queue_capacity
+            .saturating_mul(self.inner.stations.len())
     }
 
     /// The devices as the engine opened them, lost ones included (a lost device keeps its

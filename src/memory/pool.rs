@@ -194,7 +194,10 @@ mod tests {
         for i in 0..20_000u64 {
             let size = 1 + i * i * 7919 % (1 << 34);
             let class = log_linear(size, min);
-            assert!(class >= size && class.is_multiple_of(4), "{size} -> {class}");
+            assert!(
+                class >= size && class.is_multiple_of(4),
+                "{size} -> {class}"
+            );
             assert!(size < min || class - size <= size / 4, "{size} -> {class}");
         }
     }

@@ -21,9 +21,9 @@ use crate::kernel::compile::Kernel;
 /// How a worker serves.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerOptions {
-    /// Most jobs held (fetched, not yet acknowledged) at once; default 256. Keep it at or
-    /// under the engine's queue capacity: the worker then never holds more than its engine
-    /// can queue.
+    /// Most jobs held (fetched, not yet acknowledged) at once; default 256. At most the
+    /// engine's [`queue_capacity`](crate::Engine::queue_capacity) (a larger value is lowered
+    /// to it), so the worker never holds more than its engine can queue.
     pub concurrency: usize,
     /// Whether a job may bring its own kernel (the kernel field `wgsl:` followed by WGSL
     /// source): that is code from the network, so it is refused (code
@@ -104,7 +104,14 @@ impl Worker {
             counters: Counters::default(),
         });
         let (stop, stopped) = watch::channel(false);
-        let concurrency = options.concurrency.max(1);
+        let most = shared.engine.queue_capacity().max(1);
+        if options.concurrency > most {
+            log::info!(
+                "worker: concurrency {} lowered to the engine's queue capacity, {most}",
+                options.concurrency
+            );
+        }
+        let concurrency = options.concurrency.clamp(1, most);
         let done = runtime.spawn(serve(shared.clone(), consumer, concurrency, stopped));
         Ok(Worker {
             runtime: Some(runtime),

@@ -28,7 +28,7 @@ pub struct Args {
     /// The durable consumer every worker shares.
     #[arg(long, default_value = "workers")]
     consumer: String,
-    /// Most jobs held at once (at most the engine's queue capacity, 4096).
+    /// Most jobs held at once (lowered to the engine's queue capacity, 4,096 per device).
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
     /// Seconds a job may stay unacknowledged before it goes to another worker.
@@ -60,7 +60,7 @@ pub fn run(args: &Args) -> Result<()> {
     queue.ack_wait = Duration::from_secs(args.ack_wait.max(1));
     queue.max_deliver = args.max_deliver;
     let options = WorkerOptions {
-        concurrency: args.concurrency.clamp(1, 4096),
+        concurrency: args.concurrency,
         allow_inline_kernels: args.allow_inline_kernels,
     };
     let names: Vec<&String> = kernels.keys().collect();
