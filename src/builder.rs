@@ -500,7 +500,7 @@ impl EngineBuilder {
         }
     }
 
-    /// How a lost device on `adapter` is reopened (see `device/station.rs`).
+    /// How a lost device on `adapter` is reopened (see `station.rs`).
     fn recipe(
         &self,
         instance: Option<wgpu::Instance>,

@@ -97,7 +97,7 @@ impl Watchdog {
         Arc::new(move |at, ticket| tx.send(Msg::Deadline(at, ticket)).is_ok())
     }
 
-    /// Hands the watchdog a reopened device's board (see `device/station.rs`).
+    /// Hands the watchdog a reopened device's board (see `station.rs`).
     pub(crate) fn replacer(
         tx: &flume::Sender<Msg>,
     ) -> Box<dyn Fn(usize, Arc<Inbox>) + Send + Sync> {
