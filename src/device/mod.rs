@@ -491,7 +491,8 @@ impl DeviceCore {
             pipelines,
             fused: None, // a batch of one runs plainly
         }];
-        // The executor's batch runner, with nothing to register: this thread waits itself.
+        // The batch loop's runner (the submitter's launch and complete), with nothing to register:
+        // this thread waits itself.
         let span = BatchSpan::formed(self.info.index, sub.batches_launched(), 1, || bytes);
         let launched = sub.launch(ready, &span, || true);
         let batch = launched.map_err(|(e, _)| sub.failure(&e))?;
