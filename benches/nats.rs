@@ -3,7 +3,8 @@
 //! worker's host cost per job and the bytes on the wire (noop backend: host cost alone), and
 //! two workers against one on this machine. A real `nats-server` is started on a free port.
 //!
-//! `cargo bench --features nats --bench nats` (about a minute). Every result is checked.
+//! `cargo bench --features nats --bench nats` (about a minute; `NATS_ONLY=noop` or
+//! `NATS_ONLY=idle` runs one part). Every result is checked.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -125,10 +126,18 @@ fn pct(v: &[Duration], p: usize) -> f64 {
 
 fn main() {
     let server = NatsServer::start().unwrap_or_else(|e| panic!("{e}"));
-    if std::env::var("NATS_ONLY").as_deref() != Ok("noop") {
-        lavapipe_section(&server);
+    match std::env::var("NATS_ONLY").as_deref() {
+        Ok("noop") => noop_section(&server),
+        Ok("idle") => {
+            let q = Queue::new(server.url()); // the stream on disk, as in the full run
+            let _w = worker(wgpu::Backends::VULKAN, &q);
+            idle(&server, &Client::connect(q).unwrap());
+        }
+        _ => {
+            lavapipe_section(&server);
+            noop_section(&server);
+        }
     }
-    noop_section(&server);
 }
 
 fn row(what: &str, rate: f64, lat: &[Duration]) {
