@@ -3,7 +3,8 @@
 //! or a memoryview of bytes: never checked against the element type), Python numbers for scalar
 //! bindings, [`Out`], [`Scratch`] and resident [`Buffer`]s. Arrays are read in place through
 //! numpy's array interface (`array.rs`) and copied once, into the job, when it is built (the
-//! GIL released for a large job: see `engine.rs`).
+//! GIL released for a large job: see `engine.rs`). Also Python seconds as a `Duration`
+//! ([`seconds`]), for every timeout and time setting.
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -534,6 +535,15 @@ fn array_like<'py>(
         return Err(not_data());
     }
     Ok(array)
+}
+
+/// A Python number of seconds (a timeout, an engine setting) as a `Duration`.
+pub(crate) fn seconds(s: f64) -> PyResult<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s).map_err(|_| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "expected a finite number of seconds >= 0, got {s}"
+        ))
+    })
 }
 
 /// The scalar type (`f32`, `u32`, ...) an element type is made of, when it is one.

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use wgpu_batch::{Balance, Error, JobHandle, Priority};
 
-use crate::args::{self, Step, numpy};
+use crate::args::{self, Step, numpy, seconds};
 use crate::buffer::Buffer;
 use crate::errors::to_py;
 use crate::handle::{Handle, RELEASE_FROM, copy_into, outputs};
@@ -121,12 +121,6 @@ fn options(
         priority,
         timeout: timeout.map(seconds).transpose()?,
         device,
-    })
-}
-
-pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| {
-        PyValueError::new_err(format!("expected a finite number of seconds >= 0, got {s}"))
     })
 }
 

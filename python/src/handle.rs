@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use wgpu_batch::{Canceller, Error, JobHandle, JobOutput};
 
-use crate::args::{Returned, numpy};
+use crate::args::{Returned, numpy, seconds};
 use crate::errors::to_py;
 
 /// How long one wait lasts before Python gets to run its signal handlers (Ctrl-C).
@@ -64,12 +64,7 @@ impl Handle {
     #[pyo3(signature = (timeout=None))]
     fn result<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
         let until = match timeout {
-            Some(t) if !(t >= 0.0 && t.is_finite()) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "timeout must be a finite number of seconds >= 0, got {t}"
-                )));
-            }
-            Some(t) => Instant::now().checked_add(Duration::from_secs_f64(t)),
+            Some(t) => Instant::now().checked_add(seconds(t)?),
             None => None,
         };
         let job = self.take()?;
