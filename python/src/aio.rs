@@ -14,7 +14,7 @@ use wgpu_batch::{JobHandle, JobOutput, Result};
 
 use crate::args::Returned;
 use crate::errors::to_py;
-use crate::handle::outputs;
+use crate::output::outputs;
 
 /// The thread that drives awaited jobs' futures.
 static DRIVER: LazyLock<futures_executor::ThreadPool> = LazyLock::new(|| {

@@ -11,8 +11,9 @@ use wgpu_batch::{Balance, Error, JobHandle, Priority};
 use crate::args::{self, Step, numpy, seconds};
 use crate::buffer::Buffer;
 use crate::errors::to_py;
-use crate::handle::{Handle, RELEASE_FROM, copy_into, outputs};
+use crate::handle::Handle;
 use crate::kernel::Kernel;
+use crate::output::{RELEASE_FROM, copy_into, outputs};
 use crate::stats;
 
 /// The engine: one per process is the usual use; a context manager that shuts it down.

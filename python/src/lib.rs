@@ -15,6 +15,7 @@ mod engine;
 mod errors;
 mod handle;
 mod kernel;
+mod output;
 mod stats;
 
 use pyo3::prelude::*;
